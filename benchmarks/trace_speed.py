@@ -1,0 +1,157 @@
+"""Trace-speed benchmark: ``prunepilot.trace`` vs Torch-Pruning's dependency-graph build.
+
+For each model (torchvision, random init, eval mode, input 1x3x224x224) both tools analyse the
+same model in the same process: one warm-up call each, then ``--repeats`` timed calls each,
+alternating the two tools; the table reports the medians and their ratio. Target: prunepilot
+takes at most half of Torch-Pruning's time (ratio pp/tp <= 0.5).
+
+Usage::
+
+    python benchmarks/trace_speed.py [--models NAME ...] [--repeats N] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from _models import append_results, format_table
+
+log = logging.getLogger("trace_speed")
+
+MODELS: tuple[str, ...] = ("resnet50", "densenet121", "efficientnet_b0", "vit_b_16")
+TARGET_RATIO = 0.5
+ERROR_CHARS = 200
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    """Runs ``fn`` once (its stdout sent to stderr) and returns the wall time in seconds."""
+    with contextlib.redirect_stdout(sys.stderr):
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+
+def bench_model(name: str, repeats: int) -> dict[str, Any]:
+    """Times both tools on one torchvision model.
+
+    Args:
+        name: torchvision model name.
+        repeats: timed calls per tool (after one warm-up call each).
+
+    Returns:
+        ``{"model", "pp": [seconds...], "tp": [seconds...], "error": str | None}``.
+    """
+    import torch_pruning as tp
+    import torchvision
+
+    import prunepilot
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None).eval()
+    x = torch.randn(1, 3, 224, 224)
+
+    def run_pp() -> None:
+        prunepilot.trace(model, x)
+
+    def run_tp() -> None:
+        tp.DependencyGraph().build_dependency(model, example_inputs=x)
+
+    res: dict[str, Any] = {"model": name, "pp": [], "tp": [], "error": None}
+    runners = {"pp": run_pp, "tp": run_tp}
+    failed: set[str] = set()
+    for rep in range(repeats + 1):  # rep 0 is the warm-up
+        for tool, fn in runners.items():
+            if tool in failed:
+                continue
+            try:
+                secs = _timed(fn)
+            except Exception as exc:  # a failing tool is a result
+                failed.add(tool)
+                msg = " ".join(f"{tool}: {type(exc).__name__}: {exc}".split())[:ERROR_CHARS]
+                res["error"] = f"{res['error']}; {msg}" if res["error"] else msg
+                log.warning("%s: %s", name, msg)
+                continue
+            if rep > 0:
+                res[tool].append(secs)
+            log.info("%s %s %s %.3fs", name, tool, "warm-up" if rep == 0 else f"#{rep}", secs)
+    return res
+
+
+def build_report(results: list[dict[str, Any]], repeats: int) -> str:
+    """Renders the timing table and the target line.
+
+    Args:
+        results: per-model records from :func:`bench_model`.
+        repeats: timed calls per tool.
+
+    Returns:
+        Markdown text.
+    """
+    rows: list[list[str]] = []
+    met = measured = 0
+    for r in results:
+        pp = statistics.median(r["pp"]) if r["pp"] else None
+        tpt = statistics.median(r["tp"]) if r["tp"] else None
+        ratio = pp / tpt if pp is not None and tpt else None
+        if ratio is not None:
+            measured += 1
+            met += ratio <= TARGET_RATIO
+        row = [
+            f"tv:{r['model']}",
+            f"{pp:.3f}" if pp is not None else "error",
+            f"{tpt:.3f}" if tpt is not None else "error",
+            f"{ratio:.2f}" if ratio is not None else "-",
+        ]
+        if r["error"]:
+            row[-1] += f" ({r['error']})"
+        rows.append(row)
+    header = ["model", "prunepilot s", "torch-pruning s", "ratio (pp/tp)"]
+    lines = [
+        format_table(header, rows),
+        "",
+        f"median of {repeats} runs after 1 warm-up per tool, tools alternating; "
+        "input 1x3x224x224, random init, eval mode.",
+        f"target: ratio <= {TARGET_RATIO} — met for {met}/{len(results)} models"
+        + ("" if measured == len(results) else f" ({len(results) - measured} not measured)"),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the trace-speed benchmark.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        Process exit code.
+    """
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=list(MODELS), metavar="NAME")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per tool (default 3)")
+    p.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    warnings.filterwarnings("ignore")
+
+    names = [n.removeprefix("tv:") for n in args.models]
+    results = [bench_model(n, max(1, args.repeats)) for n in names]
+    report = build_report(results, max(1, args.repeats))
+    print(report)
+    if not args.no_write:
+        append_results("trace_speed.py", report)
+        log.info("appended to benchmarks/RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

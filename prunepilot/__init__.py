@@ -1,0 +1,47 @@
+"""prunepilot: search per-layer structured pruning ratios under FLOPs and latency budgets."""
+
+from __future__ import annotations
+
+from .core import (
+    ChannelGraph,
+    ChannelGroup,
+    Member,
+    PlanError,
+    Profile,
+    PrunepilotError,
+    PruneReport,
+    TraceError,
+    build_source,
+    channel_scores,
+    load,
+    profile,
+    prune,
+    prune_channels,
+    save,
+    select,
+    trace,
+    zero_channels,
+)
+
+__all__ = [
+    "ChannelGraph",
+    "ChannelGroup",
+    "Member",
+    "PlanError",
+    "Profile",
+    "PruneReport",
+    "PrunepilotError",
+    "TraceError",
+    "build_source",
+    "channel_scores",
+    "load",
+    "profile",
+    "prune",
+    "prune_channels",
+    "save",
+    "select",
+    "trace",
+    "zero_channels",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,175 @@
+"""Propagate channel atoms through a captured op list.
+
+Each tensor dimension carries either an atom array (one atom per position: the position belongs
+to a channel) or ``None`` (no channel identity: batch, spatial, sequence). Parameters and
+buffers get fresh atoms on every dimension the first time they are seen; op rules in
+``_rules`` unite, move or pin atoms. An op without a rule pins every atom it touches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._atoms import FIXED, Atoms
+from ._capture import Capture, OpRecord, Ref
+
+__all__ = ["Analysis", "MacTerm", "analyze"]
+
+Dims = list[np.ndarray | None]
+
+
+@dataclass
+class MacTerm:
+    """Multiply-accumulates of one op, which scale with the kept fraction of some atoms."""
+
+    module: str
+    macs: int
+    scale: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class Analysis:
+    """The state of channel propagation over one capture."""
+
+    cap: Capture
+    atoms: Atoms = field(default_factory=Atoms)
+    vals: dict[int, Dims] = field(default_factory=dict)
+    param_atoms: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    weightlike: set[int] = field(default_factory=set)
+    segments: list[list[np.ndarray]] = field(default_factory=list)
+    mac_terms: list[MacTerm] = field(default_factory=list)
+    unknown_ops: dict[str, int] = field(default_factory=dict)
+    module: str = ""
+
+    # -- access ---------------------------------------------------------------------------
+    def shape(self, ref: Any) -> tuple[int, ...]:
+        return self.cap.shapes[ref.node]
+
+    def dims(self, ref: Any) -> Dims:
+        """Atom arrays of a tensor's dims; parameters get fresh atoms on first use."""
+        node = ref.node
+        got = self.vals.get(node)
+        if got is not None:
+            return list(got)
+        shape = self.cap.shapes[node]
+        if node in self.cap.names:
+            fresh = [self.atoms.new(s) for s in shape]
+            self.param_atoms[node] = fresh
+            d: Dims = list(fresh)
+            self.weightlike.add(node)
+        else:
+            d = [None] * len(shape)
+        self.vals[node] = d
+        return list(d)
+
+    def wdims(self, ref: Any) -> list[np.ndarray]:
+        """Atom arrays of a weight's dims; untracked dims read as pinned (``FIXED``) atoms."""
+        return [
+            d if d is not None else np.full(s, FIXED, dtype=np.int64)
+            for d, s in zip(self.dims(ref), self.shape(ref), strict=True)
+        ]
+
+    def set(self, ref: Ref | None, dims: Dims) -> None:
+        if ref is None:
+            return
+        shape = self.cap.shapes[ref.node]
+        if len(dims) != len(shape):
+            raise AssertionError(f"rule produced {len(dims)} dims for a {len(shape)}-d tensor")
+        for d, s in zip(dims, shape, strict=True):
+            if d is not None and d.shape != (s,):
+                raise AssertionError(f"rule produced atoms of shape {d.shape} for size {s}")
+        self.vals[ref.node] = dims
+
+    # -- atom helpers ---------------------------------------------------------------------
+    def join(self, arrays: list[np.ndarray | None], size: int, reason: str) -> np.ndarray | None:
+        """Unite same-size atom arrays; a mix with untracked (None) ones pins the tracked.
+
+        A pinned result is returned as ``None``: its size can no longer change, and not
+        carrying pinned atoms on keeps later ops from pinning more than they must.
+        """
+        tracked = [a for a in arrays if a is not None]
+        if not tracked:
+            return None
+        for a in tracked[1:]:
+            self.atoms.unite(tracked[0], a)
+        if len(tracked) < len(arrays) and size > 1:
+            self.atoms.pin(tracked[0], reason)
+            return None
+        return tracked[0]
+
+    def contract(self, a: np.ndarray | None, b: np.ndarray | None, size: int) -> None:
+        """Unite the two sides of a contraction (conv input/weight, matmul inner dim)."""
+        if a is not None and b is not None:
+            self.atoms.unite(a, b)
+        elif a is not None or b is not None:
+            side = a if a is not None else b
+            assert side is not None
+            self.atoms.unite(side, np.full(size, FIXED))
+
+    def pin_all(self, refs: list[Any], reason: str) -> None:
+        for r in refs:
+            for d in self.dims(r):
+                self.atoms.pin(d, reason)
+
+    def tag(self, a: np.ndarray | None, inward: bool = False, produces: bool = False) -> None:
+        """Note a parameter dim's role: consumer (``inward``) or creator of channels."""
+        if a is None:
+            return
+        self.atoms.tagged.append(a)
+        if inward:
+            self.atoms.inward.append(a)
+        if produces:
+            self.atoms.producers.append(a)
+
+    def macs(self, n: int, *scale: np.ndarray | None) -> None:
+        self.mac_terms.append(MacTerm(self.module, int(n), [s for s in scale if s is not None]))
+
+
+def bind(
+    func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """Map an op call's arguments to schema names, filling defaults."""
+    out: dict[str, Any] = {}
+    for i, a in enumerate(func._schema.arguments):
+        if i < len(args) and not a.kwarg_only:
+            out[a.name] = args[i]
+        elif a.name in kwargs:
+            out[a.name] = kwargs[a.name]
+        elif a.has_default_value():
+            out[a.name] = a.default_value
+        else:
+            out[a.name] = None
+    return out
+
+
+def tensor_refs(value: Any) -> list[Ref]:
+    """All tensor references in a (possibly nested) argument value."""
+    if isinstance(value, Ref):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [r for v in value for r in tensor_refs(v)]
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in tensor_refs(v)]
+    return []
+
+
+def analyze(cap: Capture) -> Analysis:
+    """Run every op's channel rule over a capture, then pin what reaches the outputs."""
+    from ._rules import apply_rule
+
+    an = Analysis(cap)
+    for rec in cap.ops:
+        an.module = rec.module
+        apply_rule(an, rec)
+    for node in cap.outputs:
+        for d in an.dims(Ref(node)):
+            an.atoms.pin(d, "it reaches a model output")
+    return an
+
+
+def record_inputs(rec: OpRecord) -> list[Ref]:
+    return tensor_refs(list(rec.args)) + tensor_refs(rec.kwargs)

@@ -1,0 +1,293 @@
+"""The core's entry points: trace, prune, profile."""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten, tree_map
+
+from ._analysis import Analysis, analyze
+from ._capture import Capture, capture
+from ._errors import PlanError, TraceError
+from ._graph import ChannelGraph, ChannelGroup, build_graph
+from ._profile import Profile, count_params
+from ._prune import prune_channels
+from ._select import select
+
+__all__ = ["PruneReport", "profile", "prune", "trace"]
+
+log = logging.getLogger("prunepilot.core")
+
+
+def _as_inputs(example_inputs: Any) -> tuple[Any, ...]:
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs)
+    raise TraceError(
+        "example_inputs must be a tensor or a tuple of positional inputs; got "
+        f"{type(example_inputs).__name__} (wrap a dict input as a 1-tuple: (inputs,))"
+    )
+
+
+def _run(model: Any, example_inputs: Any) -> tuple[nn.Module, tuple[Any, ...], Capture]:
+    if not isinstance(model, nn.Module):
+        raise TraceError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    inputs = _as_inputs(example_inputs)
+    try:
+        cap = capture(model, inputs)
+    except Exception as e:  # the user's forward failed: say so, keep the cause
+        raise TraceError(
+            f"the model failed on the example inputs ({type(e).__name__}: {e}); pass inputs "
+            "that model(*example_inputs) accepts"
+        ) from e
+    return model, inputs, cap
+
+
+def _ignored_names(model: nn.Module, ignore: Iterable[nn.Module | str]) -> set[str]:
+    names: set[str] = set()
+    mods = dict(model.named_modules())
+    tensors = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
+    for item in ignore:
+        if isinstance(item, nn.Module):
+            prefix = next((n for n, m in mods.items() if m is item), None)
+            if prefix is None:
+                raise TraceError(f"ignored module {type(item).__name__} is not part of the model")
+            names.update(t for t in tensors if prefix == "" or t.startswith(prefix + "."))
+        elif isinstance(item, str):
+            hit = {
+                t
+                for t in tensors
+                if fnmatch.fnmatchcase(t, item) or fnmatch.fnmatchcase(t.rsplit(".", 1)[0], item)
+            }
+            if not hit:
+                raise TraceError(f"ignore pattern {item!r} matches no module or parameter")
+            names.update(hit)
+        else:
+            raise TraceError(f"ignore takes modules or name patterns; got {type(item).__name__}")
+    return names
+
+
+def _pin_ignored(an: Analysis, names: set[str]) -> None:
+    inward = np.concatenate(an.atoms.inward) if an.atoms.inward else np.zeros(0, np.int64)
+    inward_set = set(inward.tolist())
+    for node, dims in an.param_atoms.items():
+        if an.cap.names[node] not in names:
+            continue
+        for a in dims:
+            if a is not None and not (set(a.tolist()) & inward_set):
+                an.atoms.pin(a, "its layer is ignored")
+
+
+def _same_structure(ref: Any, out: Any) -> bool:
+    la, sa = tree_flatten(ref)
+    lb, sb = tree_flatten(out)
+    if sa != sb:
+        return False
+    for a, b in zip(la, lb, strict=True):
+        if isinstance(a, torch.Tensor) != isinstance(b, torch.Tensor):
+            return False
+        if isinstance(a, torch.Tensor):
+            assert isinstance(b, torch.Tensor)
+            if a.ndim != b.ndim or a.dtype != b.dtype:
+                return False
+            # Leading sizes of small-rank outputs may be data dependent (detections).
+            if (a.ndim >= 3 and a.shape != b.shape) or a.shape[1:] != b.shape[1:]:
+                return False
+    return True
+
+
+def _probe_plan(groups: Sequence[ChannelGroup]) -> dict[str, list[int]]:
+    plan: dict[str, list[int]] = {}
+    for g in groups:
+        remove = [cell[0] for cell in g.cells if cell]
+        try:
+            g.check(remove)
+        except PlanError:
+            continue
+        plan[g.id] = remove
+    return plan
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A copy whose tensors live on the meta device: shapes only, no data, no compute."""
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo)
+
+
+def _verify(
+    model: nn.Module, inputs: tuple[Any, ...], graph: ChannelGraph, expected: Any
+) -> dict[str, str]:
+    """Prune a copy by one channel per group and run it; bisect to the groups that break it.
+
+    Copies run on the meta device (shape propagation only) when the model allows it, so
+    the check costs little more than Python overhead; otherwise on real copies.
+    """
+    failures: dict[str, str] = {}
+    meta_inputs = tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, inputs)
+
+    def run(plan: dict[str, list[int]], meta: bool) -> str | None:
+        trial = _meta_copy(model) if meta else copy.deepcopy(model)
+        try:
+            prune_channels(trial, graph, plan)
+            with torch.no_grad():
+                out = trial(*(meta_inputs if meta else inputs))
+        except Exception as e:  # any failure of the pruned forward is a finding
+            return f"pruning it breaks the model's forward ({type(e).__name__}: {str(e)[:160]})"
+        if not _same_structure(expected, out):
+            return "pruning it changes the shape of a model output"
+        return None
+
+    use_meta = run({}, meta=True) is None  # data-dependent models need real tensors
+
+    def attempt(groups: Sequence[ChannelGroup]) -> str | None:
+        plan = _probe_plan(groups)
+        return run(plan, meta=use_meta) if plan else None
+
+    def bisect(groups: Sequence[ChannelGroup], err: str) -> None:
+        if len(groups) == 1:
+            failures[groups[0].id] = err
+            return
+        half = len(groups) // 2
+        for part in (groups[:half], groups[half:]):
+            e = attempt(part)
+            if e is not None:
+                bisect(part, e)
+
+    candidates = graph.prunable
+    err = attempt(candidates)
+    if err is not None:
+        bisect(candidates, err)
+    return failures
+
+
+def trace(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    ignore: Iterable[nn.Module | str] = (),
+    verify: bool = True,
+) -> ChannelGraph:
+    """Find the coupled channel groups of ``model``; the model is not modified.
+
+    Args:
+        model: any ``nn.Module``, in train or eval mode.
+        example_inputs: a tensor or a tuple of positional inputs for ``model(*inputs)``.
+        ignore: modules or name patterns (``fnmatch`` on parameter or module names) whose
+            output channels must never be removed.
+        verify: prune a copy by one channel per group and run it; groups that break the
+            forward (sizes fixed by the model's own code) become unprunable with a reason.
+
+    Returns:
+        The `ChannelGraph`: groups, members, constraints and analytic MACs/params.
+
+    Raises:
+        TraceError: the model is not a module, the inputs are of the wrong type, or the
+            model fails on them.
+    """
+    model, inputs, cap = _run(model, example_inputs)
+    ignored = _ignored_names(model, ignore)
+    an = analyze(cap)
+    if ignored:
+        _pin_ignored(an, ignored)
+    params = {n for n, _ in model.named_parameters()}
+    graph = build_graph(an, params)
+    if an.unknown_ops:
+        log.info("ops without a channel rule (their channels are kept): %s", an.unknown_ops)
+    if verify and graph.prunable:
+        failures = _verify(model, inputs, graph, cap.output)
+        if failures:
+            for g in graph.groups:
+                if g.id in failures:
+                    names = {m.name: m.dim for m in g.members}
+                    for node, dims in an.param_atoms.items():
+                        d = names.get(an.cap.names[node])
+                        if d is not None:
+                            an.atoms.pin(dims[d], failures[g.id])
+            graph = build_graph(an, params)
+    return graph
+
+
+def profile(model: nn.Module, example_inputs: Any) -> Profile:
+    """Count MACs (conv, linear, matmul, attention) and parameters of one forward pass."""
+    model, _, cap = _run(model, example_inputs)
+    an = analyze(cap)
+    by_module: dict[str, int] = {}
+    for t in an.mac_terms:
+        by_module[t.module] = by_module.get(t.module, 0) + t.macs
+    return Profile(macs=sum(by_module.values()), params=count_params(model), by_module=by_module)
+
+
+@dataclass
+class PruneReport:
+    """What `prune` did: the plan applied and MACs/params before and after."""
+
+    graph: ChannelGraph
+    plan: dict[str, list[int]]
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs_after / max(self.macs_before, 1)
+
+    def __str__(self) -> str:
+        removed = sum(len(v) for v in self.plan.values())
+        return (
+            f"pruned {removed} channels in {len(self.plan)} groups: MACs {self.macs_before:,} -> "
+            f"{self.macs_after:,} ({self.macs_ratio:.1%}), params {self.params_before:,} -> "
+            f"{self.params_after:,} ({self.params_after / max(self.params_before, 1):.1%})"
+        )
+
+
+def prune(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    ratio: float | None = None,
+    ratios: Mapping[str, float] | None = None,
+    importance: str = "l2",
+    round_to: int = 1,
+    ignore: Iterable[nn.Module | str] = (),
+    min_channels: int = 1,
+) -> PruneReport:
+    """Trace, choose channels by importance and remove them in place.
+
+    Args:
+        model: the model to prune (modified in place).
+        example_inputs: a tensor or a tuple of positional inputs.
+        ratio: fraction of channels to remove from every prunable group.
+        ratios: fraction per group id.
+        importance: ``"l1"``, ``"l2"`` or ``"random"``.
+        round_to: keep layer widths multiples of this.
+        ignore: modules or name patterns never to prune.
+        min_channels: the fewest channels any group keeps.
+    """
+    graph = trace(model, example_inputs, ignore=ignore)
+    plan = select(
+        model,
+        graph,
+        ratio=ratio,
+        ratios=ratios,
+        importance=importance,
+        round_to=round_to,
+        min_channels=min_channels,
+    )
+    before_params = count_params(model)
+    prune_channels(model, graph, plan)
+    after = profile(model, example_inputs)
+    return PruneReport(graph, plan, graph.macs_total, after.macs, before_params, after.params)

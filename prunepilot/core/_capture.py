@@ -1,0 +1,158 @@
+"""Record a model's dataflow at the ATen level by running it once under a dispatch mode.
+
+The capture sees the ops left after autograd decompositions (``aten.convolution``,
+``aten.addmm``, ``aten.native_batch_norm``, ...) with real tensors, so it works through Python
+control flow, functional calls and modules called more than once. It never modifies the model:
+global module hooks (removed on exit) only note which module is running each op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+__all__ = ["Capture", "OpRecord", "Ref", "capture"]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A tensor argument or output of a recorded op, by node id."""
+
+    node: int
+
+
+@dataclass
+class OpRecord:
+    """One ATen op call: its overload, arguments (tensors as `Ref`) and outputs."""
+
+    func: torch._ops.OpOverload
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    outputs: list[Ref | None]
+    module: str
+
+
+@dataclass
+class Capture:
+    """Everything recorded while the model ran once."""
+
+    ops: list[OpRecord] = field(default_factory=list)
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)  # node -> parameter/buffer FQN
+    bases: dict[int, int] = field(default_factory=dict)  # view node -> base node
+    inputs: list[int] = field(default_factory=list)
+    outputs: list[int] = field(default_factory=list)
+    output: Any = None
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, cap: Capture, known: dict[int, str], module_stack: list[str]) -> None:
+        super().__init__()
+        self.cap = cap
+        self.known = known
+        self.node_of: dict[int, int] = {}
+        self.keep: list[torch.Tensor] = []  # strong refs so ids stay unique while tracing
+        self.module_stack = module_stack
+
+    def node(self, t: torch.Tensor) -> int:
+        key = id(t)
+        n = self.node_of.get(key)
+        if n is None:
+            n = len(self.cap.shapes)
+            self.node_of[key] = n
+            self.cap.shapes.append(tuple(t.shape))
+            self.keep.append(t)
+            name = self.known.get(key)
+            if name is not None:
+                self.cap.names[n] = name
+            base = t._base
+            if base is not None and id(base) in self.node_of:
+                self.cap.bases[n] = self.node_of[id(base)]
+        return n
+
+    def __torch_dispatch__(
+        self,
+        func: torch._ops.OpOverload,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+
+        # Register inputs before running: an in-place op returns the same object.
+        def to_ref(a: Any) -> Any:
+            return Ref(self.node(a)) if isinstance(a, torch.Tensor) else a
+
+        rargs = tree_map(to_ref, args)
+        rkwargs = tree_map(to_ref, kwargs)
+        out = func(*args, **kwargs)
+        flat, _ = tree_flatten(out)
+        outs: list[Ref | None] = [
+            Ref(self.node(o)) if isinstance(o, torch.Tensor) else None for o in flat
+        ]
+        module = self.module_stack[-1] if self.module_stack else ""
+        self.cap.ops.append(OpRecord(func, tuple(rargs), dict(rkwargs), outs, module))
+        return out
+
+
+@contextmanager
+def _module_tracker(model: nn.Module, stack: list[str]) -> Iterator[None]:
+    names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+
+    def pre(mod: nn.Module, _args: Any) -> None:
+        stack.append(names.get(id(mod), stack[-1] if stack else ""))
+
+    def post(mod: nn.Module, _args: Any, _out: Any) -> None:
+        if stack:
+            stack.pop()
+
+    h1 = nn.modules.module.register_module_forward_pre_hook(pre)
+    h2 = nn.modules.module.register_module_forward_hook(post)
+    try:
+        yield
+    finally:
+        h1.remove()
+        h2.remove()
+
+
+def capture(
+    model: nn.Module,
+    inputs: tuple[Any, ...],
+    call: Callable[..., Any] | None = None,
+) -> Capture:
+    """Run ``model(*inputs)`` once and record every ATen op with tensor identities.
+
+    Args:
+        model: the module to run; its parameters and buffers are named in the record.
+        inputs: positional inputs (tensors, or nested tuples/lists/dicts of tensors).
+        call: what to call instead of ``model`` (defaults to ``model`` itself).
+
+    Returns:
+        The recorded ops, shapes, parameter names and the model output.
+    """
+    known: dict[int, str] = {}
+    for n, b in model.named_buffers():
+        known.setdefault(id(b), n)
+    for n, p in model.named_parameters():
+        known.setdefault(id(p), n)
+    cap = Capture()
+    stack: list[str] = []
+    rec = _Recorder(cap, known, stack)
+    for leaf in tree_flatten(inputs)[0]:
+        if isinstance(leaf, torch.Tensor):
+            cap.inputs.append(rec.node(leaf))
+    fn = call if call is not None else model
+    with torch.no_grad(), _module_tracker(model, stack), rec:
+        out = fn(*inputs)
+    cap.output = out
+    for leaf in tree_flatten(out)[0]:
+        if isinstance(leaf, torch.Tensor) and id(leaf) in rec.node_of:
+            cap.outputs.append(rec.node_of[id(leaf)])
+    return cap

@@ -1,0 +1,390 @@
+"""The result of tracing: coupled channel groups and what each removal costs or saves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+
+from ._analysis import Analysis
+from ._atoms import FIXED
+from ._errors import PlanError
+
+__all__ = ["ChannelGraph", "ChannelGroup", "Member", "build_graph"]
+
+Plan = Mapping[str, Sequence[int]]
+
+
+@dataclass(frozen=True)
+class Member:
+    """One tensor slice a group touches: a dimension of a parameter or buffer.
+
+    Attributes:
+        name: fully qualified parameter or buffer name.
+        dim: the dimension the group's channels occupy.
+        role: ``"out"`` for tensors that produce the channel, ``"in"`` for consumers.
+    """
+
+    name: str
+    dim: int
+    role: Literal["out", "in"]
+    size: int
+    _positions: tuple[np.ndarray, ...] = field(repr=False, compare=False)
+
+    def indices(self, channels: Iterable[int]) -> list[int]:
+        """Positions along ``dim`` that the given group channels occupy (sorted)."""
+        parts = [self._positions[c] for c in channels]
+        if not parts:
+            return []
+        return sorted(np.concatenate(parts).tolist())
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels that must be removed together.
+
+    Attributes:
+        id: stable identifier (``"<first producer parameter>:<dim>"``).
+        channels: number of removable channels.
+        prunable: whether any channel may be removed.
+        reason: why not (or why some positions are pinned), else ``None``.
+        members: every parameter/buffer slice the channels occupy.
+        blocks: channels form this many equal cells; a plan removes the same number from each.
+        unit: channels go in aligned runs of this length (1: any channel alone).
+        pinned: positions in this group's tensors that can never be removed.
+    """
+
+    id: str
+    channels: int
+    prunable: bool
+    reason: str | None
+    members: tuple[Member, ...]
+    blocks: int = 1
+    unit: int = 1
+    pinned: int = 0
+    _cells: tuple[tuple[int, ...], ...] = field(default=(), repr=False, compare=False)
+
+    def check(self, remove: Sequence[int]) -> None:
+        """Raise `PlanError` unless removing ``remove`` keeps this group's structure valid."""
+        if not self.prunable:
+            raise PlanError(f"group {self.id!r} is not prunable: {self.reason}")
+        bad = [
+            c for c in remove if not isinstance(c, (int, np.integer)) or not 0 <= c < self.channels
+        ]
+        if bad:
+            raise PlanError(f"group {self.id!r} has channels 0..{self.channels - 1}; got {bad[:5]}")
+        if len(set(remove)) != len(remove):
+            raise PlanError(f"group {self.id!r}: channel indices repeat")
+        if self._cells:
+            gone = set(int(c) for c in remove)
+            counts = {sum(1 for c in cell if c in gone) for cell in self._cells}
+            if len(counts) > 1:
+                raise PlanError(
+                    f"group {self.id!r} has {len(self._cells)} blocks that must lose the same "
+                    f"number of channels; this plan removes {sorted(counts)} from them"
+                )
+        for m in self.members:
+            if len(m.indices(remove)) >= m.size:
+                raise PlanError(
+                    f"group {self.id!r}: removing {len(remove)} channels would empty "
+                    f"{m.name} dim {m.dim}; keep at least one channel"
+                )
+
+    @property
+    def cells(self) -> tuple[tuple[int, ...], ...]:
+        """Channel indices of each block (one block holding all channels when unconstrained)."""
+        return self._cells or (tuple(range(self.channels)),)
+
+
+@dataclass
+class ChannelGraph:
+    """Coupled channel groups of a traced model, with analytic MACs/params for any plan."""
+
+    groups: list[ChannelGroup]
+    shapes: dict[str, tuple[int, ...]]
+    unknown_ops: dict[str, int]
+    macs_total: int
+    _gid: dict[str, int] = field(repr=False, default_factory=dict)
+    _offset: list[int] = field(repr=False, default_factory=list)
+    _terms: list[tuple[int, list[np.ndarray]]] = field(repr=False, default_factory=list)
+    _tensors: list[tuple[str, list[np.ndarray]]] = field(repr=False, default_factory=list)
+
+    def group(self, gid: str) -> ChannelGroup:
+        """The group with this id; `PlanError` names close matches when unknown."""
+        i = self._gid.get(gid)
+        if i is None:
+            near = [g.id for g in self.groups if gid.split(":")[0] in g.id][:5]
+            raise PlanError(
+                f"unknown group id {gid!r}" + (f"; did you mean {near}?" if near else "")
+            )
+        return self.groups[i]
+
+    @property
+    def prunable(self) -> list[ChannelGroup]:
+        return [g for g in self.groups if g.prunable]
+
+    def check(self, plan: Plan) -> None:
+        """Validate a plan ``{group_id: [channel indices]}`` against every group's constraints."""
+        if not isinstance(plan, Mapping):
+            raise PlanError("a plan maps group ids to lists of channel indices")
+        for gid, remove in plan.items():
+            self.group(gid).check(list(remove))
+
+    def _removed(self, plan: Plan) -> np.ndarray:
+        mask = np.zeros(self._offset[-1] + 1 if self._offset else 1, dtype=bool)
+        for gid, remove in plan.items():
+            base = self._offset[self._gid[gid]]
+            idx = np.asarray(list(remove), dtype=np.int64)
+            mask[base + idx] = True
+        return mask
+
+    @staticmethod
+    def _kept(mask: np.ndarray, pos: np.ndarray) -> float:
+        if pos.size == 0:
+            return 1.0
+        return float(1.0 - mask[pos].mean())
+
+    def macs(self, plan: Plan | None = None) -> int:
+        """Multiply-accumulates after applying ``plan`` (conv, linear, matmul, attention)."""
+        if not plan:
+            return self.macs_total
+        mask = self._removed(plan)
+        total = 0.0
+        for n, scales in self._terms:
+            f = float(n)
+            for s in scales:
+                f *= self._kept(mask, s)
+            total += f
+        return round(total)
+
+    def params(self, plan: Plan | None = None) -> int:
+        """Parameter count after applying ``plan``."""
+        mask = self._removed(plan or {})
+        total = 0.0
+        for name, dims in self._tensors:
+            f = float(np.prod(self.shapes[name]))
+            for s in dims:
+                f *= self._kept(mask, s)
+            total += f
+        return round(total)
+
+    def summary(self) -> str:
+        """A human-readable table of groups."""
+        lines = [f"{len(self.groups)} groups, {len(self.prunable)} prunable"]
+        for g in self.groups:
+            state = f"{g.channels:5d} ch" + (f" blocks={g.blocks}" if g.blocks > 1 else "")
+            why = "" if g.prunable else f"  (fixed: {g.reason})"
+            lines.append(f"  {g.id:50s} {state}  {len(g.members):3d} members{why}")
+        if self.unknown_ops:
+            lines.append("ops without a channel rule: " + ", ".join(sorted(self.unknown_ops)))
+        return "\n".join(lines)
+
+
+def build_graph(an: Analysis, params: set[str]) -> ChannelGraph:
+    """Group atom classes into channel groups with members, constraints and cost terms."""
+    atoms = an.atoms
+    fixed_root = atoms.find(FIXED)
+    reason_of: dict[int, str] = {}
+    for a, why in atoms.reasons.items():
+        reason_of.setdefault(atoms.find(a), why)
+    all_roots = atoms.roots(np.arange(len(atoms.parent)))
+    class_size = np.bincount(all_roots, minlength=len(atoms.parent))
+    tagged = np.zeros(len(atoms.parent), dtype=bool)
+    inward = np.zeros(len(atoms.parent), dtype=bool)
+    produces = np.zeros(len(atoms.parent), dtype=bool)
+    for flags, arrays in (
+        (tagged, atoms.tagged),
+        (inward, atoms.inward),
+        (produces, atoms.producers),
+    ):
+        for t in arrays:
+            flags[t] = True
+
+    # Relevant member dims: tagged by a rule or coupled to anything.
+    raw: list[tuple[str, int, np.ndarray, bool, bool]] = []
+    for node, dims in an.param_atoms.items():
+        name = an.cap.names[node]
+        for d, arr in enumerate(dims):
+            if arr.size == 0 or (arr.size == 1 and not produces[arr].any()):
+                continue  # a size-1 dim that no layer creates is never a channel to remove
+            r = all_roots[arr]
+            if not (tagged[arr].any() or (class_size[r] > 1).any()):
+                continue
+            raw.append((name, d, r, bool(inward[arr].any()), bool(produces[arr].any())))
+
+    # Classes created by the same layer (conv/linear output dim) form one group; classes
+    # no layer creates group by the per-channel tensors they share. Consumers (a conv
+    # reading a concatenation) are members of every group whose channels they read.
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def glue(r: np.ndarray, skip: set[int]) -> None:
+        u = [x for x in np.unique(r).tolist() if x != fixed_root and x not in skip]
+        for x in u:
+            find(x)
+        for x in u[1:]:
+            ra, rb = find(u[0]), find(x)
+            if ra != rb:
+                parent[rb] = ra
+
+    for _, _, r, _, prod in raw:
+        if prod:
+            glue(r, set())
+    produced = set(parent)
+    for _, _, r, inw, prod in raw:
+        if not inw and not prod:
+            glue(r, produced)
+    for _, _, r, _, _ in raw:
+        glue(r, set(parent))
+
+    by_group: dict[int, list[tuple[str, int, np.ndarray, bool]]] = {}
+    for name, d, r, inw, _ in raw:
+        for root in {find(x) for x in np.unique(r).tolist() if x != fixed_root}:
+            by_group.setdefault(root, []).append((name, d, r, inw))
+    group_of = {x: find(x) for x in parent}
+
+    seg_roots = [[all_roots[s] for s in segs] for segs in an.segments]
+    groups: list[ChannelGroup] = []
+    channel_of: dict[int, tuple[int, int]] = {}  # class root -> (group index, channel)
+    for key, items in by_group.items():
+        ordered = sorted(items, key=lambda it: it[3])  # producers ("out") first, trace order
+        order: list[int] = []
+        seen: set[int] = set()
+        pinned_roots: set[int] = set()
+        for _, _, r, _ in ordered:
+            for x in dict.fromkeys(r.tolist()):
+                if x in seen or group_of.get(x, key) != key:
+                    continue
+                seen.add(x)
+                if x == fixed_root or x in reason_of:
+                    pinned_roots.add(x)
+                else:
+                    order.append(x)
+        index = {x: i for i, x in enumerate(order)}
+        lookup = np.full(len(atoms.parent), -1, dtype=np.int64)
+        if order:
+            lookup[np.asarray(order)] = np.arange(len(order))
+        members = []
+        for name, d, r, inw in ordered:
+            members.append(
+                Member(
+                    name, d, "in" if inw else "out", int(r.size), _positions(lookup[r], len(order))
+                )
+            )
+        has_out = any(m.role == "out" for m in members)
+        reason = None
+        if pinned_roots:
+            reason = next((reason_of[x] for x in pinned_roots if x in reason_of), None)
+            reason = reason or atoms.reasons[FIXED]
+        if not has_out and order:
+            reason = "no layer produces these channels"
+        prunable = bool(order) and has_out
+        gi = len(groups)
+        head = next((m for m in members if m.role == "out"), members[0])
+        cells = _cells(order, index, seg_roots, pinned_roots | {fixed_root})
+        if cells is None:
+            prunable = False
+            reason = "it is split into equal parts across several groups"
+            cells = ()
+        for x in order:
+            channel_of[x] = (gi, index[x])
+        groups.append(
+            ChannelGroup(
+                id=f"{head.name}:{head.dim}",
+                channels=len(order),
+                prunable=prunable,
+                reason=reason,
+                members=tuple(members),
+                blocks=max(len(cells), 1),
+                pinned=int(np.isin(ordered[0][2], list(pinned_roots)).sum()),
+                _cells=cells,
+            )
+        )
+    # Stable order: by the trace order of each group's first member.
+    first_seen = {
+        name: i for i, name in enumerate(dict.fromkeys(an.cap.names[n] for n in an.param_atoms))
+    }
+    perm = sorted(
+        range(len(groups)),
+        key=lambda i: (first_seen.get(groups[i].members[0].name, 0), groups[i].id),
+    )
+    groups = [groups[i] for i in perm]
+    new_index = {old: new for new, old in enumerate(perm)}
+    ids: dict[str, int] = {}
+    for i, g in enumerate(groups):
+        if g.id in ids:
+            groups[i] = replace(g, id=f"{g.id}#{i}")
+        ids[groups[i].id] = i
+    offset = [0]
+    for g in groups:
+        offset.append(offset[-1] + g.channels)
+
+    slot = np.full(len(atoms.parent), offset[-1], dtype=np.int64)  # sentinel: never removed
+    for x, (gi, c) in channel_of.items():
+        slot[x] = offset[new_index[gi]] + c
+
+    def gpos(atom_arr: np.ndarray) -> np.ndarray:
+        return slot[all_roots[atom_arr]]
+
+    terms = [(t.macs, [gpos(s) for s in t.scale]) for t in an.mac_terms]
+    tensors = [
+        (an.cap.names[node], [gpos(a) for a in dims if a is not None])
+        for node, dims in an.param_atoms.items()
+        if an.cap.names[node] in params
+    ]
+    shapes = {an.cap.names[n]: an.cap.shapes[n] for n in an.param_atoms}
+    return ChannelGraph(
+        groups=groups,
+        shapes=shapes,
+        unknown_ops=dict(an.unknown_ops),
+        macs_total=sum(t.macs for t in an.mac_terms),
+        _gid=ids,
+        _offset=offset,
+        _terms=terms,
+        _tensors=tensors,
+    )
+
+
+def _positions(ch: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """Positions of each channel 0..n-1 in a per-position channel array (-1: other)."""
+    order = np.argsort(ch, kind="stable")
+    counts = np.bincount(ch[ch >= 0], minlength=n)
+    start = int((ch < 0).sum())
+    bounds = np.cumsum(counts)
+    return tuple(np.split(order[start:], bounds[:-1])) if n else ()
+
+
+def _cells(
+    order: list[int], index: dict[int, int], seg_roots: list[list[np.ndarray]], ignore: set[int]
+) -> tuple[tuple[int, ...], ...] | None:
+    """Equal cells that equal-split constraints impose on one group; None if unsatisfiable."""
+    mine = set(order)
+    sig: dict[int, list[int]] = {x: [] for x in order}
+    found = False
+    for segs in seg_roots:
+        touched = [set(s.tolist()) & mine for s in segs]
+        if not any(touched):
+            continue
+        if any(set(s.tolist()) - mine - ignore for s in segs):
+            return None
+        found = True
+        for k, t in enumerate(touched):
+            for x in t:
+                sig[x].append(k)
+    if not found:
+        return ()
+    cells: dict[tuple[int, ...], list[int]] = {}
+    for x in order:
+        cells.setdefault(tuple(sig[x]), []).append(index[x])
+    sizes = {len(c) for c in cells.values()}
+    if len(sizes) != 1:
+        return None
+    return tuple(tuple(c) for c in cells.values())
