@@ -1,0 +1,197 @@
+"""Rules for pointwise, identity-like and tensor-creating ops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._analysis import Analysis, Dims, record_inputs, tensor_refs
+from ._capture import OpRecord
+from ._registry import aten, ops, out_ref, rule
+
+
+def elementwise(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
+    """Broadcasting pointwise op: aligned dims of the same size are the same channels."""
+    out = out_ref(rec)
+    if out is None:
+        return
+    out_shape = an.shape(out)
+    nd = len(out_shape)
+    per_dim: list[list[np.ndarray | None]] = [[] for _ in range(nd)]
+    for r in record_inputs(rec):
+        shape = an.shape(r)
+        dims = an.dims(r)
+        if r.node in an.cap.names:
+            for d in dims:
+                an.tag(d)
+        if len(shape) > nd:
+            an.pin_all([r], f"{rec.func} reduces a tracked tensor by broadcasting")
+            continue
+        for j, (s, d) in enumerate(zip(shape, dims, strict=True)):
+            i = j + nd - len(shape)
+            if s == out_shape[i]:
+                per_dim[i].append(d)
+            elif d is not None and s > 0:
+                an.atoms.pin(d, f"{rec.func} broadcasts a one-channel dimension")
+    res: Dims = [
+        an.join(arrs, out_shape[i], f"{rec.func} combines it with a tensor of fixed size")
+        for i, arrs in enumerate(per_dim)
+    ]
+    for o in rec.outputs:
+        if o is not None and an.shape(o) == out_shape:
+            an.set(o, list(res))
+
+
+def _identity(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
+    src = tensor_refs(list(rec.args[:1]))
+    if not src:
+        return _creation(an, rec, b)
+    dims = an.dims(src[0])
+    for o in rec.outputs:
+        if o is not None and an.shape(o) == an.shape(src[0]):
+            an.set(o, list(dims))
+        elif o is not None:
+            an.set(o, [None] * len(an.shape(o)))
+
+
+rule(
+    *ops(
+        "clone",
+        "detach",
+        "alias",
+        "lift_fresh",
+        "lift_fresh_copy",
+        "_to_copy",
+        "contiguous",
+        "empty_like",
+        "zeros_like",
+        "ones_like",
+        "full_like",
+        "rand_like",
+        "randn_like",
+        "randint_like",
+        "zero_",
+        "fill_",
+        "fill",
+        "bernoulli_",
+        "bernoulli",
+        "uniform_",
+        "normal_",
+        "native_dropout",
+        "dropout",
+        "feature_dropout",
+        "_softmax",
+        "_log_softmax",
+        "softmax",
+        "log_softmax",
+        "cumsum",
+        "cumprod",
+        "_safe_softmax",
+        "resize_",
+        "_conj",
+        "_neg_view",
+        "cauchy_",
+        "exponential_",
+        "geometric_",
+        "log_normal_",
+        "random_",
+        "detach_",
+        "requires_grad_",
+    )
+)(_identity)
+
+
+def _creation(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
+    for o in rec.outputs:
+        if o is not None:
+            an.set(o, [None] * len(an.shape(o)))
+
+
+rule(
+    *ops(
+        "empty",
+        "zeros",
+        "ones",
+        "full",
+        "arange",
+        "rand",
+        "randn",
+        "randint",
+        "randperm",
+        "scalar_tensor",
+        "linspace",
+        "logspace",
+        "eye",
+        "tensor",
+        "empty_strided",
+        "new_empty",
+        "new_zeros",
+        "new_ones",
+        "new_full",
+        "new_empty_strided",
+        "tril_indices",
+        "triu_indices",
+        "_local_scalar_dense",
+        "sym_size",
+        "lift",
+    )
+)(_creation)
+
+
+# Pointwise ops that ATen does not tag as such.
+rule(
+    *ops(
+        "copy_",
+        "copy",
+        "hardswish",
+        "hardswish_",
+        "log_sigmoid_forward",
+        "rrelu_with_noise",
+        "rrelu_with_noise_",
+        "rsub",
+        "masked_fill",
+        "masked_fill_",
+        "where",
+        "_masked_scale",
+        "masked_scale",
+    )
+)(elementwise)
+
+
+@rule(*ops("glu"))
+def _glu(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
+    """glu halves a dimension: channel i gates with channel i + n/2, so they go together."""
+    x = tensor_refs(list(rec.args[:1]))[0]
+    dims = an.dims(x)
+    d = b.get("dim", -1) % len(dims)
+    a = dims[d]
+    if a is not None:
+        half = len(a) // 2
+        an.atoms.unite(a[:half], a[half:])
+        dims[d] = a[:half].copy()
+    an.set(out_ref(rec), dims)
+
+
+_POINTWISE_CACHE: dict[Any, bool] = {}
+
+
+def _packet_pointwise(packet: Any) -> bool:
+    hit = _POINTWISE_CACHE.get(packet)
+    if hit is None:
+        hit = any(torch.Tag.pointwise in getattr(packet, o).tags for o in packet.overloads())
+        _POINTWISE_CACHE[packet] = hit
+    return hit
+
+
+def is_pointwise(func: torch._ops.OpOverload) -> bool:
+    """ATen's pointwise tag on any overload of the op or of its out-of-place form."""
+    packet = func.overloadpacket
+    if torch.Tag.pointwise in func.tags or _packet_pointwise(packet):
+        return True
+    name = packet.__name__
+    if name.endswith("_") and not name.startswith("_"):
+        base = getattr(aten, name[:-1], None)
+        return base is not None and _packet_pointwise(base)
+    return False
