@@ -108,7 +108,8 @@ def _same_structure(ref: Any, out: Any) -> bool:
 def _probe_plan(groups: Sequence[ChannelGroup]) -> dict[str, list[int]]:
     plan: dict[str, list[int]] = {}
     for g in groups:
-        remove = [cell[0] for cell in g.cells if cell]
+        q = g.quantum
+        remove = [c for cell in g.cells for c in cell[: len(cell) * q // g.channels]]
         try:
             g.check(remove)
         except PlanError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -51,7 +52,9 @@ class ChannelGroup:
         prunable: whether any channel may be removed.
         reason: why not (or why some positions are pinned), else ``None``.
         members: every parameter/buffer slice the channels occupy.
-        blocks: channels form this many equal cells; a plan removes the same number from each.
+        blocks: channels form this many blocks (e.g. groups of a grouped conv, parts of a
+            ``chunk``); a valid plan removes the same fraction of every block, so for equal
+            blocks the same number from each (see `cells` and `quantum`).
         unit: channels go in aligned runs of this length (1: any channel alone).
         pinned: positions in this group's tensors that can never be removed.
     """
@@ -65,6 +68,9 @@ class ChannelGroup:
     unit: int = 1
     pinned: int = 0
     _cells: tuple[tuple[int, ...], ...] = field(default=(), repr=False, compare=False)
+    _constraints: tuple[tuple[tuple[int, ...], ...], ...] = field(
+        default=(), repr=False, compare=False
+    )
 
     def check(self, remove: Sequence[int]) -> None:
         """Raise `PlanError` unless removing ``remove`` keeps this group's structure valid."""
@@ -77,13 +83,14 @@ class ChannelGroup:
             raise PlanError(f"group {self.id!r} has channels 0..{self.channels - 1}; got {bad[:5]}")
         if len(set(remove)) != len(remove):
             raise PlanError(f"group {self.id!r}: channel indices repeat")
-        if self._cells:
-            gone = set(int(c) for c in remove)
-            counts = {sum(1 for c in cell if c in gone) for cell in self._cells}
-            if len(counts) > 1:
+        gone = {int(c) for c in remove}
+        for segs in self._constraints:
+            counts = [sum(1 for c in seg if c in gone) for seg in segs]
+            if len(set(counts)) > 1:
                 raise PlanError(
-                    f"group {self.id!r} has {len(self._cells)} blocks that must lose the same "
-                    f"number of channels; this plan removes {sorted(counts)} from them"
+                    f"group {self.id!r} is split into {len(segs)} equal parts (e.g. by chunk) "
+                    f"that must lose the same number of positions; this plan removes {counts}. "
+                    f"Remove the same fraction of every block: {self.quantum} channels at a time"
                 )
         for m in self.members:
             if len(m.indices(remove)) >= m.size:
@@ -96,6 +103,12 @@ class ChannelGroup:
     def cells(self) -> tuple[tuple[int, ...], ...]:
         """Channel indices of each block (one block holding all channels when unconstrained)."""
         return self._cells or (tuple(range(self.channels)),)
+
+    @property
+    def quantum(self) -> int:
+        """Smallest number of channels a valid plan removes: the same fraction of every block."""
+        g = math.gcd(*(len(c) for c in self.cells)) or 1
+        return self.channels // g
 
 
 @dataclass
@@ -289,11 +302,12 @@ def build_graph(an: Analysis, params: set[str]) -> ChannelGraph:
         prunable = bool(order) and has_out
         gi = len(groups)
         head = next((m for m in members if m.role == "out"), members[0])
-        cells = _cells(order, index, seg_roots, pinned_roots | {fixed_root})
-        if cells is None:
+        split = _cells(order, index, seg_roots, pinned_roots | {fixed_root})
+        if split is None:
             prunable = False
-            reason = "it is split into equal parts across several groups"
-            cells = ()
+            reason = "it is split into equal parts together with another group's channels"
+            split = ((), ())
+        cells, constraints = split
         for x in order:
             channel_of[x] = (gi, index[x])
         groups.append(
@@ -306,6 +320,7 @@ def build_graph(an: Analysis, params: set[str]) -> ChannelGraph:
                 blocks=max(len(cells), 1),
                 pinned=int(np.isin(ordered[0][2], list(pinned_roots)).sum()),
                 _cells=cells,
+                _constraints=constraints,
             )
         )
     # Stable order: by the trace order of each group's first member.
@@ -364,27 +379,29 @@ def _positions(ch: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
 
 def _cells(
     order: list[int], index: dict[int, int], seg_roots: list[list[np.ndarray]], ignore: set[int]
-) -> tuple[tuple[int, ...], ...] | None:
-    """Equal cells that equal-split constraints impose on one group; None if unsatisfiable."""
+) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[tuple[int, ...], ...], ...]] | None:
+    """Cells and equal-split constraints that ops like ``chunk`` impose on one group.
+
+    Returns ``(cells, constraints)``: cells are the channel sets that every constraint
+    treats alike; each constraint lists, per segment, the channel of every position (with
+    repeats). ``None`` when a constraint also spans channels of another group.
+    """
     mine = set(order)
     sig: dict[int, list[int]] = {x: [] for x in order}
-    found = False
+    constraints: list[tuple[tuple[int, ...], ...]] = []
     for segs in seg_roots:
-        touched = [set(s.tolist()) & mine for s in segs]
-        if not any(touched):
+        lists = [s.tolist() for s in segs]
+        if not any(x in mine for seg in lists for x in seg):
             continue
-        if any(set(s.tolist()) - mine - ignore for s in segs):
+        if any(x not in mine and x not in ignore for seg in lists for x in seg):
             return None
-        found = True
-        for k, t in enumerate(touched):
-            for x in t:
+        constraints.append(tuple(tuple(index[x] for x in seg if x in mine) for seg in lists))
+        for k, seg in enumerate(lists):
+            for x in set(seg) & mine:
                 sig[x].append(k)
-    if not found:
-        return ()
+    if not constraints:
+        return (), ()
     cells: dict[tuple[int, ...], list[int]] = {}
     for x in order:
         cells.setdefault(tuple(sig[x]), []).append(index[x])
-    sizes = {len(c) for c in cells.values()}
-    if len(sizes) != 1:
-        return None
-    return tuple(tuple(c) for c in cells.values())
+    return tuple(tuple(c) for c in cells.values()), tuple(constraints)

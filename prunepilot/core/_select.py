@@ -39,8 +39,8 @@ def channel_scores(
         with torch.no_grad():
             t = p.detach().float().movedim(m.dim, 0).reshape(p.shape[m.dim], -1)
             per_pos = (t.abs().sum(1) if importance == "l1" else t.pow(2).sum(1)).cpu().numpy()
-        for c in range(group.channels):
-            score[c] += per_pos[m.indices([c])].sum()
+        for c, pos in enumerate(m._positions):
+            score[c] += per_pos[pos].sum()
     return score
 
 
@@ -54,9 +54,9 @@ def keep_count(group: ChannelGroup, ratio: float, round_to: int = 1, min_channel
     keep = min(
         n, max(width - group.pinned, min_channels - group.pinned, 1 if not group.pinned else 0)
     )
-    if group.blocks > 1:
-        per = math.ceil(keep / group.blocks)
-        keep = min(n, per * group.blocks)
+    q = group.quantum
+    if q > 1:  # blocks: remove whole quanta (the same fraction of every block)
+        keep = n - ((n - keep) // q) * q
     return keep
 
 
@@ -111,11 +111,11 @@ def select(
             scores = np.asarray(importance[gid], dtype=float)
         else:
             scores = channel_scores(model, g, importance, seed)
-        per_cell = drop // len(g.cells)
+        steps = drop // g.quantum
         chosen: list[int] = []
         for cell in g.cells:
             ranked = sorted(cell, key=lambda c: (scores[c], c))
-            chosen.extend(ranked[:per_cell])
+            chosen.extend(ranked[: steps * len(cell) * g.quantum // g.channels])
         if chosen:
             plan[gid] = sorted(chosen)
     return plan
