@@ -43,6 +43,7 @@ class Analysis:
     segments: list[list[np.ndarray]] = field(default_factory=list)
     mac_terms: list[MacTerm] = field(default_factory=list)
     unknown_ops: dict[str, int] = field(default_factory=dict)
+    broadcast: dict[int, set[int]] = field(default_factory=dict)  # node -> expanded dims
     module: str = ""
 
     # -- access ---------------------------------------------------------------------------

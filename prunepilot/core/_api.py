@@ -34,7 +34,7 @@ def _as_inputs(example_inputs: Any) -> tuple[Any, ...]:
         return tuple(example_inputs)
     raise TraceError(
         "example_inputs must be a tensor or a tuple of positional inputs; got "
-        f"{type(example_inputs).__name__} (wrap a dict input as a 1-tuple: (inputs,))"
+        f"{type(example_inputs).__name__} (for a model taking one dict or list, pass (inputs,))"
     )
 
 
@@ -203,7 +203,7 @@ def trace(
     an = analyze(cap)
     if ignored:
         _pin_ignored(an, ignored)
-    params = {n for n, _ in model.named_parameters()}
+    params = {n: tuple(p.shape) for n, p in model.named_parameters()}
     graph = build_graph(an, params)
     if an.unknown_ops:
         log.info("ops without a channel rule (their channels are kept): %s", an.unknown_ops)

@@ -149,8 +149,15 @@ def capture(
         if isinstance(leaf, torch.Tensor):
             cap.inputs.append(rec.node(leaf))
     fn = call if call is not None else model
-    with torch.no_grad(), _module_tracker(model, stack), rec:
-        out = fn(*inputs)
+    saved = {n: b.clone() for n, b in model.named_buffers()}  # train-mode BN updates stats
+    try:
+        with torch.no_grad(), _module_tracker(model, stack), rec:
+            out = fn(*inputs)
+    finally:
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                if n in saved and b.shape == saved[n].shape:
+                    b.copy_(saved[n])
     cap.output = out
     for leaf in tree_flatten(out)[0]:
         if isinstance(leaf, torch.Tensor) and id(leaf) in rec.node_of:

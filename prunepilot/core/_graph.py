@@ -146,6 +146,7 @@ class ChannelGraph:
             self.group(gid).check(list(remove))
 
     def _removed(self, plan: Plan) -> np.ndarray:
+        self.check(plan)
         mask = np.zeros(self._offset[-1] + 1 if self._offset else 1, dtype=bool)
         for gid, remove in plan.items():
             base = self._offset[self._gid[gid]]
@@ -195,7 +196,7 @@ class ChannelGraph:
         return "\n".join(lines)
 
 
-def build_graph(an: Analysis, params: set[str]) -> ChannelGraph:
+def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelGraph:
     """Group atom classes into channel groups with members, constraints and cost terms."""
     atoms = an.atoms
     fixed_root = atoms.find(FIXED)
@@ -259,9 +260,9 @@ def build_graph(an: Analysis, params: set[str]) -> ChannelGraph:
         glue(r, set(parent))
 
     by_group: dict[int, list[tuple[str, int, np.ndarray, bool]]] = {}
-    for name, d, r, inw, _ in raw:
+    for name, d, r, inw, prod in raw:
         for root in {find(x) for x in np.unique(r).tolist() if x != fixed_root}:
-            by_group.setdefault(root, []).append((name, d, r, inw))
+            by_group.setdefault(root, []).append((name, d, r, inw and not prod))
     group_of = {x: find(x) for x in parent}
 
     seg_roots = [[all_roots[s] for s in segs] for segs in an.segments]
@@ -355,7 +356,10 @@ def build_graph(an: Analysis, params: set[str]) -> ChannelGraph:
         for node, dims in an.param_atoms.items()
         if an.cap.names[node] in params
     ]
+    traced = {name for name, _ in tensors}
+    tensors += [(name, []) for name in params if name not in traced]  # unused by the forward
     shapes = {an.cap.names[n]: an.cap.shapes[n] for n in an.param_atoms}
+    shapes.update({name: tuple(s) for name, s in params.items() if name not in shapes})
     return ChannelGraph(
         groups=groups,
         shapes=shapes,

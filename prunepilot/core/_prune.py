@@ -123,6 +123,7 @@ def zero_channels(
     """
     graph.check(plan)
     found = _tensors(model)
+    _check_fresh(graph, found, [m.name for gid in plan for m in graph.group(gid).members])
     with torch.no_grad():
         for gid, remove in plan.items():
             if not remove:

@@ -261,14 +261,3 @@ def _group_norm(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
             continue
         s = an.shape(o)
         an.set(o, [xd[0], j] + [None] * (len(s) - 2) if n == 0 else [None] * len(s))
-
-
-@rule(*ops("_prelu_kernel", "prelu"))
-def _prelu(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x, w = rec.args[0], rec.args[1]
-    xd = an.dims(x)
-    wd = an.dims(w)[0] if an.shape(w) else None
-    if wd is not None and len(wd) > 1 and len(xd) > 1:
-        an.tag(wd)
-        xd[1] = an.join([xd[1], wd], len(wd), f"{rec.func} has channels prunepilot cannot track")
-    an.set(out_ref(rec), xd)

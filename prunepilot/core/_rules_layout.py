@@ -158,13 +158,16 @@ def _expand(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     oshape = an.shape(out)
     lead = len(oshape) - len(shape)
     res: Dims = [None] * lead
-    for s, d, o in zip(shape, dims, oshape[lead:], strict=True):
+    spread = set(range(lead))
+    for i, (s, d, o) in enumerate(zip(shape, dims, oshape[lead:], strict=True)):
         if s == o:
             res.append(d)
         else:
             an.atoms.pin(d, f"{rec.func} repeats a one-channel dimension")
             res.append(None)
+            spread.add(lead + i)
     an.set(out, res)
+    an.broadcast[out.node] = spread | an.broadcast.get(x.node, set())
 
 
 @rule(*ops("slice", "slice_copy", "narrow", "narrow_copy"))

@@ -29,8 +29,11 @@ def elementwise(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
         if len(shape) > nd:
             an.pin_all([r], f"{rec.func} reduces a tracked tensor by broadcasting")
             continue
+        spread = an.broadcast.get(r.node, set())
         for j, (s, d) in enumerate(zip(shape, dims, strict=True)):
             i = j + nd - len(shape)
+            if j in spread:  # expanded from size 1: adapts to any size, like broadcasting
+                continue
             if s == out_shape[i]:
                 per_dim[i].append(d)
             elif d is not None and s > 0:
@@ -156,6 +159,7 @@ rule(
         "where",
         "_masked_scale",
         "masked_scale",
+        "_prelu_kernel",
     )
 )(elementwise)
 

@@ -101,8 +101,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Modul
     path = Path(path)
     if not path.is_file():
         raise PrunepilotError(f"no checkpoint at {path}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error type for foreign files
+        raise PrunepilotError(f"{path} is not a safetensors file: {e}") from e
     if meta.get("format") != _FORMAT:
         raise PrunepilotError(f"{path} is not a prunepilot checkpoint (no {_FORMAT} metadata)")
     model = build_source(meta["source"], json.loads(meta["kwargs"]))
