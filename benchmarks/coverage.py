@@ -247,7 +247,7 @@ def run_prunepilot(spec: ModelSpec) -> dict[str, Any]:
         if res["macs_after"] >= res["macs_before"]:
             problems.append(f"MACs not reduced ({res['macs_after']} >= {res['macs_before']})")
         if spec.task == "detection":
-            res["boxes"] = [_num_boxes(ref), _num_boxes(out)]
+            res["boxes"] = [_num_boxes(base), _num_boxes(ref), _num_boxes(out)]
         if norm is not None:
             res["value"] = "skipped (norm over pruned dims)"
             res["norm_module"] = norm
@@ -457,6 +457,8 @@ def run_tp(spec: ModelSpec) -> dict[str, Any]:
         res["macs_after"] = int(tp.utils.count_ops_and_params(model, args)[0])
 
         stage = "compare"
+        if spec.task == "detection":
+            res["boxes"] = [_num_boxes(base), _num_boxes(out)]
         problems: list[str] = []
         shape_err = compare_structure(out, base, ragged_dim0=spec.task == "detection")
         if shape_err:
@@ -567,7 +569,7 @@ def _pp_cells(r: dict[str, Any] | None) -> tuple[str, str, str, list[str]]:
     notes: list[str] = []
     value = r.get("value")
     boxes = r.get("boxes")
-    box_note = f"; boxes zeroed/pruned {boxes[0]}/{boxes[1]}" if boxes else ""
+    box_note = f"; boxes unpruned/zeroed/pruned {'/'.join(map(str, boxes))}" if boxes else ""
     if value == "pass" or value == "fail":
         notes.append(f"value {value} (err {r['value_err']:.1e}{box_note})")
     elif value == "n/a":
@@ -589,7 +591,9 @@ def _tp_cells(r: dict[str, Any] | None) -> tuple[str, list[str]]:
             f"PASS ({_fmt_macs(r.get('macs_after'))}/{_fmt_macs(r.get('macs_before'))})",
             [],
         )
-    return "FAIL", [f"tp: {r.get('error')}"]
+    boxes = r.get("boxes")
+    box_note = f" (boxes unpruned/pruned {boxes[0]}/{boxes[1]})" if boxes else ""
+    return "FAIL", [f"tp: {r.get('error')}{box_note}"]
 
 
 def build_report(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import statistics
 import sys
 import time
@@ -86,12 +87,16 @@ def bench_model(name: str, repeats: int) -> dict[str, Any]:
     return res
 
 
-def build_report(results: list[dict[str, Any]], repeats: int) -> str:
+def build_report(
+    results: list[dict[str, Any]], repeats: int, load: tuple[float, float] | None = None
+) -> str:
     """Renders the timing table and the target line.
 
     Args:
         results: per-model records from :func:`bench_model`.
         repeats: timed calls per tool.
+        load: 1-minute load average before and after the run (other processes on the
+            machine make CPU timings unreliable).
 
     Returns:
         Markdown text.
@@ -119,7 +124,8 @@ def build_report(results: list[dict[str, Any]], repeats: int) -> str:
         format_table(header, rows),
         "",
         f"median of {repeats} runs after 1 warm-up per tool, tools alternating; "
-        "input 1x3x224x224, random init, eval mode.",
+        f"input 1x3x224x224, random init, eval mode; torch threads {torch.get_num_threads()}"
+        + (f"; load average before/after {load[0]:.2f}/{load[1]:.2f}." if load else "."),
         f"target: ratio <= {TARGET_RATIO} — met for {met}/{len(results)} models"
         + ("" if measured == len(results) else f" ({len(results) - measured} not measured)"),
     ]
@@ -144,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
 
     names = [n.removeprefix("tv:") for n in args.models]
+    load_before = os.getloadavg()[0]
     results = [bench_model(n, max(1, args.repeats)) for n in names]
-    report = build_report(results, max(1, args.repeats))
+    load = (load_before, os.getloadavg()[0])
+    report = build_report(results, max(1, args.repeats), load)
     print(report)
     if not args.no_write:
         append_results("trace_speed.py", report)

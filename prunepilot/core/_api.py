@@ -38,10 +38,22 @@ def _as_inputs(example_inputs: Any) -> tuple[Any, ...]:
     )
 
 
+def _to_meta(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, inputs)
+
+
 def _run(model: Any, example_inputs: Any) -> tuple[nn.Module, tuple[Any, ...], Capture]:
+    """Capture the model's ops: on the meta device when it runs there (shapes only, no
+    compute), else on real tensors (data-dependent models, e.g. detection)."""
     if not isinstance(model, nn.Module):
         raise TraceError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     inputs = _as_inputs(example_inputs)
+    try:
+        cap = capture(_meta_copy(model), _to_meta(inputs))
+        cap.meta = True
+        return model, inputs, cap
+    except Exception as e:  # any failure on meta: fall back to a real run
+        log.debug("meta capture failed (%s: %s); running on real tensors", type(e).__name__, e)
     try:
         cap = capture(model, inputs)
     except Exception as e:  # the user's forward failed: say so, keep the cause
@@ -129,7 +141,7 @@ def _meta_copy(model: nn.Module) -> nn.Module:
 
 
 def _verify(
-    model: nn.Module, inputs: tuple[Any, ...], graph: ChannelGraph, expected: Any
+    model: nn.Module, inputs: tuple[Any, ...], graph: ChannelGraph, expected: Any, meta: bool
 ) -> dict[str, str]:
     """Prune a copy by one channel per group and run it; bisect to the groups that break it.
 
@@ -137,7 +149,7 @@ def _verify(
     the check costs little more than Python overhead; otherwise on real copies.
     """
     failures: dict[str, str] = {}
-    meta_inputs = tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, inputs)
+    meta_inputs = _to_meta(inputs)
 
     def run(plan: dict[str, list[int]], meta: bool) -> str | None:
         trial = _meta_copy(model) if meta else copy.deepcopy(model)
@@ -151,7 +163,7 @@ def _verify(
             return "pruning it changes the shape of a model output"
         return None
 
-    use_meta = run({}, meta=True) is None  # data-dependent models need real tensors
+    use_meta = meta  # the capture already showed whether the model runs on meta
 
     def attempt(groups: Sequence[ChannelGroup]) -> str | None:
         plan = _probe_plan(groups)
@@ -208,7 +220,7 @@ def trace(
     if an.unknown_ops:
         log.info("ops without a channel rule (their channels are kept): %s", an.unknown_ops)
     if verify and graph.prunable:
-        failures = _verify(model, inputs, graph, cap.output)
+        failures = _verify(model, inputs, graph, cap.output, cap.meta)
         if failures:
             for g in graph.groups:
                 if g.id in failures:

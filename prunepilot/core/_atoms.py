@@ -1,55 +1,79 @@
-"""Channel atoms: integer ids for tensor positions, merged with a union-find.
+"""Channel atoms: integer ids for tensor positions, merged into classes.
 
 Every position along a channel-carrying dimension is an atom. Ops that force positions to be
 removed together unite their atoms; atom 0 (``FIXED``) stands for positions that can never be
 removed, so anything united with it is pinned. Other atoms are pinned with a reason; a class is
 pinned when any of its atoms is.
+
+Unions are recorded as edge arrays and resolved in bulk with vectorised hook-and-compress
+(connected components), which keeps tracing fast on models with millions of positions.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FIXED", "Atoms"]
+__all__ = ["FIXED", "Atoms", "components"]
 
 FIXED = 0
 
 
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Label of every node 0..n-1 (the smallest node id of its component) given edges a-b."""
+    lab = np.arange(n, dtype=np.int64)
+    if a.size == 0:
+        return lab
+    while True:
+        la, lb = lab[a], lab[b]
+        lo, hi = np.minimum(la, lb), np.maximum(la, lb)
+        moved = lo != hi
+        if not moved.any():
+            return lab
+        np.minimum.at(lab, hi[moved], lo[moved])  # hook roots onto smaller roots
+        while True:  # compress to roots
+            nxt = lab[lab]
+            if np.array_equal(nxt, lab):
+                break
+            lab = nxt
+
+
 class Atoms:
-    """A growable union-find over channel atoms, with reasons for pinned atoms."""
+    """Growable classes of channel atoms, with reasons for pinned atoms."""
 
     def __init__(self) -> None:
-        self.parent: list[int] = [FIXED]
+        self.size = 1  # atom 0 is FIXED
+        self._lab = np.zeros(1, dtype=np.int64)  # resolved class root per atom
+        self._ea: list[np.ndarray] = []  # pending union edges
+        self._eb: list[np.ndarray] = []
         self.reasons: dict[int, str] = {
             FIXED: "its size is fixed by a tensor prunepilot cannot track"
         }
         self.inward: list[np.ndarray] = []  # atoms that consume a channel (role "in")
         self.tagged: list[np.ndarray] = []  # atoms whose dims are meaningful channels
         self.producers: list[np.ndarray] = []  # output-channel atoms of conv/linear weights
-        self.flagged: set[int] = {FIXED}  # roots of pinned classes
 
     def new(self, n: int) -> np.ndarray:
         """Allocate ``n`` fresh atoms."""
-        start = len(self.parent)
-        self.parent.extend(range(start, start + n))
+        start = self.size
+        self.size += n
         return np.arange(start, start + n, dtype=np.int64)
 
+    def _flush(self) -> None:
+        if len(self._lab) == self.size and not self._ea:
+            return
+        old = len(self._lab)
+        a = [np.arange(old, dtype=np.int64), *self._ea]
+        b = [self._lab, *self._eb]
+        self._lab = components(self.size, np.concatenate(a), np.concatenate(b))
+        self._ea, self._eb = [], []
+
     def find(self, x: int) -> int:
-        parent = self.parent
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
+        """Class root of one atom (the smallest atom id in its class)."""
+        self._flush()
+        return int(self._lab[x])
 
     def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            lo, hi = (ra, rb) if ra < rb else (rb, ra)
-            self.parent[hi] = lo
-            if hi in self.flagged:
-                self.flagged.add(lo)
+        self.unite(np.array([a]), np.array([b]))
 
     def unite(self, a: np.ndarray, b: np.ndarray) -> None:
         """Unite two equally shaped atom arrays position by position."""
@@ -57,20 +81,16 @@ class Atoms:
         b = np.asarray(b, dtype=np.int64).ravel()
         if a.shape != b.shape:
             raise AssertionError(f"atom arrays differ in shape: {a.shape} vs {b.shape}")
-        if a.size == 0:
-            return
         keep = a != b
-        if not keep.any():
-            return
-        pairs = np.unique(np.stack([a[keep], b[keep]], axis=1), axis=0)
-        for x, y in pairs.tolist():
-            self.union(x, y)
+        if keep.any():
+            self._ea.append(a[keep])
+            self._eb.append(b[keep])
 
     def unite_all(self, a: np.ndarray) -> None:
         """Unite every atom of ``a`` into one class."""
-        flat = np.unique(np.asarray(a, dtype=np.int64).ravel())
-        for x in flat[1:].tolist():
-            self.union(int(flat[0]), x)
+        flat = np.asarray(a, dtype=np.int64).ravel()
+        if flat.size > 1:
+            self.unite(np.full(flat.size - 1, flat[0]), flat[1:])
 
     def pin(self, a: np.ndarray | None, reason: str) -> None:
         """Mark atoms as never removable, remembering the first reason given."""
@@ -78,14 +98,19 @@ class Atoms:
             return
         for x in np.unique(np.asarray(a, dtype=np.int64).ravel()).tolist():
             self.reasons.setdefault(x, reason)
-            self.flagged.add(self.find(x))
 
     def pinned(self, a: np.ndarray) -> bool:
         """Whether every atom of ``a`` belongs to a pinned class."""
-        return all(self.find(x) in self.flagged for x in np.unique(a).tolist())
+        self._flush()
+        flagged = set(self._lab[np.fromiter(self.reasons, dtype=np.int64)].tolist())
+        return all(r in flagged for r in np.unique(self._lab[a]).tolist())
 
     def roots(self, a: np.ndarray) -> np.ndarray:
         """Class root of every atom in ``a`` (same shape)."""
-        flat = np.asarray(a, dtype=np.int64).ravel()
-        out = np.fromiter((self.find(x) for x in flat.tolist()), dtype=np.int64, count=flat.size)
-        return out.reshape(np.shape(a))
+        self._flush()
+        return self._lab[np.asarray(a, dtype=np.int64)]
+
+    def all_roots(self) -> np.ndarray:
+        """Class root of every atom."""
+        self._flush()
+        return self._lab.copy()

@@ -50,6 +50,7 @@ class Capture:
     inputs: list[int] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
     output: Any = None
+    meta: bool = False  # ran on the meta device (shapes only)
 
 
 class _Recorder(TorchDispatchMode):

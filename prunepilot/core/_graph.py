@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 
 from ._analysis import Analysis
-from ._atoms import FIXED
+from ._atoms import FIXED, components
 from ._errors import PlanError
 
 __all__ = ["ChannelGraph", "ChannelGroup", "Member", "build_graph"]
@@ -26,20 +26,25 @@ class Member:
         name: fully qualified parameter or buffer name.
         dim: the dimension the group's channels occupy.
         role: ``"out"`` for tensors that produce the channel, ``"in"`` for consumers.
+        size: the tensor's size along ``dim`` (positions of other groups included).
     """
 
     name: str
     dim: int
     role: Literal["out", "in"]
     size: int
-    _positions: tuple[np.ndarray, ...] = field(repr=False, compare=False)
+    _chan: np.ndarray = field(repr=False, compare=False)  # group channel per position, -1: other
 
     def indices(self, channels: Iterable[int]) -> list[int]:
         """Positions along ``dim`` that the given group channels occupy (sorted)."""
-        parts = [self._positions[c] for c in channels]
-        if not parts:
+        wanted = np.fromiter((int(c) for c in channels), dtype=np.int64)
+        if wanted.size == 0:
             return []
-        return sorted(np.concatenate(parts).tolist())
+        return np.flatnonzero(np.isin(self._chan, wanted)).tolist()
+
+    def channel_of_positions(self) -> np.ndarray:
+        """The group channel at every position along ``dim`` (-1 for other groups' or pinned)."""
+        return self._chan.copy()
 
 
 @dataclass(frozen=True)
@@ -199,15 +204,15 @@ class ChannelGraph:
 def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelGraph:
     """Group atom classes into channel groups with members, constraints and cost terms."""
     atoms = an.atoms
-    fixed_root = atoms.find(FIXED)
+    all_roots = atoms.all_roots()
+    fixed_root = int(all_roots[FIXED])
     reason_of: dict[int, str] = {}
     for a, why in atoms.reasons.items():
-        reason_of.setdefault(atoms.find(a), why)
-    all_roots = atoms.roots(np.arange(len(atoms.parent)))
-    class_size = np.bincount(all_roots, minlength=len(atoms.parent))
-    tagged = np.zeros(len(atoms.parent), dtype=bool)
-    inward = np.zeros(len(atoms.parent), dtype=bool)
-    produces = np.zeros(len(atoms.parent), dtype=bool)
+        reason_of.setdefault(int(all_roots[a]), why)
+    class_size = np.bincount(all_roots, minlength=atoms.size)
+    tagged = np.zeros(atoms.size, dtype=bool)
+    inward = np.zeros(atoms.size, dtype=bool)
+    produces = np.zeros(atoms.size, dtype=bool)
     for flags, arrays in (
         (tagged, atoms.tagged),
         (inward, atoms.inward),
@@ -231,39 +236,42 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     # Classes created by the same layer (conv/linear output dim) form one group; classes
     # no layer creates group by the per-channel tensors they share. Consumers (a conv
     # reading a concatenation) are members of every group whose channels they read.
-    parent: dict[int, int] = {}
-
-    def find(x: int) -> int:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def glue(r: np.ndarray, skip: set[int]) -> None:
-        u = [x for x in np.unique(r).tolist() if x != fixed_root and x not in skip]
-        for x in u:
-            find(x)
-        for x in u[1:]:
-            ra, rb = find(u[0]), find(x)
-            if ra != rb:
-                parent[rb] = ra
-
-    for _, _, r, _, prod in raw:
+    n = atoms.size
+    uniq = [np.unique(r) for _, _, r, _, _ in raw]
+    uniq = [u[u != fixed_root] for u in uniq]
+    produced = np.zeros(n, dtype=bool)
+    for (_, _, _, _, prod), u in zip(raw, uniq, strict=True):
         if prod:
-            glue(r, set())
-    produced = set(parent)
-    for _, _, r, inw, prod in raw:
+            produced[u] = True
+    covered = produced.copy()
+    for (_, _, _, inw, prod), u in zip(raw, uniq, strict=True):
         if not inw and not prod:
-            glue(r, produced)
-    for _, _, r, _, _ in raw:
-        glue(r, set(parent))
+            covered[u] = True
+    ea: list[np.ndarray] = []
+    eb: list[np.ndarray] = []
+
+    def glue(u: np.ndarray) -> None:
+        if u.size > 1:
+            ea.append(np.full(u.size - 1, u[0]))
+            eb.append(u[1:])
+
+    for (_, _, _, inw, prod), u in zip(raw, uniq, strict=True):
+        if prod:
+            glue(u)
+        elif not inw:
+            glue(u[~produced[u]])
+        glue(u[~covered[u]])
+    cat = np.concatenate
+    label = components(
+        n, cat(ea) if ea else np.zeros(0, np.int64), cat(eb) if eb else np.zeros(0, np.int64)
+    )
 
     by_group: dict[int, list[tuple[str, int, np.ndarray, bool]]] = {}
-    for name, d, r, inw, prod in raw:
-        for root in {find(x) for x in np.unique(r).tolist() if x != fixed_root}:
-            by_group.setdefault(root, []).append((name, d, r, inw and not prod))
-    group_of = {x: find(x) for x in parent}
+    for (name, d, r, inw, prod), u in zip(raw, uniq, strict=True):
+        for key in np.unique(label[u]).tolist():
+            by_group.setdefault(key, []).append((name, d, r, inw and not prod))
+    member_roots = cat(uniq) if uniq else np.zeros(0, np.int64)
+    group_of = dict(zip(member_roots.tolist(), label[member_roots].tolist(), strict=True))
 
     seg_roots = [[all_roots[s] for s in segs] for segs in an.segments]
     groups: list[ChannelGroup] = []
@@ -283,16 +291,12 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
                 else:
                     order.append(x)
         index = {x: i for i, x in enumerate(order)}
-        lookup = np.full(len(atoms.parent), -1, dtype=np.int64)
+        lookup = np.full(atoms.size, -1, dtype=np.int64)
         if order:
             lookup[np.asarray(order)] = np.arange(len(order))
         members = []
         for name, d, r, inw in ordered:
-            members.append(
-                Member(
-                    name, d, "in" if inw else "out", int(r.size), _positions(lookup[r], len(order))
-                )
-            )
+            members.append(Member(name, d, "in" if inw else "out", int(r.size), lookup[r]))
         has_out = any(m.role == "out" for m in members)
         reason = None
         if pinned_roots:
@@ -343,7 +347,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     for g in groups:
         offset.append(offset[-1] + g.channels)
 
-    slot = np.full(len(atoms.parent), offset[-1], dtype=np.int64)  # sentinel: never removed
+    slot = np.full(atoms.size, offset[-1], dtype=np.int64)  # sentinel: never removed
     for x, (gi, c) in channel_of.items():
         slot[x] = offset[new_index[gi]] + c
 
@@ -370,15 +374,6 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         _terms=terms,
         _tensors=tensors,
     )
-
-
-def _positions(ch: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
-    """Positions of each channel 0..n-1 in a per-position channel array (-1: other)."""
-    order = np.argsort(ch, kind="stable")
-    counts = np.bincount(ch[ch >= 0], minlength=n)
-    start = int((ch < 0).sum())
-    bounds = np.cumsum(counts)
-    return tuple(np.split(order[start:], bounds[:-1])) if n else ()
 
 
 def _cells(

@@ -39,8 +39,9 @@ def channel_scores(
         with torch.no_grad():
             t = p.detach().float().movedim(m.dim, 0).reshape(p.shape[m.dim], -1)
             per_pos = (t.abs().sum(1) if importance == "l1" else t.pow(2).sum(1)).cpu().numpy()
-        for c, pos in enumerate(m._positions):
-            score[c] += per_pos[pos].sum()
+        chan = m.channel_of_positions()
+        ok = chan >= 0
+        score += np.bincount(chan[ok], weights=per_pos[ok], minlength=group.channels)
     return score
 
 
@@ -66,7 +67,7 @@ def select(
     *,
     ratio: float | None = None,
     ratios: Mapping[str, float] | None = None,
-    importance: str | Mapping[str, Sequence[float]] = "l2",
+    importance: str | Mapping[str, Sequence[float] | np.ndarray] = "l2",
     round_to: int = 1,
     min_channels: int = 1,
     seed: int = 0,

@@ -739,8 +739,8 @@ def test_multihead_attention_embed_dim_fixed(train: bool) -> None:
     graph = pp.trace(model, x)
     g = find_group(graph, "inp.weight")
     assert not g.prunable and g.reason
-    if not train:
-        assert "MultiheadAttention" in g.reason
+    if not train:  # fused path refused by its rule, or the slow path by verification
+        assert "MultiheadAttention" in g.reason or "breaks the model's forward" in g.reason
     assert graph.group("c.weight:0").prunable
     _, plan, pruned = zero_check(model, x)
     assert set(plan) == {"c.weight:0"}
