@@ -99,6 +99,23 @@ def _pin_ignored(an: Analysis, names: set[str]) -> None:
                 an.atoms.pin(a, "its layer is ignored")
 
 
+_FIXED_MODULES: dict[type[nn.Module], str] = {
+    nn.MultiheadAttention: "nn.MultiheadAttention ties its embedding width to its internal width",
+}
+
+
+def _pin_fixed_modules(model: nn.Module, an: Analysis) -> None:
+    """Pin every tensor of modules whose forward checks sizes against fixed attributes."""
+    by_name = {an.cap.names[n]: dims for n, dims in an.param_atoms.items()}
+    for prefix, mod in model.named_modules():
+        reason = next((r for t, r in _FIXED_MODULES.items() if isinstance(mod, t)), None)
+        if reason is None:
+            continue
+        for pname, _ in mod.named_parameters(prefix=prefix):
+            for a in by_name.get(pname, []):
+                an.atoms.pin(a, reason)
+
+
 def _same_structure(ref: Any, out: Any) -> bool:
     la, sa = tree_flatten(ref)
     lb, sb = tree_flatten(out)
@@ -174,10 +191,15 @@ def _verify(
             failures[groups[0].id] = err
             return
         half = len(groups) // 2
-        for part in (groups[:half], groups[half:]):
-            e = attempt(part)
-            if e is not None:
-                bisect(part, e)
+        first, second = groups[:half], groups[half:]
+        e = attempt(first)
+        if e is not None:
+            bisect(first, e)
+            e = attempt(second)
+        else:  # the whole failed and the first half is fine: the second half fails
+            e = err
+        if e is not None:
+            bisect(second, e)
 
     candidates = graph.prunable
     err = attempt(candidates)
@@ -215,6 +237,7 @@ def trace(
     an = analyze(cap)
     if ignored:
         _pin_ignored(an, ignored)
+    _pin_fixed_modules(model, an)
     params = {n: tuple(p.shape) for n, p in model.named_parameters()}
     graph = build_graph(an, params)
     if an.unknown_ops:
