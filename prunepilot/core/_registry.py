@@ -14,10 +14,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._analysis import Analysis, record_inputs
+from ._analysis import Analysis, record_inputs, tensor_refs
 from ._capture import OpRecord, Ref
 
-__all__ = ["RULES", "Rule", "arr", "aten", "norm_dims", "ops", "out_ref", "rule", "unknown"]
+__all__ = [
+    "RULES",
+    "Rule",
+    "arr",
+    "aten",
+    "first_input",
+    "norm_dims",
+    "ops",
+    "out_ref",
+    "rule",
+    "unknown",
+]
 
 aten = torch.ops.aten
 Rule = Callable[[Analysis, OpRecord, dict[str, Any]], None]
@@ -56,6 +67,14 @@ def norm_dims(dims: Any, ndim: int) -> list[int]:
     if len(dims) == 0:
         return list(range(ndim))
     return [d % ndim if ndim else 0 for d in dims]
+
+
+def first_input(
+    an: Analysis, rec: OpRecord
+) -> tuple[Ref, list[np.ndarray | None], tuple[int, ...]]:
+    """The op's first tensor argument: its reference, atom arrays and shape."""
+    x = tensor_refs(list(rec.args[:1]))[0]
+    return x, an.dims(x), an.shape(x)
 
 
 def unknown(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:

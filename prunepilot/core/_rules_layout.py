@@ -10,7 +10,7 @@ import numpy as np
 from ._analysis import Analysis, Dims, tensor_refs
 from ._atoms import FIXED
 from ._capture import OpRecord
-from ._registry import arr, aten, norm_dims, ops, out_ref, rule, unknown
+from ._registry import arr, aten, first_input, norm_dims, ops, out_ref, rule, unknown
 
 
 def reshape_dims(
@@ -99,16 +99,14 @@ def _view(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("permute", "permute_copy"))
 def _permute(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
+    _x, dims, _ = first_input(an, rec)
     order = norm_dims(b["dims"], len(dims))
     an.set(out_ref(rec), [dims[k] for k in order])
 
 
 @rule(*ops("transpose", "transpose_", "transpose_copy", "swapaxes", "swapdims"))
 def _transpose(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
+    _x, dims, _ = first_input(an, rec)
     if len(dims) < 2:
         an.set(out_ref(rec), dims)
         return
@@ -120,8 +118,7 @@ def _transpose(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("t", "t_", "t_copy", "numpy_T", "mT", "adjoint"))
 def _t(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
+    _x, dims, _ = first_input(an, rec)
     if len(dims) >= 2:
         dims[-1], dims[-2] = dims[-2], dims[-1]
     an.set(out_ref(rec), dims)
@@ -129,8 +126,7 @@ def _t(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("unsqueeze", "unsqueeze_", "unsqueeze_copy"))
 def _unsqueeze(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
+    _x, dims, _ = first_input(an, rec)
     d = b["dim"] % (len(dims) + 1)
     dims.insert(d, None)
     an.set(out_ref(rec), dims)
@@ -138,9 +134,7 @@ def _unsqueeze(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("squeeze", "squeeze_", "squeeze_copy"))
 def _squeeze(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
-    shape = an.shape(x)
+    _x, dims, shape = first_input(an, rec)
     sel = b.get("dim")
     cand = set(norm_dims(sel, len(shape))) if sel is not None else set(range(len(shape)))
     gone = {i for i in cand if shape[i] == 1}
@@ -149,9 +143,7 @@ def _squeeze(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("expand", "expand_copy", "expand_as", "broadcast_to"))
 def _expand(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
-    shape = an.shape(x)
+    x, dims, shape = first_input(an, rec)
     out = out_ref(rec)
     if out is None:
         return
@@ -172,9 +164,7 @@ def _expand(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("slice", "slice_copy", "narrow", "narrow_copy"))
 def _slice(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
-    shape = an.shape(x)
+    _x, dims, shape = first_input(an, rec)
     d = b.get("dim", 0) % max(len(shape), 1)
     out = out_ref(rec)
     if out is None:
@@ -198,8 +188,7 @@ def _slice(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("select", "select_copy"))
 def _select(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
+    x, dims, _ = first_input(an, rec)
     d = b["dim"] % len(dims)
     if an.shape(x)[d] > 1:
         an.atoms.pin(dims[d], f"{rec.func} picks one fixed channel")
@@ -220,9 +209,7 @@ def _select(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     )
 )
 def _split(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
-    shape = an.shape(x)
+    _x, dims, shape = first_input(an, rec)
     d = b.get("dim", 0) % len(shape)
     a = dims[d]
     outs = [o for o in rec.outputs if o is not None]
@@ -245,8 +232,7 @@ def _split(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("unbind", "unbind_copy"))
 def _unbind(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
+    x, dims, _ = first_input(an, rec)
     d = b.get("dim", 0) % len(dims)
     if an.shape(x)[d] > 1:
         an.atoms.pin(dims[d], f"{rec.func} picks fixed channels")
@@ -313,8 +299,7 @@ def _stack(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("flip"))
 def _flip(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
+    _x, dims, _ = first_input(an, rec)
     for d in norm_dims(b["dims"], len(dims)):
         a = dims[d]
         if a is not None:
@@ -324,8 +309,7 @@ def _flip(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("roll"))
 def _roll(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
+    _x, dims, _ = first_input(an, rec)
     rd = b.get("dims") or []
     for d in norm_dims(rd, len(dims)) if rd else range(len(dims)):
         an.atoms.pin(dims[d], f"{rec.func} shifts channels by a fixed amount")
@@ -334,8 +318,7 @@ def _roll(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("repeat"))
 def _repeat(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
+    _x, dims, _ = first_input(an, rec)
     reps = list(b["repeats"])
     lead = len(reps) - len(dims)
     res: Dims = [None] * lead
@@ -358,8 +341,7 @@ def _repeat(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     )
 )
 def _pad(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
+    _x, dims, _ = first_input(an, rec)
     pad = list(b.get("pad") or b.get("padding") or [])
     for k in range(len(pad) // 2):
         d = len(dims) - 1 - k
@@ -373,8 +355,7 @@ def _pad(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("index_select"))
 def _index_select(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
+    _x, dims, _ = first_input(an, rec)
     d = b["dim"] % len(dims)
     an.atoms.pin(dims[d], f"{rec.func} indexes channels by fixed positions")
     dims[d] = None
@@ -384,8 +365,7 @@ def _index_select(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("index", "_unsafe_index"))
 def _index(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
+    x, dims, _ = first_input(an, rec)
     idx = list(b["indices"])
     out = out_ref(rec)
     if out is None:

@@ -9,7 +9,7 @@ import torch
 
 from ._analysis import Analysis, Dims, record_inputs, tensor_refs
 from ._capture import OpRecord
-from ._registry import aten, ops, out_ref, rule
+from ._registry import aten, first_input, ops, out_ref, rule
 
 
 def elementwise(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
@@ -167,8 +167,7 @@ rule(
 @rule(*ops("glu"))
 def _glu(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     """glu halves a dimension: channel i gates with channel i + n/2, so they go together."""
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
+    _x, dims, _ = first_input(an, rec)
     d = b.get("dim", -1) % len(dims)
     a = dims[d]
     if a is not None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._analysis import Analysis, Dims, tensor_refs
+from ._analysis import Analysis, Dims
 from ._capture import OpRecord, Ref
-from ._registry import norm_dims, ops, rule
+from ._registry import first_input, norm_dims, ops, rule
 from ._rules_pointwise import elementwise
 
 
@@ -35,9 +35,7 @@ from ._rules_pointwise import elementwise
     )
 )
 def _reduce(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    shape = an.shape(x)
-    dims = an.dims(x)
+    _x, dims, shape = first_input(an, rec)
     red = b.get("dim")
     if red is None and "dims" in b:
         red = b["dims"]
@@ -80,9 +78,7 @@ def _reduce(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 )
 def _ordering(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     """Ops whose results are positions along a dimension: that dimension cannot shrink."""
-    x = tensor_refs(list(rec.args[:1]))[0]
-    shape = an.shape(x)
-    dims = an.dims(x)
+    _x, dims, shape = first_input(an, rec)
     red = b.get("dim")
     rd = set(norm_dims(red, len(shape)) if red is not None else range(len(shape)))
     for i in rd:

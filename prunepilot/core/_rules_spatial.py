@@ -8,13 +8,11 @@ import numpy as np
 
 from ._analysis import Analysis, Dims, tensor_refs
 from ._capture import OpRecord
-from ._registry import aten, ops, out_ref, rule
+from ._registry import aten, first_input, ops, out_ref, rule
 
 
 def _keep_leading(an: Analysis, rec: OpRecord, b: dict[str, Any], lead: int = 2) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
-    shape = an.shape(x)
+    _x, dims, shape = first_input(an, rec)
     ch = len(shape) - lead - (len(shape) - 2 if len(shape) > 2 else 0)
     keep = max(min(lead, len(shape)), 0) if ch >= 0 else 0
     for d in dims[keep:]:
@@ -92,9 +90,7 @@ def _grid_sample(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("pixel_shuffle", "pixel_unshuffle"))
 def _pixel_shuffle(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
-    shape = an.shape(x)
+    _x, dims, shape = first_input(an, rec)
     out = out_ref(rec)
     if out is None:
         return
@@ -119,8 +115,7 @@ def _pixel_shuffle(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("channel_shuffle", "native_channel_shuffle"))
 def _channel_shuffle(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
-    dims = an.dims(x)
+    _x, dims, _ = first_input(an, rec)
     g = int(b["groups"])
     a = dims[1]
     if a is not None:
