@@ -23,6 +23,7 @@ from torch import nn
 
 __all__ = [
     "RESULTS_PATH",
+    "SEED_MODELS",
     "SMALL_MODELS",
     "ModelSpec",
     "all_specs",
@@ -45,6 +46,34 @@ SMALL_MODELS: tuple[str, ...] = (
     "tv:squeezenet1_1",
     "timm:convnextv2_atto",
     "tv:lraspp_mobilenet_v3_large",
+)
+
+#: ``--seeds``: the models the first seed document (ENOT's pruning docs) lists as supported.
+SEED_MODELS: tuple[str, ...] = (
+    "tv:efficientnet_b0",
+    "tv:resnet18",
+    "tv:resnet34",
+    "tv:resnet50",
+    "tv:wide_resnet50_2",
+    "tv:densenet161",
+    "tv:mobilenet_v2",
+    "tv:mobilenet_v3_large",
+    "tv:ssd300_vgg16",
+    "tv:ssdlite320_mobilenet_v3_large",
+    "tv:fcn_resnet50",
+    "tv:fcn_resnet101",
+    "tv:deeplabv3_resnet50",
+    "tv:deeplabv3_resnet101",
+    "tv:deeplabv3_mobilenet_v3_large",
+    "tv:lraspp_mobilenet_v3_large",
+    "timm:efficientnet_b0",
+    "timm:resnet18",
+    "timm:resnet34",
+    "timm:resnet50",
+    "timm:wide_resnet50_2",
+    "timm:densenet161",
+    "timm:mobilenetv2_100",
+    "timm:mobilenetv3_large_100",
 )
 
 TIMM_MODELS: tuple[str, ...] = (

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 from _models import (
+    SEED_MODELS,
     SMALL_MODELS,
     ModelSpec,
     all_specs,
@@ -652,6 +653,8 @@ def select_specs(args: argparse.Namespace) -> list[ModelSpec]:
         specs = resolve_names(args.models, specs)
     elif args.small:
         specs = resolve_names(list(SMALL_MODELS), specs)
+    elif args.seeds:
+        specs = resolve_names(list(SEED_MODELS), specs)
     if args.filter:
         pattern = re.compile(args.filter)
         specs = [s for s in specs if pattern.search(s.name)]
@@ -673,6 +676,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per model and tool")
     p.add_argument("--no-tp", action="store_true", help="skip Torch-Pruning")
     p.add_argument("--small", action="store_true", help="quick list: " + ", ".join(SMALL_MODELS))
+    p.add_argument("--seeds", action="store_true", help="the first seed document's model list")
     p.add_argument("--jobs", type=int, default=1, help="models run in parallel (default 1)")
     p.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
     p.add_argument("--worker", metavar="NAME", help=argparse.SUPPRESS)
