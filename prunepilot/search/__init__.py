@@ -1,5 +1,85 @@
-"""Search over per-layer pruning ratios under FLOPs and latency budgets."""
+"""Decide which channels to remove and how many, then recover accuracy.
+
+Built on `prunepilot.core`'s public API only:
+
+* importance criteria (`score_channels`, a registry users extend with `register_criterion`):
+  data-free ``l1``, ``l2``, ``fpgm``, ``bn_scale``, ``random``; data-driven ``taylor``,
+  ``taylor_weight``, ``apoz``, ``mean_activation``, ``fisher``, ``sensitivity`` from a
+  `Calibration` (context manager) or `calibrate` (one call);
+* `recalibrate_bn` (adaptive BatchNorm);
+* strategies (`Strategy`, `plan_for_ratio`, `plan_for_macs`): uniform or global ranking,
+  explicit per-group config, ``round_to``, minimum channels, ignored layers;
+* schedules (`sparsity_schedule`, `iterative_prune`) and a NetAdapt loop (`netadapt`);
+* fine-tuning (`Trainer`, `evaluate`, `distillation_loss`).
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._bn import recalibrate_bn
+from ._calibration import Calibration, calibrate
+from ._criteria import (
+    CRITERIA,
+    ActivationCriterion,
+    Criterion,
+    GradientWeightCriterion,
+    ScoreContext,
+    WeightCriterion,
+    available_criteria,
+    get_criterion,
+    register_criterion,
+)
+from ._errors import CalibrationError, UnknownCriterionError
+from ._finetune import (
+    EvalResult,
+    FitResult,
+    Progress,
+    ProgressCallback,
+    Trainer,
+    distillation_loss,
+    evaluate,
+)
+from ._netadapt import NetAdaptResult, NetAdaptStep, netadapt
+from ._schedule import SCHEDULES, StepRecord, iterative_prune, sparsity_schedule
+from ._scoring import AGGREGATES, NORMALIZERS, Scores, normalize_scores, score_channels
+from ._strategy import Plan, Strategy, ignored_groups, plan_for_macs, plan_for_ratio
+
+__all__ = [
+    "AGGREGATES",
+    "CRITERIA",
+    "NORMALIZERS",
+    "SCHEDULES",
+    "ActivationCriterion",
+    "Calibration",
+    "CalibrationError",
+    "Criterion",
+    "EvalResult",
+    "FitResult",
+    "GradientWeightCriterion",
+    "NetAdaptResult",
+    "NetAdaptStep",
+    "Plan",
+    "Progress",
+    "ProgressCallback",
+    "ScoreContext",
+    "Scores",
+    "StepRecord",
+    "Strategy",
+    "Trainer",
+    "UnknownCriterionError",
+    "WeightCriterion",
+    "available_criteria",
+    "calibrate",
+    "distillation_loss",
+    "evaluate",
+    "get_criterion",
+    "ignored_groups",
+    "iterative_prune",
+    "netadapt",
+    "normalize_scores",
+    "plan_for_macs",
+    "plan_for_ratio",
+    "recalibrate_bn",
+    "register_criterion",
+    "score_channels",
+    "sparsity_schedule",
+]
