@@ -34,6 +34,7 @@ class Member:
     role: Literal["out", "in"]
     size: int
     _chan: np.ndarray = field(repr=False, compare=False)  # group channel per position, -1: other
+    _counts: np.ndarray = field(repr=False, compare=False)  # positions per group channel
 
     def indices(self, channels: Iterable[int]) -> list[int]:
         """Positions along ``dim`` that the given group channels occupy (sorted)."""
@@ -97,8 +98,9 @@ class ChannelGroup:
                     f"that must lose the same number of positions; this plan removes {counts}. "
                     f"Remove the same fraction of every block: {self.quantum} channels at a time"
                 )
+        idx = np.fromiter((int(c) for c in remove), dtype=np.int64)
         for m in self.members:
-            if len(m.indices(remove)) >= m.size:
+            if int(m._counts[idx].sum()) >= m.size:
                 raise PlanError(
                     f"group {self.id!r}: removing {len(remove)} channels would empty "
                     f"{m.name} dim {m.dim}; keep at least one channel"
@@ -271,32 +273,33 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         for key in np.unique(label[u]).tolist():
             by_group.setdefault(key, []).append((name, d, r, inw and not prod))
     member_roots = cat(uniq) if uniq else np.zeros(0, np.int64)
-    group_of = dict(zip(member_roots.tolist(), label[member_roots].tolist(), strict=True))
 
     seg_roots = [[all_roots[s] for s in segs] for segs in an.segments]
     groups: list[ChannelGroup] = []
     channel_of: dict[int, tuple[int, int]] = {}  # class root -> (group index, channel)
+    glabel = np.full(atoms.size, -2, dtype=np.int64)  # -2: FIXED, shared by every group
+    glabel[member_roots] = label[member_roots]
+    pinned_flag = np.zeros(atoms.size, dtype=bool)
+    pinned_flag[fixed_root] = True
+    pinned_flag[np.fromiter(reason_of, dtype=np.int64)] = True
     for key, items in by_group.items():
         ordered = sorted(items, key=lambda it: it[3])  # producers ("out") first, trace order
-        order: list[int] = []
-        seen: set[int] = set()
-        pinned_roots: set[int] = set()
-        for _, _, r, _ in ordered:
-            for x in dict.fromkeys(r.tolist()):
-                if x in seen or group_of.get(x, key) != key:
-                    continue
-                seen.add(x)
-                if x == fixed_root or x in reason_of:
-                    pinned_roots.add(x)
-                else:
-                    order.append(x)
+        allr = np.concatenate([r for _, _, r, _ in ordered])
+        mine = allr[(glabel[allr] == key) | (glabel[allr] == -2)]
+        _, first = np.unique(mine, return_index=True)
+        in_order = mine[np.sort(first)]
+        pin_mask = pinned_flag[in_order]
+        order: list[int] = in_order[~pin_mask].tolist()
+        pinned_roots: set[int] = set(in_order[pin_mask].tolist())
         index = {x: i for i, x in enumerate(order)}
         lookup = np.full(atoms.size, -1, dtype=np.int64)
         if order:
             lookup[np.asarray(order)] = np.arange(len(order))
         members = []
         for name, d, r, inw in ordered:
-            members.append(Member(name, d, "in" if inw else "out", int(r.size), lookup[r]))
+            chan = lookup[r]
+            counts = np.bincount(chan[chan >= 0], minlength=len(order))
+            members.append(Member(name, d, "in" if inw else "out", int(r.size), chan, counts))
         has_out = any(m.role == "out" for m in members)
         reason = None
         if pinned_roots:
