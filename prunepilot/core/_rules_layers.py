@@ -12,6 +12,16 @@ from ._atoms import FIXED
 from ._capture import OpRecord, Ref
 from ._registry import ops, out_ref, rule, unknown
 
+_TRANSPOSED = set(
+    ops(
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "cudnn_convolution_transpose",
+        "slow_conv_transpose2d",
+    )
+)
+
 
 @rule(
     *ops(
@@ -39,7 +49,7 @@ from ._registry import ops, out_ref, rule, unknown
 def _conv(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     x, w = b["input"], b["weight"]
     bias = b.get("bias")
-    transposed = bool(b.get("transposed", False)) or "transpose" in str(rec.func.overloadpacket)
+    transposed = bool(b.get("transposed", False)) or rec.func.overloadpacket in _TRANSPOSED
     groups = int(b.get("groups") or 1)
     xs, ws = an.shape(x), an.shape(w)
     xd, wd = an.dims(x), an.wdims(w)

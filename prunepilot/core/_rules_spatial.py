@@ -10,69 +10,66 @@ from ._analysis import Analysis, Dims, tensor_refs
 from ._capture import OpRecord
 from ._registry import aten, first_input, ops, out_ref, rule
 
-
-def _keep_leading(an: Analysis, rec: OpRecord, b: dict[str, Any], lead: int = 2) -> None:
-    _x, dims, shape = first_input(an, rec)
-    ch = len(shape) - lead - (len(shape) - 2 if len(shape) > 2 else 0)
-    keep = max(min(lead, len(shape)), 0) if ch >= 0 else 0
-    for d in dims[keep:]:
-        an.atoms.pin(d, f"{rec.func} mixes a channel dimension with spatial positions")
-    for o in rec.outputs:
-        if o is None:
-            continue
-        od = an.shape(o)
-        res = list(dims[:keep]) + [None] * (len(od) - keep)
-        if len(od) < keep:
-            res = [None] * len(od)
-        an.set(o, res)
-
-
-def _spatial(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    """Pooling/resampling over trailing spatial dims; channels are dim -3 (or -4 for 3d)."""
-    x = tensor_refs(list(rec.args[:1]))[0]
-    shape = an.shape(x)
-    name = rec.func.overloadpacket.__name__
-    nsp = 3 if "3d" in name else 1 if "1d" in name else 2
-    if name.startswith("_adaptive_avg_pool") and name.endswith("pool2d"):
-        nsp = 2
-    _keep_leading(an, rec, b, lead=max(len(shape) - nsp, 0))
-
-
-rule(
-    *ops(
-        "max_pool2d_with_indices",
-        "max_pool3d_with_indices",
+_SPATIAL_OPS: dict[int, tuple[str, ...]] = {
+    1: (
         "max_pool1d",
-        "max_pool2d",
-        "max_pool3d",
         "avg_pool1d",
-        "avg_pool2d",
-        "avg_pool3d",
-        "_adaptive_avg_pool2d",
-        "_adaptive_avg_pool3d",
         "adaptive_avg_pool1d",
-        "adaptive_avg_pool2d",
-        "adaptive_avg_pool3d",
         "adaptive_max_pool1d",
-        "adaptive_max_pool2d",
-        "adaptive_max_pool3d",
         "upsample_nearest1d",
+        "upsample_linear1d",
+        "_upsample_nearest_exact1d",
+    ),
+    2: (
+        "max_pool2d_with_indices",
+        "max_pool2d",
+        "avg_pool2d",
+        "_adaptive_avg_pool2d",
+        "adaptive_avg_pool2d",
+        "adaptive_max_pool2d",
         "upsample_nearest2d",
-        "upsample_nearest3d",
         "upsample_bilinear2d",
         "upsample_bicubic2d",
-        "upsample_linear1d",
-        "upsample_trilinear3d",
-        "_upsample_nearest_exact1d",
         "_upsample_nearest_exact2d",
-        "_upsample_nearest_exact3d",
         "_upsample_bilinear2d_aa",
         "_upsample_bicubic2d_aa",
         "fractional_max_pool2d",
         "lp_pool2d",
         "mkldnn_max_pool2d",
-    )
-)(_spatial)
+    ),
+    3: (
+        "max_pool3d_with_indices",
+        "max_pool3d",
+        "avg_pool3d",
+        "_adaptive_avg_pool3d",
+        "adaptive_avg_pool3d",
+        "adaptive_max_pool3d",
+        "upsample_nearest3d",
+        "upsample_trilinear3d",
+        "_upsample_nearest_exact3d",
+    ),
+}
+_SPATIAL_DIMS = {p: n for n, names in _SPATIAL_OPS.items() for p in ops(*names)}
+
+
+def _spatial(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
+    """Pooling/resampling over the trailing 1, 2 or 3 spatial dims; leading dims pass through."""
+    _x, dims, shape = first_input(an, rec)
+    keep = max(len(shape) - _SPATIAL_DIMS[rec.func.overloadpacket], 0)
+    for d in dims[keep:]:
+        an.atoms.pin(d, f"{rec.func} mixes a channel dimension with spatial positions")
+    for o in rec.outputs:
+        if o is not None:
+            od = an.shape(o)
+            an.set(
+                o,
+                list(dims[:keep]) + [None] * (len(od) - keep)
+                if len(od) >= keep
+                else [None] * len(od),
+            )
+
+
+rule(*_SPATIAL_DIMS)(_spatial)
 
 
 @rule(*ops("grid_sampler_2d", "grid_sampler", "grid_sampler_3d"))
