@@ -1,6 +1,6 @@
 """Demo: trace a torchvision ResNet-50, prune it to half its MACs, and measure it.
 
-Run with ``python -m prunepilot.core.demo`` (or ``bash scripts/demo.sh``). Random weights:
+Run with ``python -m prunepilot.demo`` (or ``bash scripts/demo.sh``). Random weights:
 nothing is downloaded. Prints the channel groups, MACs/params and CPU latency before/after.
 """
 
@@ -11,18 +11,15 @@ import copy
 import logging
 import statistics
 import time
-from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 
-from ._api import profile, trace
-from ._graph import ChannelGraph
-from ._prune import prune_channels
-from ._select import channel_scores, select
+from .core import profile, prune_channels, trace
+from .search import Strategy, plan_for_macs, score_channels
 
-__all__ = ["latency_ms", "main", "ratio_for_macs"]
+__all__ = ["latency_ms", "main"]
 
 log = logging.getLogger("prunepilot.demo")
 
@@ -46,22 +43,6 @@ def latency_ms(
     return [statistics.median(t) for t in times]
 
 
-def ratio_for_macs(
-    model: nn.Module, graph: ChannelGraph, target: float, scores: dict[str, Any], round_to: int = 1
-) -> tuple[float, dict[str, list[int]]]:
-    """Uniform ratio whose plan keeps about ``target`` of the MACs (bisection on the graph)."""
-    lo, hi = 0.0, 0.99
-    best: dict[str, list[int]] = {}
-    for _ in range(20):
-        mid = (lo + hi) / 2
-        plan = select(model, graph, ratio=mid, importance=scores, round_to=round_to)
-        if graph.macs(plan) / graph.macs_total > target:
-            lo = mid
-        else:
-            hi, best = mid, plan
-    return hi, best
-
-
 def main(argv: list[str] | None = None) -> None:
     """Trace, prune to a MACs target, and report before/after numbers."""
     p = argparse.ArgumentParser(description=__doc__)
@@ -83,15 +64,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"traced {args.model} in {t_trace:.2f} s")
     print(graph.summary())
 
-    scores = {g.id: channel_scores(model, g, "l2") for g in graph.prunable}
-    ratio, plan = ratio_for_macs(model, graph, args.target, scores, args.round_to)
+    scores = score_channels(model, graph, "l2")
+    strategy = Strategy(allocation="uniform", round_to=args.round_to)
+    plan = plan_for_macs(model, graph, scores, keep=args.target, strategy=strategy)
     before = profile(model, x)
     pruned = prune_channels(copy.deepcopy(model), graph, plan)
     after = profile(pruned, x)
     lat_before, lat_after = latency_ms([model, pruned], x)
     with torch.inference_mode():
         out = pruned(x)
-    print(f"\nuniform ratio {ratio:.3f} (round_to={args.round_to}) over {len(plan)} groups")
+    print(f"\nuniform l2 pruning (round_to={args.round_to}) over {len(plan)} groups")
     print(f"{'':10s}{'before':>16s}{'after':>16s}{'ratio':>9s}")
     print(f"{'MACs':10s}{before.macs:16,d}{after.macs:16,d}{after.macs / before.macs:9.3f}")
     print(
