@@ -137,8 +137,7 @@ def _same_structure(ref: Any, out: Any) -> bool:
 def _probe_plan(groups: Sequence[ChannelGroup]) -> dict[str, list[int]]:
     plan: dict[str, list[int]] = {}
     for g in groups:
-        q = g.quantum
-        remove = [c for cell in g.cells for c in cell[: len(cell) * q // g.channels]]
+        remove = [c for cell, k in zip(g.cells, g.per_cell(1), strict=True) for c in cell[:k]]
         try:
             g.check(remove)
         except PlanError:

@@ -111,6 +111,10 @@ class ChannelGroup:
         """Channel indices of each block (one block holding all channels when unconstrained)."""
         return self._cells or (tuple(range(self.channels)),)
 
+    def per_cell(self, steps: int) -> list[int]:
+        """Channels to take from each block to remove ``steps`` quanta (same fraction of each)."""
+        return [steps * len(cell) * self.quantum // self.channels for cell in self.cells]
+
     @property
     def quantum(self) -> int:
         """Smallest number of channels a valid plan removes: the same fraction of every block."""

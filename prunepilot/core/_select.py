@@ -112,11 +112,9 @@ def select(
             scores = np.asarray(importance[gid], dtype=float)
         else:
             scores = channel_scores(model, g, importance, seed)
-        steps = drop // g.quantum
         chosen: list[int] = []
-        for cell in g.cells:
-            ranked = sorted(cell, key=lambda c: (scores[c], c))
-            chosen.extend(ranked[: steps * len(cell) * g.quantum // g.channels])
+        for cell, k in zip(g.cells, g.per_cell(drop // g.quantum), strict=True):
+            chosen.extend(sorted(cell, key=lambda c: (scores[c], c))[:k])
         if chosen:
             plan[gid] = sorted(chosen)
     return plan

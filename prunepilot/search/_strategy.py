@@ -248,9 +248,8 @@ def _ranking(
         base = graph.macs()
         cost = {}
         for g in free:
-            probe = {
-                g.id: [c for cell in g.cells for c in cell[: len(cell) * g.quantum // g.channels]]
-            }
+            take = g.per_cell(1)
+            probe = {g.id: [c for cell, k in zip(g.cells, take, strict=True) for c in cell[:k]]}
             try:
                 cost[g.id] = max(base - graph.macs(probe), 0) / max(len(probe[g.id]), 1)
             except PlanError:
