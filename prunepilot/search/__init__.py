@@ -17,6 +17,16 @@ from __future__ import annotations
 
 from ._bn import recalibrate_bn
 from ._calibration import Calibration, calibrate
+from ._candidate import (
+    Evaluation,
+    Evaluator,
+    Finetuned,
+    Limited,
+    Metric,
+    SearchData,
+    Workload,
+    top1,
+)
 from ._criteria import (
     CRITERIA,
     ActivationCriterion,
@@ -28,7 +38,7 @@ from ._criteria import (
     get_criterion,
     register_criterion,
 )
-from ._errors import CalibrationError, UnknownCriterionError
+from ._errors import CalibrationError, InfeasibleError, SearchCancelled, UnknownCriterionError
 from ._finetune import (
     EvalResult,
     FitResult,
@@ -39,8 +49,21 @@ from ._finetune import (
     evaluate,
 )
 from ._netadapt import NetAdaptResult, NetAdaptStep, netadapt
+from ._pool import LocalPool, Outcome, Pool, Task, run_task
+from ._result import Baseline, Finalist, SearchProgress, SearchResult, TrialRecord
 from ._schedule import SCHEDULES, StepRecord, iterative_prune, sparsity_schedule
 from ._scoring import AGGREGATES, NORMALIZERS, Scores, normalize_scores, score_channels
+from ._search import open_storage, search
+from ._space import Config, Dimension, Space
+from ._spec import (
+    Budget,
+    Constraints,
+    FinetuneSettings,
+    LatencyTarget,
+    SearchSettings,
+    SearchSpace,
+    SearchSpec,
+)
 from ._strategy import Plan, Strategy, ignored_groups, plan_for_macs, plan_for_ratio
 
 __all__ = [
@@ -49,24 +72,52 @@ __all__ = [
     "NORMALIZERS",
     "SCHEDULES",
     "ActivationCriterion",
+    "Baseline",
+    "Budget",
     "Calibration",
     "CalibrationError",
+    "Config",
+    "Constraints",
     "Criterion",
+    "Dimension",
     "EvalResult",
+    "Evaluation",
+    "Evaluator",
+    "Finalist",
+    "FinetuneSettings",
+    "Finetuned",
     "FitResult",
     "GradientWeightCriterion",
+    "InfeasibleError",
+    "LatencyTarget",
+    "Limited",
+    "LocalPool",
+    "Metric",
     "NetAdaptResult",
     "NetAdaptStep",
+    "Outcome",
     "Plan",
+    "Pool",
     "Progress",
     "ProgressCallback",
     "ScoreContext",
     "Scores",
+    "SearchCancelled",
+    "SearchData",
+    "SearchProgress",
+    "SearchResult",
+    "SearchSettings",
+    "SearchSpace",
+    "SearchSpec",
+    "Space",
     "StepRecord",
     "Strategy",
+    "Task",
     "Trainer",
+    "TrialRecord",
     "UnknownCriterionError",
     "WeightCriterion",
+    "Workload",
     "available_criteria",
     "calibrate",
     "distillation_loss",
@@ -76,10 +127,14 @@ __all__ = [
     "iterative_prune",
     "netadapt",
     "normalize_scores",
+    "open_storage",
     "plan_for_macs",
     "plan_for_ratio",
     "recalibrate_bn",
     "register_criterion",
+    "run_task",
     "score_channels",
+    "search",
     "sparsity_schedule",
+    "top1",
 ]

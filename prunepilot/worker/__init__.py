@@ -1,5 +1,14 @@
-"""Workers that evaluate candidate pruning configurations."""
+"""Ray-backed evaluators that the search drives.
+
+`RayPool` starts one `EvaluatorActor` per device (``num_gpus=1`` per GPU, CPU-only actors
+where there is no GPU) on a local Ray started on demand or on a cluster by address; pass it
+as ``pool=`` to `prunepilot.search.search`.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._actor import EvaluatorActor
+from ._cluster import cluster_devices, ensure_ray
+from ._pool import RayPool
+
+__all__ = ["EvaluatorActor", "RayPool", "cluster_devices", "ensure_ray"]

@@ -1,0 +1,216 @@
+"""What evaluating a candidate means, run in-process.
+
+A `Workload` bundles everything a worker needs once per job (model, graph, scores, data,
+settings); an `Evaluator` built from it prunes a copy of the model for each config and
+scores it cheaply (adaptive BatchNorm, optional short fine-tune, metric on a held-out
+split: EagleEye), measures its latency, or fine-tunes it with the full budget. The Ray
+workers in `prunepilot.worker` wrap exactly this class.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunepilot.core import ChannelGraph, PrunepilotError, prune_channels
+
+from ._bn import recalibrate_bn
+from ._finetune import LossFn, Trainer, evaluate
+from ._latency import LatencyStats, measure_latency
+from ._latency_model import LatencyModel
+from ._scoring import Scores
+from ._space import Space
+from ._spec import FinetuneSettings, LatencyTarget, SearchSettings, SearchSpace
+
+__all__ = [
+    "Evaluation",
+    "Evaluator",
+    "Finetuned",
+    "Limited",
+    "Metric",
+    "SearchData",
+    "Workload",
+    "top1",
+]
+
+log = logging.getLogger("prunepilot.search")
+
+Metric = Callable[[nn.Module, Iterable[Any]], float]
+"""``metric(model, loader) -> float``, higher is better; the model is in eval mode."""
+
+
+def top1(model: nn.Module, loader: Iterable[Any]) -> float:
+    """Top-1 accuracy (fraction) of ``model`` on ``loader``."""
+    return evaluate(model, loader).top1
+
+
+class Limited:
+    """A re-iterable view of the first ``n`` batches of a loader (all when ``n`` is None)."""
+
+    def __init__(self, loader: Iterable[Any], n: int | None) -> None:
+        self.loader, self.n = loader, n
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(itertools.islice(self.loader, self.n))
+
+
+@dataclass
+class SearchData:
+    """The job's data, as re-iterable loaders of ``(inputs, targets)`` batches.
+
+    Attributes:
+        train: fine-tuning, importance calibration and BatchNorm recalibration.
+        val: the validation split the finalists are chosen on.
+        score: the held-out split candidates are scored on during the search (default:
+            the first ``score_batches`` of ``val``).
+    """
+
+    train: Iterable[Any]
+    val: Iterable[Any]
+    score: Iterable[Any] | None = None
+
+
+@dataclass
+class Workload:
+    """Everything a worker needs, shipped once per job."""
+
+    model: nn.Module
+    example_inputs: Any
+    graph: ChannelGraph
+    scores: Scores
+    space: SearchSpace
+    settings: SearchSettings
+    finetune: FinetuneSettings
+    data: SearchData
+    metric: Metric | None = None
+    loss_fn: LossFn | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A scored candidate."""
+
+    score: float
+    seconds: float
+
+
+@dataclass
+class Finetuned:
+    """A fine-tuned finalist: its validation metric and weights (on CPU)."""
+
+    score: float
+    seconds: float
+    steps: int
+    state: dict[str, torch.Tensor] = field(repr=False)
+
+
+class Evaluator:
+    """Evaluates candidates of one workload on one device.
+
+    Args:
+        work: the job's workload.
+        device: where candidates run (``cpu``, ``cuda``, ``cuda:N``).
+        threads: CPU threads for this evaluator's work (``None``: leave torch's setting).
+    """
+
+    def __init__(self, work: Workload, device: str = "cpu", threads: int | None = None) -> None:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise PrunepilotError(f"evaluator device {device!r} requested but CUDA is unavailable")
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.work = work
+        self.device = torch.device(device)
+        self.model = work.model.to("cpu").eval()
+        self.space = Space(self.model, work.graph, work.scores, work.space)
+        self.metric: Metric = work.metric or top1
+        score_loader = work.data.score if work.data.score is not None else work.data.val
+        self.score_loader = Limited(score_loader, work.settings.score_batches)
+
+    def candidate(self, config: Mapping[str, float] | None) -> nn.Module:
+        """A pruned copy of the model for ``config`` (the original for ``None``), on device."""
+        model = copy.deepcopy(self.model)
+        if config is not None:
+            plan = self.space.plan(self.space.check(config))
+            if plan:
+                prune_channels(model, self.work.graph, plan)
+        return model.to(self.device)
+
+    def _score(self, model: nn.Module) -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(self.metric(model, self.score_loader))
+
+    def evaluate(self, config: Mapping[str, float]) -> Evaluation:
+        """Cheap score: prune, recalibrate BatchNorm, optionally a few steps, metric."""
+        t0 = time.perf_counter()
+        s = self.work.settings
+        model = self.candidate(config)
+        if s.bn_batches:
+            recalibrate_bn(model, self.work.data.train, steps=s.bn_batches, device=self.device)
+        if s.score_steps:
+            ft = self.work.finetune
+            trainer = Trainer(
+                model,
+                lr=ft.lr,
+                momentum=ft.momentum,
+                weight_decay=ft.weight_decay,
+                loss_fn=self.work.loss_fn,
+                device=self.device,
+            )
+            trainer.fit(self.work.data.train, epochs=None, max_steps=s.score_steps)
+        return Evaluation(self._score(model), time.perf_counter() - t0)
+
+    def measure(
+        self,
+        config: Mapping[str, float] | None,
+        target: LatencyTarget,
+        repeats: int | None = None,
+    ) -> LatencyStats:
+        """Latency of the candidate on ``target`` (the caller ensures nothing else runs)."""
+        model = self.candidate(config).to("cpu")
+        return measure_latency(
+            model, self.work.example_inputs, target, repeats=repeats or target.repeats
+        )
+
+    def latency_model(self, target: LatencyTarget, keep_ratios: Sequence[float]) -> LatencyModel:
+        """Measure the per-layer latency table of this model on ``target``."""
+        return LatencyModel.build(
+            self.model, self.work.graph, self.work.example_inputs, target, keep_ratios=keep_ratios
+        )
+
+    def finetune(
+        self, config: Mapping[str, float] | None, settings: FinetuneSettings | None = None
+    ) -> Finetuned:
+        """Fine-tune the candidate with the full budget; return its validation metric."""
+        t0 = time.perf_counter()
+        ft = settings or self.work.finetune
+        device = torch.device(ft.device) if ft.device else self.device
+        model = self.candidate(config).to(device)
+        if self.work.settings.bn_batches:
+            recalibrate_bn(model, self.work.data.train, steps=self.work.settings.bn_batches)
+        steps = 0
+        if ft.steps:
+            teacher = copy.deepcopy(self.model) if ft.distill else None
+            trainer = Trainer(
+                model,
+                lr=ft.lr,
+                momentum=ft.momentum,
+                weight_decay=ft.weight_decay,
+                loss_fn=self.work.loss_fn,
+                device=device,
+                teacher=teacher,
+            )
+            steps = trainer.fit(self.work.data.train, epochs=None, max_steps=ft.steps).steps
+        model.eval()
+        with torch.no_grad():
+            score = float(self.metric(model, self.work.data.val))
+        state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+        return Finetuned(score, time.perf_counter() - t0, steps, state)

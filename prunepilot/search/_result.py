@@ -1,0 +1,170 @@
+"""What a search reports: every trial, the finalists, the Pareto front and the winner."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from torch import nn
+
+from ._latency import LatencyStats
+from ._strategy import Plan
+
+__all__ = ["Baseline", "Finalist", "SearchProgress", "SearchResult", "TrialRecord"]
+
+TrialState = Literal["complete", "rejected", "failed", "running"]
+
+
+@dataclass(frozen=True)
+class SearchProgress:
+    """One progress report.
+
+    Attributes:
+        phase: ``tracing``, ``calibrating``, ``measuring``, ``searching``, ``finalists``,
+            ``fine-tuning`` or ``done``.
+        trials_done: candidates evaluated so far.
+        trials_planned: candidates the search will evaluate.
+        best_score: the best feasible cheap score so far.
+        best_config: its config.
+        message: a human-readable line.
+    """
+
+    phase: str
+    trials_done: int = 0
+    trials_planned: int = 0
+    best_score: float | None = None
+    best_config: dict[str, float] | None = None
+    message: str = ""
+
+
+ProgressFn = Callable[[SearchProgress], None]
+
+
+@dataclass
+class TrialRecord:
+    """One sampled candidate.
+
+    Attributes:
+        number: the Optuna trial number.
+        config: keep ratio per search dimension.
+        state: ``complete`` (scored), ``rejected`` (infeasible before evaluation),
+            ``failed`` or ``running``.
+        macs: analytic MACs of the pruned model.
+        params: analytic parameter count.
+        predicted_ms: latency predicted by the latency model.
+        measured_ms: latency measured on the target, when it was.
+        score: the cheap score (BatchNorm recalibration + metric on the held-out split).
+        feasible: every budget holds (measured latency when known, else predicted).
+        reason: why it was rejected or failed.
+        seconds: evaluation wall time.
+        worker: which worker evaluated it.
+    """
+
+    number: int
+    config: dict[str, float]
+    state: TrialState
+    macs: int
+    params: int
+    predicted_ms: float | None = None
+    measured_ms: float | None = None
+    score: float | None = None
+    feasible: bool = False
+    reason: str | None = None
+    seconds: float = 0.0
+    worker: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields."""
+        return asdict(self)
+
+
+@dataclass
+class Finalist:
+    """A fine-tuned candidate."""
+
+    number: int
+    config: dict[str, float]
+    macs: int
+    params: int
+    score: float
+    val_score: float | None = None
+    predicted_ms: float | None = None
+    measured_ms: float | None = None
+    feasible: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The unpruned model's numbers, which relative budgets refer to."""
+
+    macs: int
+    params: int
+    latency: LatencyStats | None = None
+
+
+@dataclass
+class SearchResult:
+    """The winner, with everything the search saw.
+
+    Attributes:
+        model: the pruned, fine-tuned model (CPU).
+        config: its keep ratio per search dimension.
+        plan: the channels removed per group (``prunepilot.prune_channels`` format).
+        macs: its MACs; ``params``: its parameter count.
+        latency: its latency re-measured with more repetitions (when a latency budget or
+            target applies).
+        score: its validation metric after fine-tuning.
+        baseline: the unpruned model's numbers.
+        limits: the absolute budgets (``flops``, ``params``, ``latency_ms``).
+        trials: every sampled candidate.
+        pareto: the non-dominated complete feasible trials (score vs latency or MACs).
+        finalists: the fine-tuned candidates.
+        latency_model_error: median absolute percentage error of the latency model on
+            the measured finalists (``None`` without a latency model).
+        study_name: the Optuna study; ``storage``: where it lives.
+        wall_s: the search's wall time.
+    """
+
+    model: nn.Module
+    config: dict[str, float]
+    plan: Plan
+    macs: int
+    params: int
+    latency: LatencyStats | None
+    score: float
+    baseline: Baseline
+    limits: dict[str, float]
+    trials: list[TrialRecord] = field(default_factory=list)
+    pareto: list[TrialRecord] = field(default_factory=list)
+    finalists: list[Finalist] = field(default_factory=list)
+    latency_model_error: float | None = None
+    study_name: str = ""
+    storage: str | None = None
+    wall_s: float = 0.0
+
+    def report(self) -> dict[str, Any]:
+        """A JSON-able summary (everything but the model and plan)."""
+        return {
+            "config": self.config,
+            "macs": self.macs,
+            "params": self.params,
+            "latency": asdict(self.latency) if self.latency else None,
+            "score": self.score,
+            "baseline": {
+                "macs": self.baseline.macs,
+                "params": self.baseline.params,
+                "latency": asdict(self.baseline.latency) if self.baseline.latency else None,
+            },
+            "limits": self.limits,
+            "trials": [t.to_dict() for t in self.trials],
+            "pareto": [t.number for t in self.pareto],
+            "finalists": [f.to_dict() for f in self.finalists],
+            "latency_model_error": self.latency_model_error,
+            "study_name": self.study_name,
+            "wall_s": self.wall_s,
+        }

@@ -1,0 +1,690 @@
+"""The search driver: Optuna ask/tell over per-group keep ratios under budgets.
+
+One driver process owns the Optuna study and a `Pool` of evaluators. It asks the sampler
+for configs, rejects those whose analytic MACs/parameters or predicted latency break a
+budget without running them, keeps ``pool.capacity`` evaluations in flight and tells the
+study each score with its constraint values (constrained TPE or NSGA-II). Latency is
+measured only with nothing else running on the pool: the original and smallest models, the
+uniform seeds (to fit the latency model), the finalists and the winner. The study lives in
+real storage, so an interrupted search resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import optuna
+import torch.nn.functional as F
+from torch import nn
+
+from prunepilot.core import prune_channels, trace
+
+from ._calibration import calibrate
+from ._candidate import Evaluation, Finetuned, Limited, Metric, SearchData, Workload
+from ._criteria import get_criterion
+from ._errors import InfeasibleError, SearchCancelled
+from ._finetune import LossFn
+from ._latency import LatencyStats
+from ._latency_model import LatencyModel
+from ._pool import LocalPool, Outcome, Pool, Task
+from ._result import (
+    Baseline,
+    Finalist,
+    ProgressFn,
+    SearchProgress,
+    SearchResult,
+    TrialRecord,
+)
+from ._scoring import score_channels
+from ._space import Config, Space
+from ._spec import SearchSpec
+
+__all__ = ["open_storage", "search"]
+
+log = logging.getLogger("prunepilot.search")
+
+_MAX_ASKS_PER_TRIAL = 20
+_FINAL_REPEAT_FACTOR = 3
+
+
+def open_storage(storage: str | optuna.storages.BaseStorage | None) -> Any:
+    """An Optuna storage from a URL (``sqlite:///...``, ``postgresql://...``), a journal
+    file path (``*.log``/``*.journal``), a storage object, or ``None`` (in memory)."""
+    if storage is None or not isinstance(storage, str):
+        return storage
+    if "://" in storage:
+        kwargs: dict[str, Any] = {}
+        if storage.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30}
+        return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(storage))
+
+
+class _Driver:
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        data: SearchData,
+        spec: SearchSpec,
+        pool: Pool,
+        storage: Any,
+        study_name: str,
+        metric: Metric | None,
+        loss_fn: LossFn | None,
+        callback: ProgressFn | None,
+        cancel: Callable[[], bool] | None,
+    ) -> None:
+        self.model, self.example_inputs, self.data, self.spec = model, example_inputs, data, spec
+        self.pool, self.storage, self.study_name = pool, storage, study_name
+        self.metric, self.loss_fn = metric, loss_fn
+        self.callback, self.cancel = callback, cancel
+        self.settings = spec.search
+        self.target = spec.constraints.target
+        self.records: dict[int, TrialRecord] = {}
+        self.latency_model: LatencyModel | None = None
+        self.fit_samples: list[tuple[dict[str, list[int]], float]] = []
+        self.limits: dict[str, float] = {}
+        self.phase = "tracing"
+        self.t0 = time.perf_counter()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def report(self, phase: str | None = None, message: str = "") -> None:
+        if phase:
+            self.phase = phase
+        if message:
+            log.info("%s: %s", self.phase, message)
+        if self.callback is None:
+            return
+        best = self.best_record()
+        self.callback(
+            SearchProgress(
+                self.phase,
+                self.done,
+                self.settings.trials,
+                best.score if best else None,
+                dict(best.config) if best else None,
+                message,
+            )
+        )
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel():
+            self.pool.cancel()
+            raise SearchCancelled("the search was cancelled")
+
+    @property
+    def done(self) -> int:
+        return sum(1 for r in self.records.values() if r.state == "complete")
+
+    def best_record(self) -> TrialRecord | None:
+        ok = [r for r in self.records.values() if r.state == "complete" and r.feasible]
+        return max(ok, key=lambda r: r.score or -math.inf) if ok else None
+
+    def run_exclusive(self, tasks: list[Task]) -> list[Outcome]:
+        """Run tasks one at a time with nothing else in flight (latency measurements)."""
+        if self.pool.pending:
+            raise RuntimeError("exclusive tasks need an idle pool")
+        out = []
+        for task in tasks:
+            self.check_cancel()
+            self.pool.submit(task)
+            outcome = self.wait_one()
+            out.append(outcome)
+        return out
+
+    def wait_one(self) -> Outcome:
+        while True:
+            self.check_cancel()
+            outcome = self.pool.wait(timeout=1.0)
+            if outcome is not None:
+                return outcome
+
+    def measure(self, config: Config | None, repeats: int | None = None) -> LatencyStats:
+        [o] = self.run_exclusive(
+            [Task("measure", -1, dict(config) if config else None, self.target, repeats)]
+        )
+        if o.error:
+            raise InfeasibleError(f"latency measurement failed on {self.target.device}: {o.error}")
+        value: LatencyStats = o.value
+        return value
+
+    # ------------------------------------------------------------------ set-up
+
+    def prepare(self) -> None:
+        self.report("tracing", "tracing the model")
+        self.model.eval()
+        self.graph = trace(self.model, self.example_inputs)
+        self.report("calibrating", f"scoring channels ({self.settings.criterion})")
+        crit = get_criterion(self.settings.criterion)
+        calibration = None
+        if crit.data_driven:
+            calibration = calibrate(
+                self.model,
+                Limited(self.data.train, self.settings.calib_batches),
+                self.loss_fn or F.cross_entropy,
+                steps=self.settings.calib_batches,
+                graph=self.graph,
+                criteria=[crit.name],
+            )
+        self.scores = score_channels(self.model, self.graph, crit, calibration=calibration)
+        self.space = Space(self.model, self.graph, self.scores, self.spec.space)
+        self.work = Workload(
+            model=self.model,
+            example_inputs=self.example_inputs,
+            graph=self.graph,
+            scores=self.scores,
+            space=self.spec.space,
+            settings=self.settings,
+            finetune=self.spec.finetune,
+            data=self.data,
+            metric=self.metric,
+            loss_fn=self.loss_fn,
+        )
+        self.baseline_macs = self.graph.macs()
+        self.baseline_params = self.graph.params()
+        c = self.spec.constraints
+        if c.flops is not None:
+            self.limits["flops"] = c.flops.limit(self.baseline_macs)
+        if c.params is not None:
+            self.limits["params"] = c.params.limit(self.baseline_params)
+        smallest = self.space.smallest()
+        small_plan = self.space.plan(smallest)
+        small = {"flops": self.graph.macs(small_plan), "params": self.graph.params(small_plan)}
+        for key, base in (("flops", self.baseline_macs), ("params", self.baseline_params)):
+            if key in self.limits and small[key] > self.limits[key]:
+                raise InfeasibleError(
+                    f"the {key} budget {self.limits[key]:.4g} cannot be met: the smallest "
+                    f"reachable model has {small[key]:.4g} {key} ({small[key] / base:.1%} of "
+                    f"the original) with every group at keep ratio {self.space.low}; raise the "
+                    "budget or lower space.min_ratio"
+                )
+        self.report("measuring", "starting workers")
+        self.pool.start(self.work)
+        self.baseline_latency: LatencyStats | None = None
+        if c.latency_ms is not None:
+            self.baseline_latency = self.measure(None)
+            self.limits["latency_ms"] = c.latency_ms.limit(self.baseline_latency.median_ms)
+            small_lat = self.measure(smallest)
+            self.fit_samples += [({}, self.baseline_latency.median_ms)]
+            self.fit_samples += [(small_plan, small_lat.median_ms)]
+            if small_lat.median_ms > self.limits["latency_ms"]:
+                orig = self.baseline_latency.median_ms
+                raise InfeasibleError(
+                    f"the latency budget {self.limits['latency_ms']:.3g} ms cannot be met on "
+                    f"{self.target.device}: the smallest reachable model takes "
+                    f"{small_lat.median_ms:.3g} ms (the original {orig:.3g} ms) with every "
+                    f"group at keep ratio {self.space.low}; raise the budget "
+                    "or lower space.min_ratio"
+                )
+            if self.settings.latency_model:
+                self.report("measuring", "building the per-layer latency table")
+                [o] = self.run_exclusive(
+                    [Task("latency_model", -2, None, self.target, keep_ratios=self.space.choices)]
+                )
+                if o.error:
+                    raise InfeasibleError(f"building the latency model failed: {o.error}")
+                self.latency_model = o.value
+
+    # ------------------------------------------------------------------ candidates
+
+    def estimate(self, config: Config) -> dict[str, Any]:
+        """Analytic MACs/params, predicted latency, constraint values, rejection reason."""
+        plan = self.space.plan(config)
+        macs, params = self.graph.macs(plan), self.graph.params(plan)
+        out: dict[str, Any] = {"macs": macs, "params": params, "predicted_ms": None}
+        cons: dict[str, float] = {}
+        reason = None
+        for key, value in (("flops", macs), ("params", params)):
+            if key in self.limits:
+                cons[key] = value / self.limits[key] - 1
+                if value > self.limits[key]:
+                    reason = reason or f"{key} {value:.4g} > budget {self.limits[key]:.4g}"
+        if "latency_ms" in self.limits:
+            lim = self.limits["latency_ms"]
+            if self.latency_model is not None:
+                pred = float(self.latency_model.predict(plan))
+                out["predicted_ms"] = pred
+                cons["latency_ms"] = pred / lim - 1
+                if pred > lim * (1 + self.settings.latency_margin):
+                    reason = reason or f"predicted latency {pred:.3g} ms > budget {lim:.3g} ms"
+        out["constraints"] = cons
+        out["reason"] = reason
+        out["plan"] = plan
+        return out
+
+    def seeds(self) -> list[Config]:
+        """Uniform configs around the largest feasible uniform keep ratio."""
+        n = self.settings.uniform_seeds
+        if n == 0:
+            return []
+        choices = list(self.space.choices)
+        feasible = [k for k in choices if self.estimate(self.space.uniform(k))["reason"] is None]
+        top = max(feasible) if feasible else choices[0]
+        i = choices.index(top)
+        order = [i, i + 1, i - 1, i - 2, i + 2, i - 3, i - 4, i - 5]
+        picked: list[Config] = []
+        for j in order:
+            if 0 <= j < len(choices) and len(picked) < n:
+                picked.append(self.space.uniform(choices[j]))
+        return picked
+
+    def fit_latency(self) -> None:
+        if self.latency_model is not None and len(self.fit_samples) >= 2:
+            self.latency_model.fit(self.fit_samples)
+
+    # ------------------------------------------------------------------ study
+
+    def open_study(self) -> optuna.Study:
+        s = self.settings
+        multi = s.sampler == "nsga2"
+        sampler: optuna.samplers.BaseSampler
+        if multi:
+            sampler = optuna.samplers.NSGAIISampler(seed=s.seed)
+        else:
+            sampler = optuna.samplers.TPESampler(
+                seed=s.seed,
+                n_startup_trials=max(5, s.uniform_seeds + 2),
+                multivariate=True,
+            )
+        directions: list[Literal["minimize", "maximize"]] = (
+            ["maximize", "minimize"] if multi else ["maximize"]
+        )
+        study = optuna.create_study(
+            storage=self.storage,
+            study_name=self.study_name,
+            sampler=sampler,
+            directions=directions,
+            load_if_exists=True,
+        )
+        existing = study.get_trials(deepcopy=False)
+        if not existing:
+            study.set_user_attr("spec", self.spec.model_dump(mode="json"))
+            for config in self.seeds():
+                study.enqueue_trial(config, user_attrs={"seed": True})
+        else:
+            log.info("resuming study %s with %d trials", self.study_name, len(existing))
+        for t in existing:
+            if t.state == optuna.trial.TrialState.RUNNING:
+                # interrupted mid-evaluation: run the same config again
+                study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+                continue
+            if t.state != optuna.trial.TrialState.COMPLETE:
+                continue
+            a = t.user_attrs
+            rec = TrialRecord(
+                number=t.number,
+                config={k: float(v) for k, v in t.params.items()},
+                state=a.get("state", "complete"),
+                macs=int(a.get("macs", 0)),
+                params=int(a.get("params", 0)),
+                predicted_ms=a.get("predicted_ms"),
+                measured_ms=a.get("measured_ms"),
+                score=a.get("score"),
+                feasible=bool(a.get("feasible", False)),
+                reason=a.get("reason"),
+                seconds=float(a.get("seconds", 0.0)),
+                worker=str(a.get("worker", "")),
+            )
+            self.records[t.number] = rec
+            if rec.measured_ms is not None and rec.config:
+                self.fit_samples.append((self.space.plan(rec.config), rec.measured_ms))
+        self.fit_latency()
+        return study
+
+    def objective_values(self, rec: TrialRecord) -> list[float]:
+        score = rec.score if rec.score is not None else 0.0
+        if self.settings.sampler != "nsga2":
+            return [score]
+        cost = rec.measured_ms or rec.predicted_ms
+        return [score, float(cost) if cost is not None else float(rec.macs)]
+
+    def tell(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.Trial,
+        rec: TrialRecord,
+        constraints: Mapping[str, float],
+    ) -> None:
+        """Record the trial and report its objective(s) and constraint values to Optuna."""
+        self.records[rec.number] = rec
+        for key, value in constraints.items():
+            trial.set_constraint(key, value)
+        for key, value in rec.to_dict().items():
+            if key not in ("number", "config"):
+                trial.set_user_attr(key, value)
+        if rec.state == "failed":
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, self.objective_values(rec))
+
+    def search(self, study: optuna.Study) -> None:
+        s = self.settings
+        self.report("searching", f"{self.done}/{s.trials} trials done")
+        # measure the uniform seeds first: real latencies to fit the latency model
+        in_flight: dict[int, tuple[optuna.trial.Trial, TrialRecord, dict[str, Any]]] = {}
+        asks = 0
+        max_asks = s.trials * _MAX_ASKS_PER_TRIAL
+        while self.done < s.trials or in_flight:
+            self.check_cancel()
+            while (
+                len(in_flight) < self.pool.capacity
+                and self.done + len(in_flight) < s.trials
+                and asks < max_asks
+            ):
+                trial = study.ask()
+                asks += 1
+                config = self.space.suggest(trial)
+                est = self.estimate(config)
+                rec = TrialRecord(
+                    number=trial.number,
+                    config=config,
+                    state="running",
+                    macs=est["macs"],
+                    params=est["params"],
+                    predicted_ms=est["predicted_ms"],
+                )
+                if est["reason"] is not None:
+                    rec.state, rec.reason = "rejected", est["reason"]
+                    self.tell(study, trial, rec, est["constraints"])
+                    continue
+                if trial.user_attrs.get("seed") and self.latency_model is not None:
+                    self.measure_seed(study, rec, est, in_flight)
+                rec.feasible = all(c <= 0 for c in est["constraints"].values())
+                self.pool.submit(Task("evaluate", trial.number, config))
+                in_flight[trial.number] = (trial, rec, est)
+            if not in_flight:
+                if asks >= max_asks:
+                    log.warning(
+                        "stopping after %d samples: most candidates break the budgets", asks
+                    )
+                break
+            rec = self.collect(study, in_flight)
+            best = self.best_record()
+            self.report(
+                message=f"trial {rec.number}: score {rec.score} macs {rec.macs} "
+                f"pred {rec.predicted_ms} ({self.done}/{s.trials}, best "
+                f"{best.score if best else None})"
+            )
+
+    def collect(
+        self,
+        study: optuna.Study,
+        in_flight: dict[int, tuple[optuna.trial.Trial, TrialRecord, dict[str, Any]]],
+    ) -> TrialRecord:
+        """Wait for one evaluation and tell the study its result."""
+        outcome = self.wait_one()
+        trial, rec, est = in_flight.pop(outcome.task.key)
+        rec.worker, rec.seconds = outcome.worker, outcome.seconds
+        if outcome.error:
+            rec.state, rec.reason = "failed", outcome.error
+        else:
+            ev: Evaluation = outcome.value
+            rec.state, rec.score = "complete", ev.score
+        self.tell(study, trial, rec, est["constraints"])
+        return rec
+
+    def measure_seed(
+        self,
+        study: optuna.Study,
+        rec: TrialRecord,
+        est: dict[str, Any],
+        in_flight: dict[int, tuple[optuna.trial.Trial, TrialRecord, dict[str, Any]]],
+    ) -> None:
+        """Measure a seed for real (after draining the pool) and refit the latency model."""
+        while in_flight:
+            self.collect(study, in_flight)
+        stats = self.measure(rec.config)
+        rec.measured_ms = stats.median_ms
+        self.fit_samples.append((est["plan"], stats.median_ms))
+        self.fit_latency()
+        est["constraints"]["latency_ms"] = stats.median_ms / self.limits["latency_ms"] - 1
+
+    # ------------------------------------------------------------------ finish
+
+    def pareto(self) -> list[TrialRecord]:
+        ok = [r for r in self.records.values() if r.state == "complete" and r.feasible]
+
+        def cost(r: TrialRecord) -> float:
+            c = r.measured_ms or r.predicted_ms
+            return float(c) if c is not None else float(r.macs)
+
+        front = []
+        for r in ok:
+            dominated = any(
+                (o.score or 0) >= (r.score or 0)
+                and cost(o) <= cost(r)
+                and ((o.score or 0) > (r.score or 0) or cost(o) < cost(r))
+                for o in ok
+            )
+            if not dominated:
+                front.append(r)
+        return sorted(front, key=cost)
+
+    def latency_ok(self, rec: TrialRecord) -> bool:
+        lim = self.limits.get("latency_ms")
+        if lim is None:
+            return True
+        if rec.measured_ms is None:
+            rec.measured_ms = self.measure(rec.config).median_ms
+            self.fit_samples.append((self.space.plan(rec.config), rec.measured_ms))
+        return rec.measured_ms <= lim
+
+    def finalists(self) -> list[TrialRecord]:
+        """The top-K candidates by cheap score whose real latency meets the budget."""
+        self.report("finalists", "measuring the finalists")
+        lim = self.limits.get("latency_ms")
+        margin = 1 + self.settings.latency_margin
+        pool = [
+            r
+            for r in self.records.values()
+            if r.state == "complete"
+            and r.score is not None
+            and all(
+                (r.macs if k == "flops" else r.params) <= v
+                for k, v in self.limits.items()
+                if k != "latency_ms"
+            )
+            and (lim is None or r.predicted_ms is None or r.predicted_ms <= lim * margin)
+        ]
+        pool.sort(key=lambda r: (-(r.score or 0.0), r.macs))
+        chosen: list[TrialRecord] = []
+        seen: set[tuple[tuple[str, float], ...]] = set()
+        for r in pool:
+            key = tuple(sorted(r.config.items()))
+            if key in seen:
+                continue
+            seen.add(key)
+            self.check_cancel()
+            r.feasible = self.latency_ok(r)
+            if r.feasible:
+                chosen.append(r)
+            if len(chosen) >= self.settings.top_k:
+                break
+        if not chosen:
+            raise InfeasibleError(
+                "no evaluated candidate meets every budget when measured; raise the "
+                "budgets, allow more trials, or lower space.min_ratio"
+            )
+        return chosen
+
+    def finetune(self, chosen: list[TrialRecord]) -> list[tuple[Finalist, Finetuned]]:
+        self.report("fine-tuning", f"fine-tuning {len(chosen)} finalists")
+        for r in chosen:
+            self.pool.submit(Task("finetune", r.number, dict(r.config)))
+        results: dict[int, Finetuned] = {}
+        while len(results) < len(chosen):
+            o = self.wait_one()
+            if o.error:
+                log.warning("fine-tuning trial %d failed: %s", o.task.key, o.error)
+                results[o.task.key] = Finetuned(-math.inf, o.seconds, 0, {})
+                continue
+            results[o.task.key] = o.value
+            self.report(message=f"finalist {o.task.key}: val score {o.value.score:.4f}")
+        out = []
+        for r in chosen:
+            ft = results[r.number]
+            out.append(
+                (
+                    Finalist(
+                        r.number,
+                        dict(r.config),
+                        r.macs,
+                        r.params,
+                        r.score or 0.0,
+                        ft.score if math.isfinite(ft.score) else None,
+                        r.predicted_ms,
+                        r.measured_ms,
+                    ),
+                    ft,
+                )
+            )
+        return out
+
+    def finish(self, finals: list[tuple[Finalist, Finetuned]]) -> SearchResult:
+        ranked = sorted(
+            (f for f in finals if f[0].val_score is not None),
+            key=lambda f: -(f[0].val_score or 0.0),
+        )
+        if not ranked:
+            raise InfeasibleError("every finalist failed to fine-tune; see the logs")
+        latency = None
+        winner = None
+        for fin, ft in ranked:
+            if "latency_ms" in self.limits or self.spec.constraints.latency_ms is not None:
+                reps = self.target.repeats * _FINAL_REPEAT_FACTOR
+                latency = self.measure(fin.config, repeats=reps)
+                if latency.median_ms > self.limits["latency_ms"]:
+                    log.warning(
+                        "finalist %d re-measured at %.3f ms > %.3f ms; trying the next",
+                        fin.number,
+                        latency.median_ms,
+                        self.limits["latency_ms"],
+                    )
+                    fin.feasible = False
+                    continue
+            winner = (fin, ft)
+            break
+        if winner is None:
+            raise InfeasibleError(
+                "no finalist meets the latency budget when re-measured with more repetitions; "
+                "the budget is at the edge of measurement noise: raise it slightly"
+            )
+        fin, ft = winner
+        plan = self.space.plan(fin.config)
+        model = self.space.model
+        pruned = copy.deepcopy(model).to("cpu")
+        if plan:
+            prune_channels(pruned, self.graph, plan)
+        if ft.state:
+            pruned.load_state_dict(ft.state)
+        pruned.eval()
+        err = None
+        if self.latency_model is not None:
+            pairs = [
+                (f.predicted_ms, f.measured_ms)
+                for f, _ in finals
+                if f.predicted_ms is not None and f.measured_ms is not None
+            ]
+            if pairs:
+                err = statistics.median(abs(p - m) / m for p, m in pairs)
+        return SearchResult(
+            model=pruned,
+            config=fin.config,
+            plan=plan,
+            macs=fin.macs,
+            params=fin.params,
+            latency=latency,
+            score=float(fin.val_score or 0.0),
+            baseline=Baseline(self.baseline_macs, self.baseline_params, self.baseline_latency),
+            limits=dict(self.limits),
+            trials=sorted(self.records.values(), key=lambda r: r.number),
+            pareto=self.pareto(),
+            finalists=[f for f, _ in finals],
+            latency_model_error=err,
+            study_name=self.study_name,
+            wall_s=time.perf_counter() - self.t0,
+        )
+
+    def run(self) -> SearchResult:
+        self.prepare()
+        study = self.open_study()
+        self.search(study)
+        chosen = self.finalists()
+        finals = self.finetune(chosen)
+        result = self.finish(finals)
+        self.report("done", f"best score {result.score:.4f}, macs {result.macs}")
+        return result
+
+
+def search(
+    model: nn.Module,
+    example_inputs: Any,
+    data: SearchData,
+    spec: SearchSpec | Mapping[str, Any],
+    *,
+    pool: Pool | None = None,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    study_name: str = "prunepilot",
+    metric: Metric | None = None,
+    loss_fn: LossFn | None = None,
+    callback: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> SearchResult:
+    """Find per-group keep ratios that maximise ``metric`` within every budget.
+
+    Args:
+        model: the trained model (left unchanged).
+        example_inputs: a tensor or tuple of inputs for one sample batch (shapes only; the
+            latency target's batch size is applied when measuring).
+        data: train/val (and optional score) loaders of ``(inputs, targets)``.
+        spec: constraints, search space, search and fine-tune settings.
+        pool: evaluators (default: in-process `LocalPool` on CPU); a Ray pool from
+            `prunepilot.worker` evaluates several candidates at once.
+        storage: where the Optuna study lives (URL, journal file path or storage object;
+            default in memory). A study of the same name is resumed.
+        study_name: the study's name.
+        metric: ``metric(model, loader) -> float``, higher is better (default: top-1).
+        loss_fn: training loss (default: cross-entropy).
+        callback: receives `SearchProgress` reports.
+        cancel: polled often; returning ``True`` stops the search (`SearchCancelled`).
+
+    Raises:
+        InfeasibleError: no model in the search space meets the budgets (the message gives
+            the smallest reachable FLOPs/latency).
+        SearchCancelled: ``cancel`` returned ``True``.
+    """
+    spec = spec if isinstance(spec, SearchSpec) else SearchSpec.model_validate(spec)
+    own = pool is None
+    pool = pool or LocalPool()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    driver = _Driver(
+        model,
+        example_inputs,
+        data,
+        spec,
+        pool,
+        open_storage(storage),
+        study_name,
+        metric,
+        loss_fn,
+        callback,
+        cancel,
+    )
+    try:
+        result = driver.run()
+        result.storage = storage if isinstance(storage, str) else None
+        return result
+    finally:
+        if own:
+            pool.close()

@@ -1,0 +1,267 @@
+"""The search's specification: budgets, the target device, the search space and settings.
+
+Everything here is a pydantic v2 model because it crosses process boundaries (Ray workers)
+and the network (the service's job spec). Budgets are absolute numbers or percentages of
+the original model (``"50%"``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
+
+__all__ = [
+    "Budget",
+    "Constraints",
+    "FinetuneSettings",
+    "LatencyTarget",
+    "SearchSettings",
+    "SearchSpace",
+    "SearchSpec",
+]
+
+_PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
+_DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Budget(_Frozen):
+    """An upper bound: an absolute amount, or a fraction of the original model's.
+
+    Written as a number (absolute: MACs, parameters or milliseconds) or a string
+    ``"25%"`` (relative). ``Budget.parse`` accepts both.
+    """
+
+    value: float = Field(gt=0)
+    relative: bool = False
+
+    @classmethod
+    def parse(cls, raw: Any) -> Budget:
+        """A budget from ``"50%"``, ``0.5`` with ``relative``, or an absolute number."""
+        if isinstance(raw, Budget):
+            return raw
+        if isinstance(raw, dict):
+            return cls.model_validate(raw)
+        if isinstance(raw, str):
+            m = _PERCENT.match(raw)
+            if m:
+                pct = float(m.group(1))
+                if not 0 < pct <= 100:
+                    raise ValueError(f"a percentage budget must be in (0%, 100%]; got {raw!r}")
+                return cls(value=pct / 100, relative=True)
+            try:
+                raw = float(raw)
+            except ValueError:
+                raise ValueError(
+                    f"a budget is a positive number or a percentage such as '50%'; got {raw!r}"
+                ) from None
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not raw > 0:
+            raise ValueError(
+                f"a budget is a positive number or a percentage such as '50%'; got {raw!r}"
+            )
+        return cls(value=float(raw))
+
+    def limit(self, original: float) -> float:
+        """The absolute bound, given the original model's amount."""
+        return self.value * original if self.relative else self.value
+
+    def __str__(self) -> str:
+        return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
+
+
+def _budget_or_none(raw: Any) -> Budget | None:
+    return None if raw is None else Budget.parse(raw)
+
+
+def _dump_budget(b: Budget | None) -> str | float | None:
+    if b is None:
+        return None
+    return str(b) if b.relative else b.value
+
+
+BudgetField = Annotated[
+    Budget | None,
+    BeforeValidator(_budget_or_none),
+    PlainSerializer(_dump_budget, return_type=str | float | None),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^\s*[0-9]*\.?[0-9]+\s*%\s*$"},
+                {"type": "null"},
+            ],
+            "description": "an absolute amount, or a percentage of the original ('50%')",
+        }
+    ),
+]
+
+
+class LatencyTarget(_Frozen):
+    """Where and how latency is measured.
+
+    Attributes:
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        batch_size: the batch measured (example inputs are resized along dim 0).
+        dtype: ``fp32``, ``fp16`` or ``bf16`` (parameters and floating inputs cast).
+        threads: CPU threads while measuring (``None``: torch's current setting).
+        memory_format: ``contiguous`` (NCHW) or ``channels_last`` (4-d inputs only).
+        warmup: untimed runs before measuring.
+        repeats: timed runs; the median is reported.
+    """
+
+    device: str = "cpu"
+    batch_size: int = Field(default=1, ge=1)
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
+    threads: int | None = Field(default=None, ge=1)
+    memory_format: Literal["contiguous", "channels_last"] = "contiguous"
+    warmup: int = Field(default=5, ge=0)
+    repeats: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _check_device(self) -> LatencyTarget:
+        if not _DEVICE.match(self.device):
+            raise ValueError(
+                f"latency device must be 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}"
+            )
+        return self
+
+
+class Constraints(_Frozen):
+    """Budgets that must all hold; at least one is required.
+
+    Attributes:
+        flops: MACs bound (absolute or ``"25%"`` of the original).
+        params: parameter-count bound.
+        latency_ms: latency bound in milliseconds, or a percentage of the original
+            model's latency measured on ``target``.
+        target: the device and settings latency is measured with.
+    """
+
+    flops: BudgetField = None
+    params: BudgetField = None
+    latency_ms: BudgetField = None
+    target: LatencyTarget = LatencyTarget()
+
+    @model_validator(mode="after")
+    def _any(self) -> Constraints:
+        if self.flops is None and self.params is None and self.latency_ms is None:
+            raise ValueError("give at least one constraint: flops, params or latency_ms")
+        return self
+
+
+class SearchSpace(_Frozen):
+    """Per-group keep ratios the search chooses from.
+
+    Attributes:
+        min_ratio: the smallest fraction of a group's channels kept.
+        max_ratio: the largest fraction kept (1.0: the group may stay whole).
+        step: keep ratios are ``min_ratio + k * step`` up to ``max_ratio``.
+        round_to: kept channel counts are multiples of this (e.g. 8 for tensor cores).
+        ignore: module, parameter or group-id patterns (``fnmatch``) never pruned.
+        tie: one shared ratio for groups of identical structure (same width and the same
+            kinds and shapes of producing layers): fewer dimensions, faster search.
+    """
+
+    min_ratio: float = Field(default=0.1, gt=0, le=1)
+    max_ratio: float = Field(default=1.0, gt=0, le=1)
+    step: float = Field(default=0.05, gt=0, le=1)
+    round_to: int = Field(default=1, ge=1)
+    ignore: tuple[str, ...] = ()
+    tie: bool = False
+
+    @model_validator(mode="after")
+    def _order(self) -> SearchSpace:
+        if self.min_ratio > self.max_ratio:
+            raise ValueError(
+                f"min_ratio ({self.min_ratio}) must not exceed max_ratio ({self.max_ratio})"
+            )
+        return self
+
+    def choices(self) -> tuple[float, ...]:
+        """The keep ratios on the grid, ascending (``max_ratio`` only when on the grid)."""
+        out: list[float] = []
+        k = 0
+        while True:
+            r = round(self.min_ratio + k * self.step, 6)
+            if r > self.max_ratio + 1e-9:
+                break
+            out.append(r)
+            k += 1
+        return tuple(out)
+
+
+class SearchSettings(_Frozen):
+    """How the search runs.
+
+    Attributes:
+        sampler: ``tpe`` (constrained TPE: one best model) or ``nsga2`` (a Pareto front of
+            metric vs latency, or vs MACs without a latency budget).
+        trials: candidates evaluated (including the uniform seeds).
+        uniform_seeds: uniform configurations enqueued first (spread over the ratio range).
+        seed: random seed of the sampler.
+        criterion: channel importance criterion (`prunepilot.search.available_criteria`).
+        calib_batches: training batches for data-driven importance.
+        bn_batches: batches for adaptive BatchNorm recalibration of each candidate.
+        score_batches: held-out batches each candidate is scored on.
+        score_steps: fine-tune steps per candidate before scoring (0: none).
+        top_k: candidates fine-tuned with the full budget at the end.
+        latency_model: predict latency with a per-layer lookup table and only measure
+            promising candidates and finalists (``False``: measure every candidate).
+        latency_margin: candidates predicted above ``budget * (1 + margin)`` are rejected
+            unmeasured.
+    """
+
+    sampler: Literal["tpe", "nsga2"] = "tpe"
+    trials: int = Field(default=40, ge=1)
+    uniform_seeds: int = Field(default=4, ge=0)
+    seed: int = 0
+    criterion: str = "l2"
+    calib_batches: int = Field(default=8, ge=1)
+    bn_batches: int = Field(default=10, ge=0)
+    score_batches: int = Field(default=10, ge=1)
+    score_steps: int = Field(default=0, ge=0)
+    top_k: int = Field(default=3, ge=1)
+    latency_model: bool = True
+    latency_margin: float = Field(default=0.1, ge=0)
+
+
+class FinetuneSettings(_Frozen):
+    """Fine-tuning of the finalists (SGD with Nesterov momentum, cosine decay).
+
+    Attributes:
+        steps: optimizer steps per finalist (0: no fine-tuning).
+        lr: peak learning rate.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        distill: distil from the unpruned model (knowledge distillation).
+        device: where finalists train (``None``: the worker's device).
+    """
+
+    steps: int = Field(default=200, ge=0)
+    lr: float = Field(default=0.01, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    distill: bool = False
+    device: str | None = None
+
+
+class SearchSpec(_Frozen):
+    """Everything a search needs besides the model and data."""
+
+    constraints: Constraints
+    space: SearchSpace = SearchSpace()
+    search: SearchSettings = SearchSettings()
+    finetune: FinetuneSettings = FinetuneSettings()

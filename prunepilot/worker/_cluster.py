@@ -1,0 +1,43 @@
+"""Connecting to Ray: an embedded local instance on demand, or an existing cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import ray
+
+__all__ = ["cluster_devices", "ensure_ray"]
+
+log = logging.getLogger("prunepilot.worker")
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start a local Ray (``address=None``) or connect to a cluster, once per process.
+
+    The local instance gets the driver's ``sys.path`` so workers import the same modules
+    (models defined in user code, test helpers) as the driver; no dashboard, quiet logs.
+    """
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "configure_logging": False,
+    }
+    if address is None:
+        path = os.pathsep.join(p for p in sys.path if p)
+        kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
+        kwargs["num_cpus"] = num_cpus
+        log.info("starting a local Ray instance")
+    else:
+        log.info("connecting to the Ray cluster at %s", address)
+    ray.init(address=address, **kwargs)
+
+
+def cluster_devices() -> tuple[int, int]:
+    """(CPUs, GPUs) the Ray cluster offers."""
+    res = ray.cluster_resources()
+    return int(res.get("CPU", 0)), int(res.get("GPU", 0))

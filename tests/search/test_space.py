@@ -1,0 +1,77 @@
+"""The search space: grid, tying, plans, config validation; the spec's budgets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import prunepilot as pp
+from prunepilot.search import Budget, Constraints, SearchSpace, Space, score_channels
+
+
+def _space(model: nn.Module, x: torch.Tensor, **kw: object) -> Space:
+    graph = pp.trace(model, x)
+    return Space(model, graph, score_channels(model, graph, "l2"), SearchSpace.model_validate(kw))
+
+
+def test_grid() -> None:
+    assert SearchSpace(min_ratio=0.25, step=0.25).choices() == (0.25, 0.5, 0.75, 1.0)
+    assert SearchSpace(min_ratio=0.2, max_ratio=0.7, step=0.2).choices() == (0.2, 0.4, 0.6)
+    with pytest.raises(ValueError, match="must not exceed"):
+        SearchSpace(min_ratio=0.8, max_ratio=0.5)
+
+
+def test_plan_keeps_the_ratio(resnet: tuple[nn.Module, torch.Tensor, pp.ChannelGraph]) -> None:
+    model, x, graph = resnet
+    space = _space(model, x, min_ratio=0.25, step=0.25)
+    assert [d.name for d in space.dims] == [g.id for g in graph.prunable if g.channels > 1]
+    plan = space.plan(space.uniform(0.5))
+    for d in space.dims:
+        g = graph.group(d.name)
+        assert len(plan[d.name]) == g.channels - g.channels // 2
+    assert space.plan(space.uniform(1.0)) == {}
+    pruned = pp.prune_channels(model, graph, plan)
+    assert pruned(x).shape == (2, 4)
+
+
+def test_tie_shares_one_ratio() -> None:
+    layers: list[nn.Module] = [nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()]
+    for _ in range(3):  # three identical conv-BN-ReLU layers: one family
+        layers += [nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Conv2d(8, 4, 1)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    untied = _space(model, x)
+    tied = _space(model, x, tie=True)
+    assert len(untied.dims) == 4
+    assert sorted(len(d.groups) for d in tied.dims) == [1, 3]
+    family = next(d for d in tied.dims if len(d.groups) == 3)
+    plan = tied.plan({d.name: 0.5 for d in tied.dims})
+    assert all(len(plan[g]) == 4 for g in family.groups)
+
+
+def test_ignore_and_bad_configs(resnet: tuple[nn.Module, torch.Tensor, pp.ChannelGraph]) -> None:
+    model, x, graph = resnet
+    space = _space(model, x, ignore=["down"])
+    assert all(not d.name.startswith("down") for d in space.dims)
+    good = space.uniform(0.5)
+    with pytest.raises(pp.PlanError, match="unknown"):
+        space.check({**good, "nope": 0.5})
+    with pytest.raises(pp.PlanError, match=r"keep ratio .* must be in \(0, 1\]"):
+        space.check({k: 0.0 for k in good})
+    with pytest.raises(pp.PlanError, match="nothing to search"):
+        _space(model, x, ignore=[g.id for g in graph.prunable])
+
+
+def test_budgets() -> None:
+    assert Budget.parse("25%") == Budget(value=0.25, relative=True)
+    assert Budget.parse(12) == Budget(value=12.0)
+    assert Budget.parse("25%").limit(200) == 50
+    c = Constraints(flops="25%", latency_ms=3.5, target={"device": "cuda:1", "dtype": "fp16"})
+    again = Constraints.model_validate_json(c.model_dump_json())
+    assert again == c and again.model_dump()["flops"] == "25%"
+    for bad in ("0%", "150%", "-3", "fast", True):
+        with pytest.raises(ValueError):
+            Constraints(flops=bad)
+    with pytest.raises(ValueError, match="'cpu', 'cuda' or 'cuda:N'"):
+        Constraints(flops=1, target={"device": "tpu"})

@@ -1,0 +1,75 @@
+"""The Ray pool with a real local Ray: parallel evaluation and recovery from a dead worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+import ray
+import torch
+from torch import nn
+
+from prunepilot.search import SearchProgress, SearchSpec, search
+from prunepilot.worker import RayPool
+
+from ..search._search_fixtures import search_data, trained_resnet
+
+X = torch.randn(1, 3, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    return trained_resnet()
+
+
+def _spec(trials: int) -> SearchSpec:
+    return SearchSpec.model_validate(
+        {
+            "constraints": {"flops": "50%"},
+            "space": {"min_ratio": 0.25, "step": 0.125},
+            "search": {"trials": trials, "uniform_seeds": 2, "bn_batches": 2, "top_k": 2},
+            "finetune": {"steps": 3},
+        }
+    )
+
+
+def test_two_workers_meet_a_flops_budget(local_ray: None, model: nn.Module) -> None:
+    pool = RayPool(2, device="cpu")
+    try:
+        res = search(model, X, search_data(), _spec(6), pool=pool)
+    finally:
+        pool.close()
+    assert res.macs <= res.limits["flops"]
+    complete = [t for t in res.trials if t.state == "complete"]
+    assert len(complete) == 6
+    assert len({t.worker for t in complete}) == 2  # both workers evaluated candidates
+    assert res.model(torch.randn(2, 3, 8, 8)).shape == (2, 4)
+
+
+def test_killed_worker_is_replaced_and_its_trial_retried(local_ray: None, model: nn.Module) -> None:
+    pool = RayPool(2, device="cpu")
+    killed: list[int] = []
+
+    def kill_once(p: SearchProgress) -> None:
+        if p.phase == "searching" and p.trials_done >= 1 and not killed:
+            pid = pool.worker_pids()[0]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    try:
+        res = search(model, X, search_data(), _spec(6), pool=pool, callback=kill_once)
+    finally:
+        pool.close()
+    assert killed and pool.restarts >= 1
+    assert len([t for t in res.trials if t.state == "complete"]) == 6
+    assert not [t for t in res.trials if t.state == "failed"]
+    assert res.macs <= res.limits["flops"]
