@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import fnmatch
 import logging
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +19,11 @@ from torch.utils._pytree import tree_flatten, tree_map
 from ._analysis import Analysis, analyze
 from ._capture import Capture, capture
 from ._errors import PlanError, TraceError
+from ._fastmeta import MetaMode, MetaRunner
 from ._graph import ChannelGraph, ChannelGroup, build_graph
+from ._modules import sync_module_attrs
 from ._profile import Profile, count_params
-from ._prune import prune_channels
+from ._prune import _tensors, prune_channels
 from ._select import select
 
 __all__ = ["PruneReport", "profile", "prune", "trace"]
@@ -42,16 +46,29 @@ def _to_meta(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
     return tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, inputs)
 
 
-def _run(model: Any, example_inputs: Any) -> tuple[nn.Module, tuple[Any, ...], Capture]:
+@dataclass
+class _Traced:
+    """A capture and what verification can reuse from it."""
+
+    inputs: tuple[Any, ...]
+    cap: Capture
+    meta_model: nn.Module | None = None  # the meta copy the capture ran (meta only)
+    meta_inputs: tuple[Any, ...] = ()
+    runner: MetaRunner | None = None
+
+
+def _run(model: Any, example_inputs: Any) -> _Traced:
     """Capture the model's ops: on the meta device when it runs there (shapes only, no
     compute), else on real tensors (data-dependent models, e.g. detection)."""
     if not isinstance(model, nn.Module):
         raise TraceError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     inputs = _as_inputs(example_inputs)
     try:
-        cap = capture(_meta_copy(model), _to_meta(inputs))
+        runner = MetaRunner()
+        meta_model, meta_inputs = _meta_copy(model), _to_meta(inputs)
+        cap = capture(meta_model, meta_inputs, runner=runner)
         cap.meta = True
-        return model, inputs, cap
+        return _Traced(inputs, cap, meta_model, meta_inputs, runner)
     except Exception as e:  # any failure on meta: fall back to a real run
         log.debug("meta capture failed (%s: %s); running on real tensors", type(e).__name__, e)
     try:
@@ -61,7 +78,7 @@ def _run(model: Any, example_inputs: Any) -> tuple[nn.Module, tuple[Any, ...], C
             f"the model failed on the example inputs ({type(e).__name__}: {e}); pass inputs "
             "that model(*example_inputs) accepts"
         ) from e
-    return model, inputs, cap
+    return _Traced(inputs, cap)
 
 
 def _ignored_names(model: nn.Module, ignore: Iterable[nn.Module | str]) -> set[str]:
@@ -146,44 +163,127 @@ def _probe_plan(groups: Sequence[ChannelGroup]) -> dict[str, list[int]]:
     return plan
 
 
+_ATOMIC = frozenset(
+    {int, float, bool, str, bytes, type(None), torch.dtype, torch.device, torch.memory_format}
+)
+
+
+_CUSTOM_COPY = ("__deepcopy__", "__reduce_ex__", "__reduce__", "__getstate__", "__slots__")
+
+
+_PLAIN_MODULE: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
+def _plain_module(cls: type) -> bool:
+    """Whether ``copy.deepcopy`` copies instances of ``cls`` as it does plain modules:
+    ``Module.__getstate__`` (its ``__dict__``) then ``__setstate__``."""
+    got = _PLAIN_MODULE.get(cls)
+    if got is None:
+        got = _PLAIN_MODULE[cls] = not any(
+            name in vars(k)
+            for k in cls.__mro__
+            if k is not object and k is not nn.Module
+            for name in _CUSTOM_COPY
+        )
+    return got
+
+
 def _meta_copy(model: nn.Module) -> nn.Module:
-    """A copy whose tensors live on the meta device: shapes only, no data, no compute."""
+    """A copy whose tensors live on the meta device: shapes only, no data, no compute.
+
+    Equivalent to ``copy.deepcopy`` with every parameter and buffer replaced by an empty meta
+    tensor, but copies standard modules attribute by attribute (plain values are shared, as
+    deepcopy would return them unchanged), which is several times faster.
+    """
     memo: dict[int, Any] = {}
     for p in model.parameters():
         memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
     for b in model.buffers():
         memo[id(b)] = torch.empty_like(b, device="meta")
-    return copy.deepcopy(model, memo)
+    mods = list(model.modules())
+    if not all(_plain_module(type(m)) for m in mods):
+        return copy.deepcopy(model, memo)
+    for m in mods:
+        memo[id(m)] = object.__new__(type(m))
+    for m in mods:
+        state: dict[str, Any] = {}
+        for k, v in m.__dict__.items():
+            if k == "_compiled_call_impl":  # as Module.__getstate__ drops it
+                continue
+            t = type(v)
+            if k in ("_parameters", "_buffers", "_modules") and isinstance(v, dict):
+                state[k] = t((n, None if x is None else memo[id(x)]) for n, x in v.items())
+            elif t in _ATOMIC or (t is tuple and all(type(x) in _ATOMIC for x in v)):
+                state[k] = v
+            elif (t is dict or t is OrderedDict or t is set) and not v:
+                state[k] = t()
+            else:
+                state[k] = copy.deepcopy(v, memo)
+        memo[id(m)].__setstate__(state)
+    return memo[id(model)]
 
 
-def _verify(
-    model: nn.Module, inputs: tuple[Any, ...], graph: ChannelGraph, expected: Any, meta: bool
-) -> dict[str, str]:
+def _shrink(model: nn.Module, graph: ChannelGraph, plan: Mapping[str, Sequence[int]]) -> None:
+    """Apply ``plan`` to a meta copy by shape alone: every cut tensor becomes an empty meta
+    tensor of the pruned shape (what slicing it would give), then module attributes follow."""
+    cuts: dict[str, dict[int, int]] = {}
+    for gid, remove in plan.items():
+        idx = np.asarray(remove, dtype=np.int64)
+        for m in graph.group(gid).members:
+            dims = cuts.setdefault(m.name, {})
+            dims[m.dim] = dims.get(m.dim, 0) + int(m._counts[idx].sum())
+    found = _tensors(model)
+    for name, dims in cuts.items():
+        mod, attr, t, is_param = found[name]
+        shape = list(t.shape)
+        for d, k in dims.items():
+            shape[d] -= k
+            if shape[d] <= 0:
+                raise PlanError(f"the plan removes every position of {name} dim {d}")
+        new = torch.empty(shape, dtype=t.dtype, device="meta")
+        if is_param:
+            t.data = new
+        else:
+            mod._buffers[attr] = new
+    sync_module_attrs(model)
+
+
+def _verify(model: nn.Module, run: _Traced, graph: ChannelGraph) -> dict[str, str]:
     """Prune a copy by one channel per group and run it; bisect to the groups that break it.
 
-    Copies run on the meta device (shape propagation only) when the model allows it, so
-    the check costs little more than Python overhead; otherwise on real copies.
+    Copies run on the meta device (shape propagation only) when the model allows it: the
+    first reuses the capture's own meta copy and is pruned by shape alone. Otherwise real
+    copies are pruned and run.
     """
     failures: dict[str, str] = {}
-    meta_inputs = _to_meta(inputs)
+    meta = run.cap.meta
+    spare = run.meta_model  # the capture's copy serves the first trial
+    runner = run.runner or MetaRunner()
 
-    def run(plan: dict[str, list[int]], meta: bool) -> str | None:
-        trial = _meta_copy(model) if meta else copy.deepcopy(model)
+    def trial_run(plan: dict[str, list[int]]) -> str | None:
+        nonlocal spare
+        if meta:
+            trial, spare = (spare, None) if spare is not None else (_meta_copy(model), None)
+        else:
+            trial = copy.deepcopy(model)
         try:
-            prune_channels(trial, graph, plan)
-            with torch.no_grad():
-                out = trial(*(meta_inputs if meta else inputs))
+            if meta:
+                _shrink(trial, graph, plan)
+                with torch.no_grad(), MetaMode(runner):
+                    out = trial(*run.meta_inputs)
+            else:
+                prune_channels(trial, graph, plan)
+                with torch.no_grad():
+                    out = trial(*run.inputs)
         except Exception as e:  # any failure of the pruned forward is a finding
             return f"pruning it breaks the model's forward ({type(e).__name__}: {str(e)[:160]})"
-        if not _same_structure(expected, out):
+        if not _same_structure(run.cap.output, out):
             return "pruning it changes the shape of a model output"
         return None
 
-    use_meta = meta  # the capture already showed whether the model runs on meta
-
     def attempt(groups: Sequence[ChannelGroup]) -> str | None:
         plan = _probe_plan(groups)
-        return run(plan, meta=use_meta) if plan else None
+        return trial_run(plan) if plan else None
 
     def bisect(groups: Sequence[ChannelGroup], err: str) -> None:
         if len(groups) == 1:
@@ -231,9 +331,9 @@ def trace(
         TraceError: the model is not a module, the inputs are of the wrong type, or the
             model fails on them.
     """
-    model, inputs, cap = _run(model, example_inputs)
+    run = _run(model, example_inputs)
     ignored = _ignored_names(model, ignore)
-    an = analyze(cap)
+    an = analyze(run.cap)
     if ignored:
         _pin_ignored(an, ignored)
     _pin_fixed_modules(model, an)
@@ -242,7 +342,7 @@ def trace(
     if an.unknown_ops:
         log.info("ops without a channel rule (their channels are kept): %s", an.unknown_ops)
     if verify and graph.prunable:
-        failures = _verify(model, inputs, graph, cap.output, cap.meta)
+        failures = _verify(model, run, graph)
         if failures:
             for g in graph.groups:
                 if g.id in failures:
@@ -257,8 +357,7 @@ def trace(
 
 def profile(model: nn.Module, example_inputs: Any) -> Profile:
     """Count MACs (conv, linear, matmul, attention) and parameters of one forward pass."""
-    model, _, cap = _run(model, example_inputs)
-    an = analyze(cap)
+    an = analyze(_run(model, example_inputs).cap)
     by_module: dict[str, int] = {}
     for t in an.mac_terms:
         by_module[t.module] = by_module.get(t.module, 0) + t.macs

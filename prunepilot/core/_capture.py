@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_flatten
+
+from ._fastmeta import MetaRunner
 
 __all__ = ["Capture", "OpRecord", "Ref", "capture"]
 
@@ -54,29 +56,55 @@ class Capture:
 
 
 class _Recorder(TorchDispatchMode):
-    def __init__(self, cap: Capture, known: dict[int, str], module_stack: list[str]) -> None:
+    def __init__(
+        self,
+        cap: Capture,
+        known: dict[int, str],
+        module_stack: list[str],
+        runner: MetaRunner | None = None,
+    ) -> None:
         super().__init__()
         self.cap = cap
         self.known = known
         self.node_of: dict[int, int] = {}
+        self.refs: list[Ref] = []  # one Ref per node
         self.keep: list[torch.Tensor] = []  # strong refs so ids stay unique while tracing
         self.module_stack = module_stack
+        self.runner = runner
+
+    def ref(self, t: torch.Tensor) -> Ref:
+        n = self.node_of.get(id(t))
+        if n is not None:
+            return self.refs[n]
+        n = len(self.refs)
+        self.node_of[id(t)] = n
+        r = Ref(n)
+        self.refs.append(r)
+        self.cap.shapes.append(tuple(t.shape))
+        self.keep.append(t)
+        name = self.known.get(id(t))
+        if name is not None:
+            self.cap.names[n] = name
+        base = t._base
+        if base is not None:
+            b = self.node_of.get(id(base))
+            if b is not None:
+                self.cap.bases[n] = b
+        return r
 
     def node(self, t: torch.Tensor) -> int:
-        key = id(t)
-        n = self.node_of.get(key)
-        if n is None:
-            n = len(self.cap.shapes)
-            self.node_of[key] = n
-            self.cap.shapes.append(tuple(t.shape))
-            self.keep.append(t)
-            name = self.known.get(key)
-            if name is not None:
-                self.cap.names[n] = name
-            base = t._base
-            if base is not None and id(base) in self.node_of:
-                self.cap.bases[n] = self.node_of[id(base)]
-        return n
+        return self.ref(t).node
+
+    def _arg(self, a: Any) -> Any:
+        if isinstance(a, torch.Tensor):
+            return self.ref(a)
+        if (
+            isinstance(a, (list, tuple))
+            and a
+            and any(isinstance(x, (torch.Tensor, list, tuple)) for x in a)
+        ):
+            return type(a)(self._arg(x) for x in a)
+        return a
 
     def __torch_dispatch__(
         self,
@@ -86,20 +114,20 @@ class _Recorder(TorchDispatchMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-
         # Register inputs before running: an in-place op returns the same object.
-        def to_ref(a: Any) -> Any:
-            return Ref(self.node(a)) if isinstance(a, torch.Tensor) else a
-
-        rargs = tree_map(to_ref, args)
-        rkwargs = tree_map(to_ref, kwargs)
-        out = func(*args, **kwargs)
-        flat, _ = tree_flatten(out)
-        outs: list[Ref | None] = [
-            Ref(self.node(o)) if isinstance(o, torch.Tensor) else None for o in flat
-        ]
+        arg = self._arg
+        rargs = tuple([arg(a) for a in args])
+        rkwargs = {k: arg(v) for k, v in kwargs.items()} if kwargs else {}
+        out = self.runner(func, args, kwargs) if self.runner is not None else func(*args, **kwargs)
+        if isinstance(out, torch.Tensor):
+            outs: list[Ref | None] = [self.ref(out)]
+        else:
+            flat = out if isinstance(out, (tuple, list)) else tree_flatten(out)[0]
+            if any(isinstance(o, (tuple, list)) for o in flat):
+                flat = tree_flatten(out)[0]
+            outs = [self.ref(o) if isinstance(o, torch.Tensor) else None for o in flat]
         module = self.module_stack[-1] if self.module_stack else ""
-        self.cap.ops.append(OpRecord(func, tuple(rargs), dict(rkwargs), outs, module))
+        self.cap.ops.append(OpRecord(func, rargs, rkwargs, outs, module))
         return out
 
 
@@ -127,6 +155,7 @@ def capture(
     model: nn.Module,
     inputs: tuple[Any, ...],
     call: Callable[..., Any] | None = None,
+    runner: MetaRunner | None = None,
 ) -> Capture:
     """Run ``model(*inputs)`` once and record every ATen op with tensor identities.
 
@@ -134,6 +163,7 @@ def capture(
         model: the module to run; its parameters and buffers are named in the record.
         inputs: positional inputs (tensors, or nested tuples/lists/dicts of tensors).
         call: what to call instead of ``model`` (defaults to ``model`` itself).
+        runner: runs the ops instead of ATen (fast shape-only execution on the meta device).
 
     Returns:
         The recorded ops, shapes, parameter names and the model output.
@@ -145,18 +175,19 @@ def capture(
         known.setdefault(id(p), n)
     cap = Capture()
     stack: list[str] = []
-    rec = _Recorder(cap, known, stack)
+    rec = _Recorder(cap, known, stack, runner)
     for leaf in tree_flatten(inputs)[0]:
         if isinstance(leaf, torch.Tensor):
             cap.inputs.append(rec.node(leaf))
     fn = call if call is not None else model
-    saved = {n: b.clone() for n, b in model.named_buffers()}  # train-mode BN updates stats
+    # Train-mode BN updates its statistics; meta tensors hold no values to restore.
+    saved = {n: b.clone() for n, b in model.named_buffers() if not b.is_meta}
     try:
         with torch.no_grad(), _module_tracker(model, stack), rec:
             out = fn(*inputs)
     finally:
         with torch.no_grad():
-            for n, b in model.named_buffers():
+            for n, b in model.named_buffers() if saved else ():
                 if n in saved and b.shape == saved[n].shape:
                     b.copy_(saved[n])
     cap.output = out

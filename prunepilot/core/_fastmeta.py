@@ -1,0 +1,464 @@
+"""Run ATen ops on meta tensors cheaply.
+
+Tracing and verification run the model on the meta device (shapes only), where ATen's own
+meta kernels for common layers are Python decompositions costing ~0.1-1 ms per call (batch
+norm, layer norm, broadcasting pointwise ops). `MetaRunner` answers those ops from short
+shape rules that check what the kernels check (so a pruned model whose sizes no longer fit
+still fails), and answers every other repeated non-aliasing op from a memo keyed by the
+metadata of its arguments (meta kernels are pure functions of it). Everything else runs the
+real meta kernel. A rule that does not apply (non-contiguous or mixed-dtype inputs, unusual
+arguments) returns ``NotImplemented`` and the kernel runs instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+__all__ = ["MetaMode", "MetaRunner"]
+
+aten = torch.ops.aten
+Tensor = torch.Tensor
+_META = torch.device("meta")
+_PLAIN = frozenset({Tensor, torch.nn.Parameter})  # no tensor subclasses with their own dispatch
+_LOW = (torch.float16, torch.bfloat16)
+Shortcut = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    """The computation dtype ATen's norm kernels use for their statistics."""
+    return torch.float32 if dtype in _LOW else dtype
+
+
+def _empty(shape: Sequence[int], dtype: torch.dtype) -> Tensor:
+    return torch.empty(shape, dtype=dtype, device=_META)
+
+
+def _plain(t: Any) -> bool:
+    """A contiguous floating tensor on the meta device."""
+    return (
+        isinstance(t, Tensor)
+        and type(t) in _PLAIN
+        and t.is_meta
+        and t.is_floating_point()
+        and t.is_contiguous()
+    )
+
+
+def _broadcast(shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+    first = shapes[0]
+    if all(s == first for s in shapes):
+        return first
+    n = max(len(s) for s in shapes)
+    out = [1] * n
+    for s in shapes:
+        off = n - len(s)
+        for i, d in enumerate(s):
+            o = out[off + i]
+            if d != o:
+                if o == 1:
+                    out[off + i] = d
+                elif d != 1:
+                    raise RuntimeError(
+                        f"The size of tensor a ({o}) must match the size of tensor b ({d}) at "
+                        f"non-singleton dimension {off + i}"
+                    )
+    return tuple(out)
+
+
+def _get(args: tuple[Any, ...], kwargs: dict[str, Any], i: int, name: str, default: Any) -> Any:
+    if i < len(args):
+        return args[i]
+    return kwargs.get(name, default)
+
+
+# -- pointwise ------------------------------------------------------------------------------
+_POINTWISE_NAMES = (
+    "abs",
+    "add",
+    "clamp",
+    "clamp_max",
+    "clamp_min",
+    "div",
+    "elu",
+    "erf",
+    "exp",
+    "gelu",
+    "hardsigmoid",
+    "hardswish",
+    "hardtanh",
+    "leaky_relu",
+    "log",
+    "maximum",
+    "minimum",
+    "mish",
+    "mul",
+    "neg",
+    "pow",
+    "reciprocal",
+    "relu",
+    "relu6",
+    "rsqrt",
+    "sigmoid",
+    "silu",
+    "softplus",
+    "sqrt",
+    "square",
+    "sub",
+    "tanh",
+)
+# Argument types that are numbers or strings ("number" is how schemas print Scalar).
+_SCALAR_TYPES = frozenset(
+    {"Scalar", "Scalar?", "number", "number?", "float", "float?", "int", "int?", "bool", "str"}
+    | {"str?"}
+)
+
+
+def _pointwise_overloads() -> dict[Any, bool]:
+    """Overloads taking tensors and numbers only, returning one tensor -> whether in place."""
+    found: dict[Any, bool] = {}
+    for base in _POINTWISE_NAMES:
+        for name in (base, base + "_"):
+            packet = getattr(aten, name, None)
+            if packet is None:
+                continue
+            for ov in packet.overloads():
+                op = getattr(packet, ov)
+                sch = op._schema
+                arguments = list(sch.arguments)
+                if len(sch.returns) != 1 or str(sch.returns[0].type) != "Tensor":
+                    continue
+                if not arguments or str(arguments[0].type) != "Tensor":
+                    continue
+                types = [str(a.type) for a in arguments]
+                if any(t != "Tensor" and t not in _SCALAR_TYPES for t in types):
+                    continue
+                if any(a.alias_info is not None and a.alias_info.is_write for a in arguments[1:]):
+                    continue
+                ret = sch.returns[0].alias_info
+                found[op] = ret is not None and ret.is_write
+    return found
+
+
+def _make_pointwise(inplace: bool) -> Shortcut:
+    def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        self = args[0]
+        if not _plain(self):
+            return NotImplemented
+        dtype = self.dtype
+        shapes = [tuple(self.shape)]
+        for a in (*args[1:], *kwargs.values()):
+            if isinstance(a, Tensor):
+                if not _plain(a) or a.dtype != dtype:
+                    return NotImplemented
+                shapes.append(tuple(a.shape))
+            elif a is not None and not isinstance(a, (bool, int, float, str)):
+                return NotImplemented
+        shape = _broadcast(shapes)
+        if inplace:
+            if shape != shapes[0]:
+                raise RuntimeError(
+                    f"output with shape {list(shapes[0])} doesn't match the broadcast shape "
+                    f"{list(shape)}"
+                )
+            return self
+        return _empty(shape, dtype)
+
+    return run
+
+
+# -- layers ---------------------------------------------------------------------------------
+def _check_vec(t: Any, n: int, what: str, dtype: torch.dtype | None = None) -> bool:
+    """Whether an optional per-channel tensor fits; raises when its size is wrong."""
+    if t is None:
+        return True
+    if type(t) not in _PLAIN or not t.is_meta:
+        return False
+    if t.ndim != 1 or t.shape[0] != n:
+        raise RuntimeError(f"{what} should contain {n} elements not {t.numel()}")
+    return dtype is None or t.dtype == dtype
+
+
+def _batch_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x = args[0]
+    if not _plain(x) or x.ndim < 2:
+        return NotImplemented
+    c = x.shape[1]
+    for i, name in enumerate(("weight", "bias", "running_mean", "running_var"), start=1):
+        if not _check_vec(_get(args, kwargs, i, name, None), c, name):
+            return NotImplemented
+    acc = _acc(x.dtype)
+    return _empty(x.shape, x.dtype), _empty((c,), acc), _empty((c,), acc)
+
+
+def _layer_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x = args[0]
+    ns = tuple(_get(args, kwargs, 1, "normalized_shape", ()))
+    if not _plain(x) or not ns or not all(isinstance(s, int) for s in ns):
+        return NotImplemented
+    k = len(ns)
+    if x.ndim < k or tuple(x.shape[x.ndim - k :]) != ns:
+        raise RuntimeError(
+            f"Given normalized_shape={list(ns)}, expected input with shape [*, "
+            f"{', '.join(map(str, ns))}], but got input of size{list(x.shape)}"
+        )
+    for i, name in ((2, "weight"), (3, "bias")):
+        t = _get(args, kwargs, i, name, None)
+        if t is None:
+            continue
+        if type(t) not in _PLAIN or not t.is_meta:
+            return NotImplemented
+        if tuple(t.shape) != ns:
+            raise RuntimeError(
+                f"Expected {name} to be of same shape as normalized_shape, but got {name} of "
+                f"shape {list(t.shape)} and normalized_shape = {list(ns)}"
+            )
+    stats = (*x.shape[: x.ndim - k], *([1] * k))
+    acc = _acc(x.dtype)
+    return _empty(x.shape, x.dtype), _empty(stats, acc), _empty(stats, acc)
+
+
+def _ints(v: Any, n: int) -> list[int] | None:
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    if not all(isinstance(i, int) for i in v):
+        return None
+    if len(v) == 1:
+        v = v * n
+    return v if len(v) == n else None
+
+
+def _convolution(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x, w, b, stride, padding, dilation, transposed, _, groups = (
+        *args,
+        *([None] * (9 - len(args))),
+    )[:9]
+    if kwargs or transposed is not False or not isinstance(groups, int):
+        return NotImplemented
+    if not (_plain(x) and _plain(w)) or x.dtype != w.dtype or x.ndim != w.ndim or x.ndim < 3:
+        return NotImplemented
+    n = x.ndim - 2
+    s, p, d = _ints(stride, n), _ints(padding, n), _ints(dilation, n)
+    if s is None or p is None or d is None:
+        return NotImplemented
+    out_c = w.shape[0]
+    if groups < 1 or out_c % groups or x.shape[1] != w.shape[1] * groups:
+        raise RuntimeError(
+            f"Given groups={groups}, weight of size {list(w.shape)}, expected input"
+            f"{list(x.shape)} to have {w.shape[1] * groups} channels, but got {x.shape[1]} "
+            "channels instead"
+        )
+    if b is not None and not _check_vec(b, out_c, "bias", x.dtype):
+        return NotImplemented
+    spatial = []
+    for i in range(n):
+        size = (x.shape[2 + i] + 2 * p[i] - d[i] * (w.shape[2 + i] - 1) - 1) // s[i] + 1
+        if size <= 0:
+            raise RuntimeError(f"convolution output size is too small ({size})")
+        spatial.append(size)
+    return _empty((x.shape[0], out_c, *spatial), x.dtype)
+
+
+def _addmm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    bias, m1, m2 = args[:3]
+    if not all(type(t) in _PLAIN and t.is_meta for t in (bias, m1, m2)):
+        return NotImplemented
+    if not (bias.dtype == m1.dtype == m2.dtype and m1.is_floating_point()):
+        return NotImplemented
+    if m1.ndim != 2 or m2.ndim != 2 or m1.shape[1] != m2.shape[0]:
+        raise RuntimeError(
+            f"mat1 and mat2 shapes cannot be multiplied ({m1.shape[0]}x{m1.shape[1]} and "
+            f"{m2.shape[0]}x{m2.shape[1]})"
+        )
+    shape = (m1.shape[0], m2.shape[1])
+    if _broadcast([tuple(bias.shape), shape]) != shape:
+        raise RuntimeError(f"bias of shape {list(bias.shape)} does not broadcast to {list(shape)}")
+    return _empty(shape, m1.dtype)
+
+
+def _softmax(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x = args[0]
+    last = _get(args, kwargs, 2, "dtype", None)
+    if not _plain(x) or last not in (None, False):
+        return NotImplemented
+    dim = _get(args, kwargs, 1, "dim", None)
+    if not isinstance(dim, int) or not -max(x.ndim, 1) <= dim < max(x.ndim, 1):
+        return NotImplemented
+    return _empty(x.shape, x.dtype)
+
+
+def _mean(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x = args[0]
+    dims = _get(args, kwargs, 1, "dim", None)
+    keep = _get(args, kwargs, 2, "keepdim", False)
+    if not _plain(x) or kwargs.get("dtype") is not None or not isinstance(keep, bool):
+        return NotImplemented
+    if not isinstance(dims, (list, tuple)) or not dims or not x.ndim:
+        return NotImplemented
+    if not all(isinstance(d, int) and -x.ndim <= d < x.ndim for d in dims):
+        return NotImplemented
+    red = {d % x.ndim for d in dims}
+    if len(red) != len(dims):
+        return NotImplemented
+    shape = [1 if i in red else s for i, s in enumerate(x.shape) if keep or i not in red]
+    return _empty(shape, x.dtype)
+
+
+def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    tensors = _get(args, kwargs, 0, "tensors", None)
+    dim = _get(args, kwargs, 1, "dim", 0)
+    if not isinstance(tensors, (list, tuple)) or not tensors or not isinstance(dim, int):
+        return NotImplemented
+    first = tensors[0]
+    if not all(_plain(t) and t.dtype == first.dtype and t.ndim == first.ndim for t in tensors):
+        return NotImplemented
+    nd = first.ndim
+    if nd == 0 or not -nd <= dim < nd:
+        return NotImplemented
+    dim %= nd
+    total = 0
+    ref = list(first.shape)
+    for t in tensors:
+        shape = list(t.shape)
+        for i in range(nd):
+            if i != dim and shape[i] != ref[i]:
+                raise RuntimeError(
+                    f"Sizes of tensors must match except in dimension {dim}. Expected size "
+                    f"{ref[i]} but got size {shape[i]} for tensor number {tensors.index(t)} "
+                    "in the list."
+                )
+        total += shape[dim]
+    ref[dim] = total
+    return _empty(ref, first.dtype)
+
+
+def _shortcuts() -> dict[Any, Shortcut]:
+    table: dict[Any, Shortcut] = {
+        op: _make_pointwise(inplace) for op, inplace in _pointwise_overloads().items()
+    }
+    table[aten.native_batch_norm.default] = _batch_norm
+    legit = getattr(aten, "_native_batch_norm_legit_no_training", None)
+    if legit is not None:
+        table[legit.default] = lambda a, k: _batch_norm(a[:5], {})
+    table[aten.native_layer_norm.default] = _layer_norm
+    table[aten.convolution.default] = _convolution
+    table[aten.addmm.default] = _addmm
+    table[aten._softmax.default] = lambda a, k: _softmax(a[:2], {})
+    safe = getattr(aten, "_safe_softmax", None)
+    if safe is not None:
+        table[safe.default] = _softmax
+    table[aten.mean.dim] = _mean
+    table[aten.cat.default] = _cat
+    return table
+
+
+SHORTCUTS: dict[Any, Shortcut] = _shortcuts()
+
+
+# -- memo -----------------------------------------------------------------------------------
+def _memoizable(func: Any) -> bool:
+    """Ops whose outputs are fresh tensors and which write nothing."""
+    sch = func._schema
+    if any(r.alias_info is not None for r in sch.returns):
+        return False
+    if any(a.alias_info is not None and a.alias_info.is_write for a in sch.arguments):
+        return False
+    return not func._schema.is_mutable and torch.Tag.nondeterministic_seeded not in func.tags
+
+
+class _NoKey(Exception):
+    pass
+
+
+def _sig(a: Any) -> Any:
+    if isinstance(a, Tensor):
+        if type(a) not in _PLAIN or not a.is_meta:
+            raise _NoKey
+        return (tuple(a.shape), a.stride(), a.storage_offset(), a.dtype)
+    if isinstance(a, (list, tuple)):
+        return (type(a), *(_sig(x) for x in a))
+    if a is None or isinstance(a, (bool, int, float, str, torch.dtype, torch.device)):
+        return a
+    if isinstance(a, (torch.memory_format, torch.layout)):
+        return a
+    raise _NoKey
+
+
+class MetaRunner:
+    """Runs ATen ops whose tensors are all on the meta device (see the module docstring).
+
+    Args:
+        check: also run the real kernel for every answered op and compare output
+            metadata (shape, strides, dtype); raises ``AssertionError`` on a difference.
+            For tests only.
+    """
+
+    def __init__(self, check: bool = False) -> None:
+        self.memo: dict[Any, tuple[bool, list[tuple[tuple[int, ...], tuple[int, ...], Any]]]] = {}
+        self._pure: dict[Any, bool] = {}
+        self.check = check
+
+    def __call__(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        fast = SHORTCUTS.get(func)
+        if fast is not None:
+            out = fast(args, kwargs)
+            if out is not NotImplemented:
+                if self.check:
+                    _same_meta(func, out, func(*args, **kwargs))
+                return out
+        pure = self._pure.get(func)
+        if pure is None:
+            pure = self._pure[func] = _memoizable(func)
+        if not pure:
+            return func(*args, **kwargs)
+        try:
+            key = (func, _sig(args), _sig(tuple(kwargs.items())) if kwargs else ())
+            got = self.memo.get(key)
+        except (_NoKey, TypeError):
+            return func(*args, **kwargs)
+        if got is not None:
+            single, metas = got
+            outs = [torch.empty_strided(s, st, dtype=dt, device=_META) for s, st, dt in metas]
+            out = outs[0] if single else tuple(outs)
+            if self.check:
+                _same_meta(func, out, func(*args, **kwargs))
+            return out
+        out = func(*args, **kwargs)
+        single = isinstance(out, Tensor)
+        items = [out] if single else out
+        if isinstance(items, (list, tuple)) and all(type(o) in _PLAIN and o.is_meta for o in items):
+            self.memo[key] = (
+                single and isinstance(out, Tensor),
+                [(tuple(o.shape), o.stride(), o.dtype) for o in items],
+            )
+            if not single and not isinstance(out, tuple):
+                del self.memo[key]  # a list result: keep the kernel's own type
+        return out
+
+
+def _same_meta(func: Any, got: Any, want: Any) -> None:
+    a = [got] if isinstance(got, Tensor) else list(got)
+    b = [want] if isinstance(want, Tensor) else list(want)
+    ma = [(tuple(t.shape), t.stride(), t.dtype) for t in a]
+    mb = [(tuple(t.shape), t.stride(), t.dtype) for t in b]
+    if ma != mb or type(got) is not type(want):
+        raise AssertionError(f"{func}: fast meta gave {ma}, the kernel {mb}")
+
+
+class MetaMode(TorchDispatchMode):
+    """Runs every op of a forward through a `MetaRunner` (no recording)."""
+
+    def __init__(self, runner: MetaRunner) -> None:
+        super().__init__()
+        self.runner = runner
+
+    def __torch_dispatch__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        return self.runner(func, args, kwargs or {})
