@@ -45,9 +45,9 @@ class Atoms:
         self._lab = np.zeros(1, dtype=np.int64)  # resolved class root per atom
         self._ea: list[np.ndarray] = []  # pending union edges
         self._eb: list[np.ndarray] = []
-        self.reasons: dict[int, str] = {
-            FIXED: "its size is fixed by a tensor prunepilot cannot track"
-        }
+        # Pins in order: atom arrays and their reasons (an atom keeps its first reason).
+        self._pins: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
+        self._why: list[str] = ["its size is fixed by a tensor prunepilot cannot track"]
         self.inward: list[np.ndarray] = []  # atoms that consume a channel (role "in")
         self.tagged: list[np.ndarray] = []  # atoms whose dims are meaningful channels
         self.producers: list[np.ndarray] = []  # output-channel atoms of conv/linear weights
@@ -96,14 +96,39 @@ class Atoms:
         """Mark atoms as never removable, remembering the first reason given."""
         if a is None:
             return
-        for x in np.unique(np.asarray(a, dtype=np.int64).ravel()).tolist():
-            self.reasons.setdefault(x, reason)
+        a = np.asarray(a, dtype=np.int64).ravel()
+        if a.size:
+            self._pins.append(a)
+            self._why.append(reason)
+
+    @property
+    def reasons(self) -> dict[int, str]:
+        """Every pinned atom with its first reason (in pinning order)."""
+        out: dict[int, str] = {}
+        for a, why in zip(self._pins, self._why, strict=True):
+            for x in a.tolist():
+                out.setdefault(x, why)
+        return out
+
+    def class_reasons(self) -> tuple[np.ndarray, list[str]]:
+        """Per atom: index into the returned reasons of its class's first pin, or -1.
+
+        A class's reason is that of the earliest pin touching any of its atoms (entries at
+        class roots are meaningful; others are -1).
+        """
+        lab = self.all_roots()
+        sizes = np.fromiter((a.size for a in self._pins), dtype=np.int64, count=len(self._pins))
+        roots = lab[np.concatenate(self._pins)]
+        which = np.repeat(np.arange(len(self._pins), dtype=np.int64), sizes)
+        uniq, first = np.unique(roots, return_index=True)
+        out = np.full(self.size, -1, dtype=np.int64)
+        out[uniq] = which[first]
+        return out, list(self._why)
 
     def pinned(self, a: np.ndarray) -> bool:
         """Whether every atom of ``a`` belongs to a pinned class."""
-        self._flush()
-        flagged = set(self._lab[np.fromiter(self.reasons, dtype=np.int64)].tolist())
-        return all(r in flagged for r in np.unique(self._lab[a]).tolist())
+        why, _ = self.class_reasons()
+        return bool((why[self.roots(a)] >= 0).all())
 
     def roots(self, a: np.ndarray) -> np.ndarray:
         """Class root of every atom in ``a`` (same shape)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -210,29 +210,28 @@ class ChannelGraph:
 def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelGraph:
     """Group atom classes into channel groups with members, constraints and cost terms."""
     atoms = an.atoms
+    n = atoms.size
     all_roots = atoms.all_roots()
     fixed_root = int(all_roots[FIXED])
-    reason_of: dict[int, str] = {}
-    for a, why in atoms.reasons.items():
-        reason_of.setdefault(int(all_roots[a]), why)
-    class_size = np.bincount(all_roots, minlength=atoms.size)
-    tagged = np.zeros(atoms.size, dtype=bool)
-    inward = np.zeros(atoms.size, dtype=bool)
-    produces = np.zeros(atoms.size, dtype=bool)
-    for flags, arrays in (
-        (tagged, atoms.tagged),
-        (inward, atoms.inward),
-        (produces, atoms.producers),
-    ):
-        for t in arrays:
-            flags[t] = True
+    why, texts = atoms.class_reasons()  # per class root: index of its pin reason, -1: free
+    pinned_flag = why >= 0
+    pinned_flag[fixed_root] = True
+    class_size = np.bincount(all_roots, minlength=n)
+    cat = np.concatenate
+    flags = []
+    for arrays in (atoms.tagged, atoms.inward, atoms.producers):
+        f = np.zeros(n, dtype=bool)
+        if arrays:
+            f[cat(arrays)] = True
+        flags.append(f)
+    tagged, inward, produces = flags
 
     # Relevant member dims: tagged by a rule or coupled to anything.
     raw: list[tuple[str, int, np.ndarray, bool, bool]] = []
     for node, dims in an.param_atoms.items():
         name = an.cap.names[node]
         for d, arr in enumerate(dims):
-            if arr.size == 0 or (arr.size == 1 and not produces[arr].any()):
+            if arr.size == 0 or (arr.size == 1 and not produces[arr[0]]):
                 continue  # a size-1 dim that no layer creates is never a channel to remove
             r = all_roots[arr]
             if not (tagged[arr].any() or (class_size[r] > 1).any()):
@@ -242,7 +241,6 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     # Classes created by the same layer (conv/linear output dim) form one group; classes
     # no layer creates group by the per-channel tensors they share. Consumers (a conv
     # reading a concatenation) are members of every group whose channels they read.
-    n = atoms.size
     uniq = [np.unique(r) for _, _, r, _, _ in raw]
     uniq = [u[u != fixed_root] for u in uniq]
     produced = np.zeros(n, dtype=bool)
@@ -267,74 +265,84 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         elif not inw:
             glue(u[~produced[u]])
         glue(u[~covered[u]])
-    cat = np.concatenate
     label = components(
         n, cat(ea) if ea else np.zeros(0, np.int64), cat(eb) if eb else np.zeros(0, np.int64)
     )
 
     by_group: dict[int, list[tuple[str, int, np.ndarray, bool]]] = {}
     for (name, d, r, inw, prod), u in zip(raw, uniq, strict=True):
-        for key in np.unique(label[u]).tolist():
+        lu = label[u]
+        keys = [int(lu[0])] if lu.size and (lu == lu[0]).all() else np.unique(lu).tolist()
+        for key in keys:
             by_group.setdefault(key, []).append((name, d, r, inw and not prod))
     member_roots = cat(uniq) if uniq else np.zeros(0, np.int64)
-
-    seg_roots = [[all_roots[s] for s in segs] for segs in an.segments]
-    groups: list[ChannelGroup] = []
-    channel_of: dict[int, tuple[int, int]] = {}  # class root -> (group index, channel)
-    glabel = np.full(atoms.size, -2, dtype=np.int64)  # -2: FIXED, shared by every group
+    glabel = np.full(n, -2, dtype=np.int64)  # -2: FIXED, shared by every group
     glabel[member_roots] = label[member_roots]
-    pinned_flag = np.zeros(atoms.size, dtype=bool)
-    pinned_flag[fixed_root] = True
-    pinned_flag[np.fromiter(reason_of, dtype=np.int64)] = True
+
+    # Equal-split constraints (chunk, grouped conv), by the groups whose channels they hold.
+    seg_roots = [[all_roots[s] for s in segs] for segs in an.segments]
+    seg_of: dict[int, list[int]] = {}
+    for j, segs in enumerate(seg_roots):
+        xs = cat(segs) if segs else np.zeros(0, np.int64)
+        gl = glabel[xs]
+        for key in np.unique(gl[(gl >= 0) & ~pinned_flag[xs]]).tolist():
+            seg_of.setdefault(key, []).append(j)
+
+    groups: list[ChannelGroup] = []
+    group_roots: list[np.ndarray] = []  # per group: class root of every channel
+    lookup = np.full(n, -1, dtype=np.int64)  # class root -> channel (of the current group)
     for key, items in by_group.items():
         ordered = sorted(items, key=lambda it: it[3])  # producers ("out") first, trace order
-        allr = np.concatenate([r for _, _, r, _ in ordered])
-        mine = allr[(glabel[allr] == key) | (glabel[allr] == -2)]
+        allr = cat([r for _, _, r, _ in ordered]) if len(ordered) > 1 else ordered[0][2]
+        gl = glabel[allr]
+        mine = allr[(gl == key) | (gl == -2)]
         _, first = np.unique(mine, return_index=True)
         in_order = mine[np.sort(first)]
         pin_mask = pinned_flag[in_order]
-        order: list[int] = in_order[~pin_mask].tolist()
-        pinned_roots: set[int] = set(in_order[pin_mask].tolist())
-        index = {x: i for i, x in enumerate(order)}
-        lookup = np.full(atoms.size, -1, dtype=np.int64)
-        if order:
-            lookup[np.asarray(order)] = np.arange(len(order))
+        order = in_order[~pin_mask]
+        pinned_roots = in_order[pin_mask]
+        nch = int(order.size)
+        lookup[order] = np.arange(nch)
         members = []
         for name, d, r, inw in ordered:
             chan = lookup[r]
-            counts = np.bincount(chan[chan >= 0], minlength=len(order))
+            counts = np.bincount(chan[chan >= 0], minlength=nch)
             members.append(Member(name, d, "in" if inw else "out", int(r.size), chan, counts))
         has_out = any(m.role == "out" for m in members)
         reason = None
-        if pinned_roots:
-            reason = next((reason_of[x] for x in pinned_roots if x in reason_of), None)
-            reason = reason or atoms.reasons[FIXED]
-        if not has_out and order:
+        if pinned_roots.size:
+            reason = texts[max(int(why[int(pinned_roots.min())]), 0)]
+        if not has_out and nch:
             reason = "no layer produces these channels"
-        prunable = bool(order) and has_out
-        gi = len(groups)
+        prunable = bool(nch) and has_out
         head = next((m for m in members if m.role == "out"), members[0])
-        split = _cells(order, index, seg_roots, pinned_roots | {fixed_root})
+        split: tuple[Any, Any] | None = ((), ())
+        if key in seg_of:
+            ignore = (glabel == key) & pinned_flag
+            ignore[fixed_root] = True
+            split = _cells(lookup, nch, [seg_roots[j] for j in seg_of[key]], ignore)
+        lookup[order] = -1
         if split is None:
             prunable = False
             reason = "it is split into equal parts together with another group's channels"
             split = ((), ())
         cells, constraints = split
-        for x in order:
-            channel_of[x] = (gi, index[x])
+        r0 = ordered[0][2]
+        g0 = glabel[r0]
         groups.append(
             ChannelGroup(
                 id=f"{head.name}:{head.dim}",
-                channels=len(order),
+                channels=nch,
                 prunable=prunable,
                 reason=reason,
                 members=tuple(members),
                 blocks=max(len(cells), 1),
-                pinned=int(np.isin(ordered[0][2], list(pinned_roots)).sum()),
+                pinned=int((pinned_flag[r0] & ((g0 == key) | (g0 == -2))).sum()),
                 _cells=cells,
                 _constraints=constraints,
             )
         )
+        group_roots.append(order)
     # Stable order: by the trace order of each group's first member.
     first_seen = {
         name: i for i, name in enumerate(dict.fromkeys(an.cap.names[n] for n in an.param_atoms))
@@ -344,7 +352,6 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         key=lambda i: (first_seen.get(groups[i].members[0].name, 0), groups[i].id),
     )
     groups = [groups[i] for i in perm]
-    new_index = {old: new for new, old in enumerate(perm)}
     ids: dict[str, int] = {}
     for i, g in enumerate(groups):
         if g.id in ids:
@@ -354,16 +361,15 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     for g in groups:
         offset.append(offset[-1] + g.channels)
 
-    slot = np.full(atoms.size, offset[-1], dtype=np.int64)  # sentinel: never removed
-    for x, (gi, c) in channel_of.items():
-        slot[x] = offset[new_index[gi]] + c
+    slot = np.full(n, offset[-1], dtype=np.int64)  # sentinel: never removed
+    for new_i, old_i in enumerate(perm):
+        roots = group_roots[old_i]
+        slot[roots] = np.arange(offset[new_i], offset[new_i] + roots.size)
+    slot_of_atom = slot[all_roots]
 
-    def gpos(atom_arr: np.ndarray) -> np.ndarray:
-        return slot[all_roots[atom_arr]]
-
-    terms = [(t.macs, [gpos(s) for s in t.scale]) for t in an.mac_terms]
+    terms = [(t.macs, [slot_of_atom[s] for s in t.scale]) for t in an.mac_terms]
     tensors = [
-        (an.cap.names[node], [gpos(a) for a in dims if a is not None])
+        (an.cap.names[node], [slot_of_atom[a] for a in dims if a is not None])
         for node, dims in an.param_atoms.items()
         if an.cap.names[node] in params
     ]
@@ -384,30 +390,31 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
 
 
 def _cells(
-    order: list[int], index: dict[int, int], seg_roots: list[list[np.ndarray]], ignore: set[int]
+    lookup: np.ndarray, nch: int, seg_roots: list[list[np.ndarray]], ignore: np.ndarray
 ) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[tuple[int, ...], ...], ...]] | None:
     """Cells and equal-split constraints that ops like ``chunk`` impose on one group.
 
-    Returns ``(cells, constraints)``: cells are the channel sets that every constraint
-    treats alike; each constraint lists, per segment, the channel of every position (with
-    repeats). ``None`` when a constraint also spans channels of another group.
+    ``lookup`` maps class roots to this group's channels (-1: not one of them); ``ignore``
+    flags roots a constraint may hold besides them (pinned ones). Returns ``(cells,
+    constraints)``: cells are the channel sets that every constraint treats alike; each
+    constraint lists, per segment, the channel of every position (with repeats). ``None``
+    when a constraint also spans channels of another group.
     """
-    mine = set(order)
-    sig: dict[int, list[int]] = {x: [] for x in order}
+    sig: list[list[int]] = [[] for _ in range(nch)]
     constraints: list[tuple[tuple[int, ...], ...]] = []
     for segs in seg_roots:
-        lists = [s.tolist() for s in segs]
-        if not any(x in mine for seg in lists for x in seg):
+        chans = [lookup[s] for s in segs]
+        if not any((c >= 0).any() for c in chans):
             continue
-        if any(x not in mine and x not in ignore for seg in lists for x in seg):
+        if any(((c < 0) & ~ignore[s]).any() for s, c in zip(segs, chans, strict=True)):
             return None
-        constraints.append(tuple(tuple(index[x] for x in seg if x in mine) for seg in lists))
-        for k, seg in enumerate(lists):
-            for x in set(seg) & mine:
-                sig[x].append(k)
+        constraints.append(tuple(tuple(c[c >= 0].tolist()) for c in chans))
+        for k, c in enumerate(chans):
+            for ch in np.unique(c[c >= 0]).tolist():
+                sig[ch].append(k)
     if not constraints:
         return (), ()
     cells: dict[tuple[int, ...], list[int]] = {}
-    for x in order:
-        cells.setdefault(tuple(sig[x]), []).append(index[x])
+    for ch in range(nch):
+        cells.setdefault(tuple(sig[ch]), []).append(ch)
     return tuple(tuple(c) for c in cells.values()), tuple(constraints)
