@@ -38,7 +38,13 @@ from ._criteria import (
     get_criterion,
     register_criterion,
 )
-from ._errors import CalibrationError, InfeasibleError, SearchCancelled, UnknownCriterionError
+from ._errors import (
+    CalibrationError,
+    InfeasibleError,
+    LatencyError,
+    SearchCancelled,
+    UnknownCriterionError,
+)
 from ._finetune import (
     EvalResult,
     FitResult,
@@ -48,6 +54,8 @@ from ._finetune import (
     distillation_loss,
     evaluate,
 )
+from ._latency import LatencyStats, latency_inputs, measure_latency
+from ._latency_model import LatencyModel
 from ._netadapt import NetAdaptResult, NetAdaptStep, netadapt
 from ._pool import LocalPool, Outcome, Pool, Task, run_task
 from ._result import Baseline, Finalist, SearchProgress, SearchResult, TrialRecord
@@ -89,6 +97,9 @@ __all__ = [
     "FitResult",
     "GradientWeightCriterion",
     "InfeasibleError",
+    "LatencyError",
+    "LatencyModel",
+    "LatencyStats",
     "LatencyTarget",
     "Limited",
     "LocalPool",
@@ -125,6 +136,8 @@ __all__ = [
     "get_criterion",
     "ignored_groups",
     "iterative_prune",
+    "latency_inputs",
+    "measure_latency",
     "netadapt",
     "normalize_scores",
     "open_storage",

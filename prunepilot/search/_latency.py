@@ -1,0 +1,344 @@
+"""Measure a model's latency on the target device: warm-up, timed runs, robust statistics.
+
+Measurements run on a private copy of the model (cast to the target dtype and memory
+format, moved to the target device) under ``torch.inference_mode()``. CPU runs are timed
+with ``time.perf_counter_ns`` under the target's thread count; CUDA runs with CUDA events
+around each synchronised run, so asynchronous launches are not mistaken for speed.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils._pytree import tree_map
+
+from ._errors import LatencyError
+from ._spec import LatencyTarget
+
+__all__ = [
+    "LatencyStats",
+    "call_model",
+    "cpu_threads",
+    "first_run",
+    "latency_inputs",
+    "measure_latency",
+    "prepare",
+    "resolve_device",
+    "target_dtype",
+    "time_calls",
+]
+
+log = logging.getLogger("prunepilot.search")
+
+_DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Statistics of timed runs, in milliseconds.
+
+    Attributes:
+        median_ms: the median run (what budgets compare against).
+        mean_ms: the mean run.
+        std_ms: the standard deviation of runs.
+        p10_ms: the 10th percentile.
+        p90_ms: the 90th percentile.
+        min_ms: the fastest run.
+        runs: timed runs.
+        device: the device measured on (``cpu``, ``cuda:0``).
+    """
+
+    median_ms: float
+    mean_ms: float
+    std_ms: float
+    p10_ms: float
+    p90_ms: float
+    min_ms: float
+    runs: int
+    device: str
+
+    @property
+    def spread(self) -> float:
+        """Relative noise: ``(p90 - p10) / median`` (0 for perfectly steady runs)."""
+        if self.median_ms <= 0:
+            return 0.0
+        return (self.p90_ms - self.p10_ms) / self.median_ms
+
+    @classmethod
+    def from_times(cls, times_ms: list[float], device: str) -> LatencyStats:
+        """Summarise run times (milliseconds)."""
+        if not times_ms:
+            raise LatencyError("no timed runs to summarise; use repeats >= 1")
+        a = np.asarray(times_ms, dtype=np.float64)
+        p10, p50, p90 = np.percentile(a, [10, 50, 90])
+        return cls(
+            median_ms=float(p50),
+            mean_ms=float(a.mean()),
+            std_ms=float(a.std(ddof=1)) if a.size > 1 else 0.0,
+            p10_ms=float(p10),
+            p90_ms=float(p90),
+            min_ms=float(a.min()),
+            runs=int(a.size),
+            device=device,
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"{self.median_ms:.3f} ms median on {self.device} (p10 {self.p10_ms:.3f}, "
+            f"p90 {self.p90_ms:.3f}, {self.runs} runs)"
+        )
+
+
+def target_dtype(target: LatencyTarget) -> torch.dtype:
+    """The torch dtype a target measures in."""
+    return _DTYPES[target.dtype]
+
+
+def resolve_device(target: LatencyTarget) -> torch.device:
+    """The target's device, checked to exist here.
+
+    Raises:
+        LatencyError: CUDA is asked for but unavailable, or the device index does not exist.
+    """
+    dev = torch.device(target.device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LatencyError(
+                f"latency target device {target.device!r} needs CUDA, but torch.cuda.is_available()"
+                " is False on this machine; measure on 'cpu' or run on a GPU worker"
+            )
+        count = torch.cuda.device_count()
+        index = 0 if dev.index is None else dev.index
+        if index >= count:
+            raise LatencyError(
+                f"latency target device {target.device!r} does not exist: this machine has "
+                f"{count} CUDA device(s) (cuda:0..cuda:{count - 1})"
+            )
+        dev = torch.device("cuda", index)
+    return dev
+
+
+def latency_inputs(example_inputs: Any, batch_size: int) -> Any:
+    """Resize every tensor of ``example_inputs`` along dim 0 to ``batch_size``.
+
+    Smaller batches are tiled, larger ones sliced; dtype, device and the container
+    structure (tensor, tuple, list, dict) are kept, so a 1-sample example becomes the
+    target's batch. Scalars (0-d tensors) and non-tensors are left alone.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise LatencyError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+
+    def resize(t: Any) -> Any:
+        if not isinstance(t, torch.Tensor) or t.ndim == 0:
+            return t
+        n = t.shape[0]
+        if n == batch_size:
+            return t
+        if n == 0:
+            raise LatencyError("cannot resize an empty example batch (dim 0 has size 0)")
+        if n > batch_size:
+            return t[:batch_size]
+        reps = math.ceil(batch_size / n)
+        return t.repeat(reps, *([1] * (t.ndim - 1)))[:batch_size]
+
+    return tree_map(resize, example_inputs)
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """``model(x)`` for a tensor, ``model(*inputs)`` for a tuple/list, ``model(**inputs)``
+    for a mapping (the conventions of `prunepilot.core.trace`, plus keyword inputs)."""
+    if isinstance(inputs, torch.Tensor):
+        return model(inputs)
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def _cast_inputs(inputs: Any, device: torch.device, target: LatencyTarget) -> Any:
+    dtype = target_dtype(target)
+    channels_last = target.memory_format == "channels_last"
+
+    def cast(t: Any) -> Any:
+        if not isinstance(t, torch.Tensor):
+            return t
+        t = t.to(device, dtype=dtype) if t.is_floating_point() else t.to(device)
+        if channels_last and t.ndim == 4:
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+
+    return tree_map(cast, inputs)
+
+
+def prepare(model: nn.Module, example_inputs: Any, target: LatencyTarget) -> tuple[nn.Module, Any]:
+    """A private eval-mode copy of ``model`` and inputs, as the target runs them.
+
+    The copy's floating parameters and buffers are cast to the target dtype, 4-d tensors
+    put in channels-last when asked, and everything moved to the target device; the
+    inputs are resized to the target batch. The caller's model is never touched.
+
+    Raises:
+        LatencyError: the device does not exist or the model cannot be copied or moved.
+    """
+    if not isinstance(model, nn.Module):
+        raise LatencyError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    device = resolve_device(target)
+    try:
+        private = copy.deepcopy(model)
+        private.eval()
+        private.to(device=device, dtype=target_dtype(target))
+        if target.memory_format == "channels_last":
+            private.to(memory_format=torch.channels_last)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise LatencyError(
+            f"could not copy the model to {device} in {target.dtype} ({type(e).__name__}: {e})"
+        ) from e
+    for p in private.parameters():
+        p.requires_grad_(False)
+    inputs = _cast_inputs(latency_inputs(example_inputs, target.batch_size), device, target)
+    return private, inputs
+
+
+@contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """Run the body with ``threads`` intra-op CPU threads, restoring the old setting."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def time_calls(
+    fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int
+) -> list[float]:
+    """Run ``fn`` ``warmup`` times untimed, then time ``repeats`` runs (milliseconds each).
+
+    CUDA runs are synchronised before and timed with CUDA events, so each run's time
+    covers its kernels rather than their asynchronous launch.
+    """
+    times: list[float] = []
+    with torch.inference_mode(), _no_gc():
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                for _ in range(warmup):
+                    fn()
+                torch.cuda.synchronize(device)
+                for _ in range(repeats):
+                    start = torch.cuda.Event(enable_timing=True)
+                    end = torch.cuda.Event(enable_timing=True)
+                    torch.cuda.synchronize(device)
+                    start.record()
+                    fn()
+                    end.record()
+                    end.synchronize()
+                    times.append(float(start.elapsed_time(end)))
+        else:
+            for _ in range(warmup):
+                fn()
+            for _ in range(repeats):
+                t0 = time.perf_counter_ns()
+                fn()
+                times.append((time.perf_counter_ns() - t0) / 1e6)
+    return times
+
+
+def first_run(model: nn.Module, inputs: Any, target: LatencyTarget) -> None:
+    """Run once, turning any failure into a `LatencyError` that says what to change."""
+    device = resolve_device(target)
+    try:
+        with torch.inference_mode():
+            call_model(model, inputs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except Exception as e:  # any failure of the user's forward is reported, with its cause
+        hint = ""
+        if target.dtype == "fp16" and not target.device.startswith("cuda"):
+            hint = "; some CPU ops have no fp16 kernel: measure in 'bf16' or 'fp32' on CPU"
+        elif target.dtype != "fp32":
+            hint = f"; check that the model supports {target.dtype}"
+        if isinstance(e, torch.cuda.OutOfMemoryError):
+            hint = f"; batch_size {target.batch_size} does not fit on {target.device}"
+        raise LatencyError(
+            f"the model failed to run on {target.device} in {target.dtype} at batch "
+            f"{target.batch_size} ({type(e).__name__}: {str(e)[:300]}){hint}"
+        ) from e
+
+
+def measure_latency(
+    model: nn.Module,
+    example_inputs: Any,
+    target: LatencyTarget | None = None,
+    *,
+    warmup: int | None = None,
+    repeats: int | None = None,
+) -> LatencyStats:
+    """Measure ``model``'s forward latency on ``target`` (a private copy; ``model`` is kept).
+
+    Args:
+        model: the model; it is deep-copied, so its device, dtype and mode stay as they are.
+        example_inputs: a tensor, a tuple/list of positional inputs or a dict of keyword
+            inputs; resized along dim 0 to ``target.batch_size``.
+        target: device, batch, dtype, threads, memory format (default: `LatencyTarget()`).
+        warmup: untimed runs (default: ``target.warmup``).
+        repeats: timed runs (default: ``target.repeats``).
+
+    Returns:
+        `LatencyStats` of the timed runs.
+
+    Raises:
+        LatencyError: CUDA unavailable, an unknown device index, a dtype the model cannot
+            run in, or any failure of the model's forward.
+    """
+    target = target or LatencyTarget()
+    warmup = target.warmup if warmup is None else warmup
+    repeats = target.repeats if repeats is None else repeats
+    if warmup < 0 or repeats < 1:
+        raise LatencyError(f"need warmup >= 0 and repeats >= 1; got {warmup}, {repeats}")
+    private, inputs = prepare(model, example_inputs, target)
+    device = resolve_device(target)
+    threads = target.threads if device.type == "cpu" else None
+    with cpu_threads(threads):
+        first_run(private, inputs, target)
+        try:
+            times = time_calls(
+                lambda: call_model(private, inputs), device, max(warmup - 1, 0), repeats
+            )
+        except Exception as e:  # the forward failed after a successful first run
+            raise LatencyError(
+                f"the model failed while being timed ({type(e).__name__}: {str(e)[:300]})"
+            ) from e
+    stats = LatencyStats.from_times(times, str(device))
+    log.debug("latency: %s", stats)
+    return stats
