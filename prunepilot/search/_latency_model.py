@@ -237,6 +237,12 @@ class LatencyModel:
             for gid, (t, m) in terms.items()
         }
         self._group_ids = frozenset(group_ids)
+        # Most members hold one position per channel: their removed count is a product.
+        self._fast: dict[str, tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        for gid, (t, m) in self._terms.items():
+            even = (m == m[:1]).all(axis=0) if m.shape[0] else np.ones(t.size, bool)
+            first = m[0] if m.shape[0] else np.zeros(t.size)
+            self._fast[gid] = (int(m.shape[0]), t[even], first[even], t[~even], m[:, ~even])
         self.full_ms = float(full_ms)
         self.entries = int(entries)
         self.build_seconds = float(build_seconds)
@@ -374,13 +380,13 @@ class LatencyModel:
             # during one of them does not inflate the overhead the prior adds.
             full_ms = min(full_before, time_full())
         terms = cls._terms_of(graph, layers)
+        timed = {f"{layer.name}.weight" if layer.name else "weight" for layer in layers}
         unmodelled = sorted(
             {
                 m.name
                 for g in graph.prunable
                 for m in g.members
-                if len(graph.shapes.get(m.name, ())) >= 2
-                and m.name not in {f"{layer.name}.weight" for layer in layers}
+                if len(graph.shapes.get(m.name, ())) >= 2 and m.name not in timed
             }
         )
         if unmodelled:
@@ -517,24 +523,30 @@ class LatencyModel:
         return (0.0, self.full_ms / self.lut_full_ms, 0.0)
 
     def _kept(self, plan: PlanLike) -> list[float]:
+        """Kept size of every layer's weight dims 0 and 1 under ``plan`` (flat)."""
         removed = np.zeros_like(self._full)
         for gid, remove in plan.items():
-            if len(remove) == 0:
+            n = len(remove)
+            if n == 0:
                 continue
-            term = self._terms.get(gid)
-            if term is None:
+            fast = self._fast.get(gid)
+            if fast is None:
                 if gid in self._group_ids:
                     continue  # a group without timed layers
                 raise PlanError(
                     f"unknown group id {gid!r} (not in the graph the model was built on)"
                 )
-            targets, counts = term
-            try:
-                removed[targets] += counts[np.asarray(remove, dtype=np.intp)].sum(axis=0)
-            except IndexError:
-                raise PlanError(
-                    f"group {gid!r} has {counts.shape[0]} channels; the plan names others"
-                ) from None
+            channels, t_even, per_channel, t_uneven, counts = fast
+            if n > channels:
+                raise PlanError(f"group {gid!r} has {channels} channels; the plan removes {n}")
+            removed[t_even] += n * per_channel
+            if t_uneven.size:
+                try:
+                    removed[t_uneven] += counts[np.asarray(remove, dtype=np.intp)].sum(axis=0)
+                except IndexError:
+                    raise PlanError(
+                        f"group {gid!r} has {channels} channels; the plan names others"
+                    ) from None
         return np.maximum(self._full - removed, 1.0).tolist()
 
     def _lut(self, kept: Sequence[float]) -> float:
