@@ -59,6 +59,7 @@ class TrialRecord:
         reason: why it was rejected or failed.
         seconds: evaluation wall time.
         worker: which worker evaluated it.
+        duplicate_of: an earlier trial with the same config, whose score it reuses.
     """
 
     number: int
@@ -73,6 +74,7 @@ class TrialRecord:
     reason: str | None = None
     seconds: float = 0.0
     worker: str = ""
+    duplicate_of: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields."""

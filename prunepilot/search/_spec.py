@@ -222,6 +222,11 @@ class SearchSettings(_Frozen):
             promising candidates and finalists (``False``: measure every candidate).
         latency_margin: candidates predicted above ``budget * (1 + margin)`` are rejected
             unmeasured.
+        fill_budget: ``tpe`` only: scale each sampled config by one factor to the largest
+            that meets the budgets (analytic FLOPs/params, predicted latency), so the
+            sampler searches the shape of the allocation and no candidate wastes budget.
+        latency_slack: filling aims at ``(1 - slack)`` of the latency budget, so that
+            measurement noise does not push the filled candidates over it.
     """
 
     sampler: Literal["tpe", "nsga2"] = "tpe"
@@ -236,6 +241,8 @@ class SearchSettings(_Frozen):
     top_k: int = Field(default=3, ge=1)
     latency_model: bool = True
     latency_margin: float = Field(default=0.1, ge=0)
+    fill_budget: bool = True
+    latency_slack: float = Field(default=0.03, ge=0, lt=0.5)
 
 
 class FinetuneSettings(_Frozen):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +12,7 @@ import ray
 import torch
 from torch import nn
 
-from prunepilot.search import SearchProgress, SearchSpec, search
+from prunepilot.search import SearchCancelled, SearchProgress, SearchSpec, search
 from prunepilot.worker import RayPool
 
 from ..search._search_fixtures import search_data, trained_resnet
@@ -49,7 +50,7 @@ def test_two_workers_meet_a_flops_budget(local_ray: None, model: nn.Module) -> N
     finally:
         pool.close()
     assert res.macs <= res.limits["flops"]
-    complete = [t for t in res.trials if t.state == "complete"]
+    complete = [t for t in res.trials if t.state == "complete" and t.duplicate_of is None]
     assert len(complete) == 6
     assert len({t.worker for t in complete}) == 2  # both workers evaluated candidates
     assert res.model(torch.randn(2, 3, 8, 8)).shape == (2, 4)
@@ -70,6 +71,36 @@ def test_killed_worker_is_replaced_and_its_trial_retried(local_ray: None, model:
     finally:
         pool.close()
     assert killed and pool.restarts >= 1
-    assert len([t for t in res.trials if t.state == "complete"]) == 6
+    evaluated = [t for t in res.trials if t.state == "complete" and t.duplicate_of is None]
+    assert len(evaluated) == 6
     assert not [t for t in res.trials if t.state == "failed"]
     assert res.macs <= res.limits["flops"]
+
+
+def test_cancel_stops_running_trials_promptly(local_ray: None, model: nn.Module) -> None:
+    spec = SearchSpec.model_validate(
+        {
+            "constraints": {"flops": "50%"},
+            "space": {"min_ratio": 0.25, "step": 0.125},
+            # slow candidates: each scores after 20000 training steps (a minute or more)
+            "search": {"trials": 6, "uniform_seeds": 2, "bn_batches": 1, "score_steps": 20000},
+            "finetune": {"steps": 0},
+        }
+    )
+    pool = RayPool(2, device="cpu")
+    started: list[float] = []
+
+    def cancel() -> bool:
+        if not started and pool.pending:
+            started.append(time.monotonic())
+        return bool(started) and time.monotonic() - started[0] > 1.0
+
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(SearchCancelled):
+            search(model, X, search_data(), spec, pool=pool, cancel=cancel)
+        assert started and time.monotonic() - started[0] < 5.0  # long before any candidate finishes
+        assert time.monotonic() - t0 < 60
+        assert pool.pending == 0
+    finally:
+        pool.close()

@@ -1,0 +1,442 @@
+"""Searched per-group ratios vs uniform, global ranking and Torch-Pruning, same fine-tune.
+
+Model and data: the trained FashionResNet of ``benchmarks/criteria.py`` (cached under
+``benchmarks/.cache/``; trained there on first use) on Fashion-MNIST from Debian's
+``dataset-fashion-mnist`` package (``bash scripts/get-fashion-mnist.sh`` once).
+
+Two budgets, each its own scenario:
+
+* ``flops``: MACs <= 25 % of the original;
+* ``latency``: CPU latency (batch 32, 1 thread, median of repeated runs) <= 50 % of the
+  original's, measured in this run.
+
+Rows per scenario, each fine-tuned with the same recipe and number of steps (BatchNorm
+re-estimation on 10 batches, then ``--ft-steps`` SGD steps of batch 128, lr 0.01, cosine):
+
+* ``searched``: `prunepilot.search.search` on a Ray pool (``--workers`` CPU actors, one
+  thread each), constrained TPE over per-group keep ratios, l2 channel scores, candidates
+  scored by adaptive BatchNorm + top-1 on 2000 held-out training images, the best one
+  (``top_k=1``) fine-tuned, so its fine-tune budget equals every other row's;
+* ``uniform``: the same keep ratio for every group, the least pruning meeting the budget;
+* ``global``: prunepilot's global ranking of mean-normalised l2 scores (at most 90 % of a
+  group);
+* ``tp-global``: Torch-Pruning ``MetaPruner`` with ``GroupMagnitudeImportance(p=2)``,
+  ``global_pruning=True``, ``max_pruning_ratio=0.9``.
+
+Budgets are met by bisection on analytic MACs (flops) or on measured latency (latency).
+Under the latency budget the table also gives the uniform model with the searched model's
+MACs and the latency ratio. Throughput: the flops search run with 1 and with 2 workers for
+``--throughput-trials`` candidates (no fine-tuning), trials per minute from the search
+phase. Latency model: predicted vs measured latency of the five best-scored candidates.
+
+Usage::
+
+    python benchmarks/search.py [--trials N] [--ft-steps N] [--workers N] [--quick] [--no-append]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from _models import append_results, format_table
+from criteria import CACHE, WIDTHS, Batches, contiguous, load_fashion_mnist, train_base
+from torch import nn
+
+import prunepilot as pp
+from prunepilot import search as ps
+from prunepilot.worker import RayPool
+
+log = logging.getLogger("search_bench")
+
+FLOPS_KEEP = 0.25
+LATENCY_KEEP = 0.5
+SCORE_IMAGES = 2000
+BN_BATCHES = 10
+
+
+@dataclass
+class Row:
+    """One table row."""
+
+    scenario: str
+    method: str
+    acc: float
+    macs_kept: float
+    latency_ms: float
+    latency_kept: float
+    search_s: float
+
+
+@dataclass
+class Bench:
+    """What every row shares."""
+
+    base: nn.Module
+    graph: pp.ChannelGraph
+    example: torch.Tensor
+    macs: int
+    scores: ps.Scores
+    train: Callable[[], Batches]
+    score: Batches
+    test: Batches
+    target: ps.LatencyTarget
+    base_latency: float
+    ft_steps: int
+    seed: int
+
+
+def measure(b: Bench, model: nn.Module, repeats: int | None = None) -> float:
+    """Median latency (ms) on the benchmark's target."""
+    return ps.measure_latency(model, b.example, b.target, repeats=repeats).median_ms
+
+
+def finetune(b: Bench, model: nn.Module) -> nn.Module:
+    """The recipe every baseline row gets (the same as `Evaluator.finetune` in the search)."""
+    model = contiguous(model)
+    ps.recalibrate_bn(model, b.train(), steps=BN_BATCHES)
+    torch.manual_seed(b.seed)
+    tr = ps.Trainer(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    tr.fit(b.train(), epochs=None, max_steps=b.ft_steps)
+    return model.eval()
+
+
+def finish(b: Bench, scenario: str, method: str, model: nn.Module, search_s: float) -> Row:
+    """Evaluate a fine-tuned model: test top-1, MACs, measured latency."""
+    lat = measure(b, model)
+    return Row(
+        scenario,
+        method,
+        ps.evaluate(model, b.test).top1,
+        pp.profile(model, b.example).macs / b.macs,
+        lat,
+        lat / b.base_latency,
+        search_s,
+    )
+
+
+def pruned(b: Bench, plan: dict[str, list[int]]) -> nn.Module:
+    """A pruned copy of the base model."""
+    model = copy.deepcopy(b.base)
+    if plan:
+        pp.prune_channels(model, b.graph, plan)
+    return model.eval()
+
+
+def bisect_latency(build: Callable[[float], nn.Module], limit: float, b: Bench) -> nn.Module:
+    """The least pruning (``build(x)``, x in [0, 1] = pruning strength) meeting ``limit``."""
+    lo, hi = 0.0, 1.0
+    best = build(hi)
+    if measure(b, best) > limit:
+        log.warning("latency budget unreachable; using the most pruned model")
+        return best
+    for _ in range(10):
+        mid = (lo + hi) / 2
+        m = build(mid)
+        if measure(b, m) <= limit:
+            hi, best = mid, m
+        else:
+            lo = mid
+        if hi - lo < 0.01:
+            break
+    return best
+
+
+def uniform_model(b: Bench, strength: float) -> nn.Module:
+    """Uniform pruning with the fraction ``strength * 0.9`` removed from every group."""
+    plan = ps.plan_for_ratio(b.base, b.graph, b.scores, 0.9 * strength, ps.Strategy())
+    return pruned(b, plan)
+
+
+def global_model(b: Bench, strength: float) -> nn.Module:
+    """Global ranking removing ``strength * 0.9`` of all channels (90 % cap per group)."""
+    strategy = ps.Strategy(allocation="global", max_ratio=0.9)
+    plan = ps.plan_for_ratio(b.base, b.graph, b.scores, 0.9 * strength, strategy)
+    return pruned(b, plan)
+
+
+def tp_model(b: Bench, ratio: float) -> nn.Module:
+    """Torch-Pruning's global magnitude pruning at ``pruning_ratio = ratio * 0.9``."""
+    import torch_pruning as tp
+
+    model = copy.deepcopy(b.base)
+    pruner = tp.pruner.MetaPruner(
+        model,
+        b.example,
+        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        pruning_ratio=0.9 * ratio,
+        global_pruning=True,
+        max_pruning_ratio=0.9,
+        ignored_layers=[model.fc],
+    )
+    pruner.step()
+    return model.eval()
+
+
+def bisect_macs(build: Callable[[float], nn.Module], keep: float, b: Bench) -> nn.Module:
+    """The least pruning whose MACs are at most ``keep`` of the original."""
+    lo, hi = 0.0, 1.0
+    best = build(hi)
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        m = build(mid)
+        if pp.profile(m, b.example).macs <= keep * b.macs:
+            hi, best = mid, m
+        else:
+            lo = mid
+        if hi - lo < 1e-3:
+            break
+    return best
+
+
+def spec_for(scenario: str, b: Bench, trials: int, ft_steps: int, top_k: int) -> ps.SearchSpec:
+    """The search spec of a scenario."""
+    constraints: dict[str, Any] = (
+        {"flops": f"{FLOPS_KEEP:.0%}"}
+        if scenario == "flops"
+        else {"latency_ms": f"{LATENCY_KEEP:.0%}", "target": b.target}
+    )
+    return ps.SearchSpec(
+        constraints=ps.Constraints.model_validate(constraints),
+        space=ps.SearchSpace(min_ratio=0.1, step=0.05),
+        search=ps.SearchSettings(
+            trials=trials,
+            uniform_seeds=4,
+            criterion="l2",
+            bn_batches=BN_BATCHES,
+            score_batches=SCORE_IMAGES // 500,
+            top_k=top_k,
+        ),
+        finetune=ps.FinetuneSettings(steps=ft_steps, lr=0.01),
+    )
+
+
+def run_search(b: Bench, spec: ps.SearchSpec, workers: int) -> tuple[ps.SearchResult, float, float]:
+    """Run a search on a Ray pool; returns the result, total and search-phase seconds."""
+    marks: dict[str, float] = {}
+
+    def progress(p: ps.SearchProgress) -> None:
+        marks.setdefault(p.phase, time.perf_counter())
+        if p.phase == "searching" and p.trials_done and p.trials_done % 10 == 0:
+            print(f"    {p.trials_done}/{p.trials_planned} trials, best {p.best_score}", flush=True)
+
+    data = ps.SearchData(train=b.train(), val=b.score, score=b.score)
+    pool = RayPool(workers, device="cpu", threads=1)
+    t0 = time.perf_counter()
+    try:
+        res = ps.search(b.base, b.example, data, spec, pool=pool, callback=progress)
+    finally:
+        pool.close()
+    total = time.perf_counter() - t0
+    phase = marks.get("finalists", time.perf_counter()) - marks.get("searching", t0)
+    return res, total, phase
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--trials", type=int, default=60, help="candidates per search")
+    ap.add_argument("--ft-steps", type=int, default=300, help="fine-tune steps per row")
+    ap.add_argument("--workers", type=int, default=2, help="Ray workers for the main searches")
+    ap.add_argument("--throughput-trials", type=int, default=20)
+    ap.add_argument("--scenarios", nargs="*", default=["flops", "latency"])
+    ap.add_argument("--quick", action="store_true", help="tiny sanity run (not appended)")
+    ap.add_argument("--no-tp", action="store_true", help="skip the Torch-Pruning rows")
+    ap.add_argument("--no-append", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(1)
+    if args.quick:
+        args.trials, args.ft_steps, args.throughput_trials = 8, 10, 6
+    started = time.perf_counter()
+
+    data = load_fashion_mnist()
+    xtr, ytr, xte, yte = data
+    base, base_acc = train_base(
+        data, 15, 0, CACHE / f"fashion_resnet_{'-'.join(map(str, WIDTHS))}_e15_s0.pt"
+    )
+    for p in base.parameters():
+        p.requires_grad_(True)
+    perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(args.seed))
+    held, rest = perm[:SCORE_IMAGES], perm[SCORE_IMAGES:]
+    example = torch.randn(1, 1, 28, 28)
+    graph = pp.trace(base, example)
+    target = ps.LatencyTarget(device="cpu", batch_size=32, threads=1, warmup=5, repeats=30)
+    xft, yft = xtr[rest].contiguous(), ytr[rest].contiguous()
+    b = Bench(
+        base=base,
+        graph=graph,
+        example=example,
+        macs=graph.macs(),
+        scores=ps.score_channels(base, graph, "l2"),
+        train=lambda: Batches(xft, yft, 128, shuffle=True, augment=True, seed=args.seed + 1),
+        score=Batches(xtr[held].contiguous(), ytr[held].contiguous(), 500),
+        test=Batches(xte, yte, 1000, limit=2 if args.quick else None),
+        target=target,
+        base_latency=0.0,
+        ft_steps=args.ft_steps,
+        seed=args.seed,
+    )
+    b.base_latency = measure(b, base, repeats=60)
+    base_test = ps.evaluate(base, b.test).top1
+    print(
+        f"base: {b.macs / 1e6:.2f} M MACs, test top-1 {base_test:.4f}, latency "
+        f"{b.base_latency:.2f} ms (batch 32, 1 thread)",
+        flush=True,
+    )
+
+    rows: list[Row] = []
+    notes: list[str] = []
+    checks: list[tuple[str, bool]] = []
+    for scenario in args.scenarios:
+        print(f"scenario {scenario}:", flush=True)
+        spec = spec_for(scenario, b, args.trials, args.ft_steps, top_k=1)
+        res, total_s, _ = run_search(b, spec, args.workers)
+        s_row = finish(b, scenario, "searched", res.model, total_s)
+        rows.append(s_row)
+        print(f"  searched: {s_row}", flush=True)
+        limit_ms = LATENCY_KEEP * b.base_latency
+        builders: list[tuple[str, Callable[[float], nn.Module]]] = [
+            ("uniform", lambda x: uniform_model(b, x)),
+            ("global", lambda x: global_model(b, x)),
+        ]
+        if not args.no_tp:
+            builders.append(("tp-global", lambda x: tp_model(b, x)))
+        for name, build in builders:
+            t0 = time.perf_counter()
+            if scenario == "flops":
+                m = bisect_macs(build, FLOPS_KEEP, b)
+            else:
+                m = bisect_latency(build, limit_ms, b)
+            found = time.perf_counter() - t0
+            row = finish(b, scenario, name, finetune(b, m), found)
+            rows.append(row)
+            print(f"  {name}: {row}", flush=True)
+        others = [r for r in rows if r.scenario == scenario and r.method != "searched"]
+        uni = next(r for r in others if r.method == "uniform")
+        checks.append(
+            (f"{scenario}: searched beats uniform by >= 1 point", s_row.acc >= uni.acc + 0.01)
+        )
+        checks.append(
+            (
+                f"{scenario}: searched at least as accurate as every other row",
+                all(s_row.acc >= r.acc for r in others),
+            )
+        )
+        if scenario == "flops":
+            checks.append(
+                (f"{scenario}: searched meets the FLOPs budget", s_row.macs_kept <= FLOPS_KEEP)
+            )
+        else:
+            plan_eq = ps.plan_for_macs(b.base, b.graph, b.scores, macs=res.macs)
+            eq = pruned(b, plan_eq)
+            eq_lat = measure(b, eq, repeats=60)
+            final_lat = res.latency.median_ms if res.latency else s_row.latency_ms
+            ratio = s_row.latency_ms / eq_lat
+            notes.append(
+                f"- latency: uniform model with the searched model's MACs "
+                f"({pp.profile(eq, b.example).macs / b.macs:.3f} of the original) takes "
+                f"{eq_lat:.2f} ms; searched {s_row.latency_ms:.2f} ms: ratio {ratio:.2f} "
+                f"(target <= 0.85). The search's own re-measurement of the returned model: "
+                f"{final_lat:.2f} ms vs budget {limit_ms:.2f} ms."
+            )
+            checks.append(("latency: searched <= 0.85x uniform of equal FLOPs", ratio <= 0.85))
+            checks.append(
+                ("latency: returned model meets the latency budget", final_lat <= limit_ms)
+            )
+            # latency model: five best-scored candidates, predicted vs measured
+            top = sorted(
+                (t for t in res.trials if t.state == "complete" and t.predicted_ms),
+                key=lambda t: -(t.score or 0),
+            )[:5]
+            space = ps.Space(b.base, b.graph, b.scores, spec.space)
+            errs = []
+            for t in top:
+                assert t.predicted_ms is not None
+                meas = measure(b, pruned(b, space.plan(t.config)))
+                errs.append(abs(t.predicted_ms - meas) / meas)
+            mape = statistics.median(errs) if errs else float("nan")
+            notes.append(
+                f"- latency model: median absolute percentage error on the 5 best candidates "
+                f"{mape:.1%} (target <= 10%); on the search's measured finalists "
+                f"{(res.latency_model_error or float('nan')):.1%}."
+            )
+            checks.append(("latency model error <= 10%", mape <= 0.10))
+
+    # throughput: 1 vs 2 workers, same search, no fine-tuning
+    tput: dict[int, float] = {}
+    for workers in (1, 2):
+        spec = spec_for("flops", b, args.throughput_trials, 0, top_k=1)
+        res, _, phase = run_search(b, spec, workers)
+        n = len([t for t in res.trials if t.state == "complete"])
+        tput[workers] = n / (phase / 60)
+        print(f"  throughput, {workers} worker(s): {tput[workers]:.1f} trials/min", flush=True)
+    speedup = tput[2] / tput[1]
+    notes.append(
+        f"- throughput ({args.throughput_trials} trials, no fine-tuning): 1 worker "
+        f"{tput[1]:.1f} trials/min, 2 workers {tput[2]:.1f} trials/min: {speedup:.2f}x "
+        "(target >= 1.6x)."
+    )
+    checks.append(("2 workers >= 1.6x the trials per minute of 1", speedup >= 1.6))
+
+    header = [
+        "scenario",
+        "method",
+        "test top-1",
+        "FLOPs kept",
+        "latency ms",
+        "latency kept",
+        "search s",
+    ]
+    table = format_table(
+        header,
+        [
+            [
+                r.scenario,
+                r.method,
+                f"{r.acc:.4f}",
+                f"{r.macs_kept:.3f}",
+                f"{r.latency_ms:.2f}",
+                f"{r.latency_kept:.3f}",
+                f"{r.search_s:.0f}",
+            ]
+            for r in rows
+        ],
+    )
+    body = "\n".join(
+        [
+            f"Base: FashionResNet {WIDTHS}, {b.macs / 1e6:.2f} M MACs, test top-1 {base_test:.4f} "
+            f"(cached accuracy {base_acc:.4f}), CPU latency {b.base_latency:.2f} ms at batch 32, "
+            "1 thread.",
+            f"Budgets: flops <= {FLOPS_KEEP:.0%}; latency <= {LATENCY_KEEP:.0%} of the original "
+            f"({LATENCY_KEEP * b.base_latency:.2f} ms). {args.trials} trials per search on "
+            f"{args.workers} Ray CPU workers; every row fine-tuned {args.ft_steps} steps "
+            "(batch 128) after BatchNorm re-estimation; test set "
+            f"{len(b.test) * 1000 if args.quick else len(xte)} images; latency = median of 30 "
+            "runs; 'search s' = the whole search (searched) or finding the ratio (others).",
+            "",
+            table,
+            "",
+            *notes,
+            *[f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in checks],
+            f"\nTotal wall time {time.perf_counter() - started:.0f}s.",
+        ]
+    )
+    print()
+    print(body)
+    if not args.no_append and not args.quick:
+        append_results("search.py", body)
+        print("\nappended to benchmarks/RESULTS.md")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
