@@ -130,20 +130,40 @@ class Analysis:
         self.mac_terms.append(MacTerm(self.module, int(n), [s for s in scale if s is not None]))
 
 
+_SCHEMAS: dict[Any, list[tuple[str, int, bool, bool, Any]]] = {}
+
+
+def _schema_args(func: torch._ops.OpOverload) -> list[tuple[str, int, bool, bool, Any]]:
+    got = _SCHEMAS.get(func)
+    if got is None:
+        got = _SCHEMAS[func] = [
+            (
+                a.name,
+                i,
+                a.kwarg_only,
+                a.has_default_value(),
+                a.default_value if a.has_default_value() else None,
+            )
+            for i, a in enumerate(func._schema.arguments)
+        ]
+    return got
+
+
 def bind(
     func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
     """Map an op call's arguments to schema names, filling defaults."""
     out: dict[str, Any] = {}
-    for i, a in enumerate(func._schema.arguments):
-        if i < len(args) and not a.kwarg_only:
-            out[a.name] = args[i]
-        elif a.name in kwargs:
-            out[a.name] = kwargs[a.name]
-        elif a.has_default_value():
-            out[a.name] = a.default_value
+    n = len(args)
+    for name, i, kwarg_only, has_default, default in _schema_args(func):
+        if i < n and not kwarg_only:
+            out[name] = args[i]
+        elif name in kwargs:
+            out[name] = kwargs[name]
+        elif has_default:
+            out[name] = default
         else:
-            out[a.name] = None
+            out[name] = None
     return out
 
 
@@ -173,4 +193,7 @@ def analyze(cap: Capture) -> Analysis:
 
 
 def record_inputs(rec: OpRecord) -> list[Ref]:
-    return tensor_refs(list(rec.args)) + tensor_refs(rec.kwargs)
+    """The op's tensor arguments in order (args, then kwargs); do not modify the list."""
+    if rec.inputs is None:
+        rec.inputs = tensor_refs(list(rec.args)) + tensor_refs(rec.kwargs)
+    return rec.inputs

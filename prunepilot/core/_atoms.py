@@ -13,28 +13,54 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FIXED", "Atoms", "components"]
+__all__ = ["FIXED", "Atoms", "components", "first_index", "unique"]
 
 FIXED = 0
 
 
-def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Label of every node 0..n-1 (the smallest node id of its component) given edges a-b."""
-    lab = np.arange(n, dtype=np.int64)
-    if a.size == 0:
-        return lab
-    while True:
+def components(n: int, a: np.ndarray, b: np.ndarray, lab: np.ndarray | None = None) -> np.ndarray:
+    """Label of every node 0..n-1 (the smallest node id of its component) given edges a-b.
+
+    ``lab``: labels already resolved (each a root id no larger than its node), to extend.
+    """
+    lab = np.arange(n, dtype=np.int64) if lab is None else lab.astype(np.int64, copy=True)
+    while a.size:
         la, lb = lab[a], lab[b]
-        lo, hi = np.minimum(la, lb), np.maximum(la, lb)
-        moved = lo != hi
+        moved = la != lb
         if not moved.any():
-            return lab
-        np.minimum.at(lab, hi[moved], lo[moved])  # hook roots onto smaller roots
+            break
+        a, b, la, lb = a[moved], b[moved], la[moved], lb[moved]
+        # Hook each root onto a smaller one (any will do: labels only ever decrease, so the
+        # smallest node of a component ends as its only root).
+        lab[np.maximum(la, lb)] = np.minimum(la, lb)
         while True:  # compress to roots
             nxt = lab[lab]
             if np.array_equal(nxt, lab):
                 break
             lab = nxt
+    return lab
+
+
+def first_index(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values of a 1-d array and the index of each one's first occurrence."""
+    order = np.argsort(a, kind="stable")
+    s = a[order]
+    keep = np.empty(s.size, dtype=bool)
+    if s.size:
+        keep[0] = True
+        np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep], order[keep]
+
+
+def unique(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (``np.unique`` without its hash path, slow on small arrays)."""
+    s = np.sort(a, axis=None)
+    if s.size < 2:
+        return s
+    keep = np.empty(s.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
 
 
 class Atoms:
@@ -61,10 +87,13 @@ class Atoms:
     def _flush(self) -> None:
         if len(self._lab) == self.size and not self._ea:
             return
-        old = len(self._lab)
-        a = [np.arange(old, dtype=np.int64), *self._ea]
-        b = [self._lab, *self._eb]
-        self._lab = components(self.size, np.concatenate(a), np.concatenate(b))
+        lab = np.arange(self.size, dtype=np.int64)
+        lab[: len(self._lab)] = self._lab
+        cat = np.concatenate
+        if self._ea:
+            self._lab = components(self.size, cat(self._ea), cat(self._eb), lab)
+        else:
+            self._lab = lab
         self._ea, self._eb = [], []
 
     def find(self, x: int) -> int:
@@ -81,10 +110,9 @@ class Atoms:
         b = np.asarray(b, dtype=np.int64).ravel()
         if a.shape != b.shape:
             raise AssertionError(f"atom arrays differ in shape: {a.shape} vs {b.shape}")
-        keep = a != b
-        if keep.any():
-            self._ea.append(a[keep])
-            self._eb.append(b[keep])
+        if a.size:
+            self._ea.append(a)  # self-edges (a == b) are harmless
+            self._eb.append(b)
 
     def unite_all(self, a: np.ndarray) -> None:
         """Unite every atom of ``a`` into one class."""
@@ -120,7 +148,7 @@ class Atoms:
         sizes = np.fromiter((a.size for a in self._pins), dtype=np.int64, count=len(self._pins))
         roots = lab[np.concatenate(self._pins)]
         which = np.repeat(np.arange(len(self._pins), dtype=np.int64), sizes)
-        uniq, first = np.unique(roots, return_index=True)
+        uniq, first = first_index(roots)
         out = np.full(self.size, -1, dtype=np.int64)
         out[uniq] = which[first]
         return out, list(self._why)

@@ -39,6 +39,7 @@ class OpRecord:
     kwargs: dict[str, Any]
     outputs: list[Ref | None]
     module: str
+    inputs: list[Ref] | None = None  # tensor arguments in order (args, then kwargs)
 
 
 @dataclass
@@ -95,15 +96,17 @@ class _Recorder(TorchDispatchMode):
     def node(self, t: torch.Tensor) -> int:
         return self.ref(t).node
 
-    def _arg(self, a: Any) -> Any:
+    def _arg(self, a: Any, found: list[Ref]) -> Any:
         if isinstance(a, torch.Tensor):
-            return self.ref(a)
+            r = self.ref(a)
+            found.append(r)
+            return r
         if (
             isinstance(a, (list, tuple))
             and a
             and any(isinstance(x, (torch.Tensor, list, tuple)) for x in a)
         ):
-            return type(a)(self._arg(x) for x in a)
+            return type(a)([self._arg(x, found) for x in a])
         return a
 
     def __torch_dispatch__(
@@ -116,8 +119,9 @@ class _Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         # Register inputs before running: an in-place op returns the same object.
         arg = self._arg
-        rargs = tuple([arg(a) for a in args])
-        rkwargs = {k: arg(v) for k, v in kwargs.items()} if kwargs else {}
+        found: list[Ref] = []
+        rargs = tuple([arg(a, found) for a in args])
+        rkwargs = {k: arg(v, found) for k, v in kwargs.items()} if kwargs else {}
         out = self.runner(func, args, kwargs) if self.runner is not None else func(*args, **kwargs)
         if isinstance(out, torch.Tensor):
             outs: list[Ref | None] = [self.ref(out)]
@@ -127,7 +131,7 @@ class _Recorder(TorchDispatchMode):
                 flat = tree_flatten(out)[0]
             outs = [self.ref(o) if isinstance(o, torch.Tensor) else None for o in flat]
         module = self.module_stack[-1] if self.module_stack else ""
-        self.cap.ops.append(OpRecord(func, rargs, rkwargs, outs, module))
+        self.cap.ops.append(OpRecord(func, rargs, rkwargs, outs, module, found))
         return out
 
 

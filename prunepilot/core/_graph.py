@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -10,12 +11,31 @@ from typing import Any, Literal
 import numpy as np
 
 from ._analysis import Analysis
-from ._atoms import FIXED, components
+from ._atoms import FIXED, components, first_index, unique
 from ._errors import PlanError
 
 __all__ = ["ChannelGraph", "ChannelGroup", "Member", "build_graph"]
 
 Plan = Mapping[str, Sequence[int]]
+
+
+class _Channels:
+    """A group's map from atom class roots to its channel numbers."""
+
+    __slots__ = ("_keys", "_vals", "n")
+
+    def __init__(self, order: np.ndarray) -> None:
+        self.n = int(order.size)
+        o = np.argsort(order, kind="stable")
+        self._keys = order[o]
+        self._vals = o
+
+    def of(self, roots: np.ndarray) -> np.ndarray:
+        """The channel of every root (-1 for roots that are not this group's channels)."""
+        if self.n == 0:
+            return np.full(roots.size, -1, dtype=np.int64)
+        i = np.minimum(np.searchsorted(self._keys, roots), self.n - 1)
+        return np.where(self._keys[i] == roots, self._vals[i], -1)
 
 
 @dataclass(frozen=True)
@@ -33,8 +53,20 @@ class Member:
     dim: int
     role: Literal["out", "in"]
     size: int
-    _chan: np.ndarray = field(repr=False, compare=False)  # group channel per position, -1: other
-    _counts: np.ndarray = field(repr=False, compare=False)  # positions per group channel
+    _roots: np.ndarray = field(repr=False, compare=False)  # atom class root per position
+    _group: _Channels = field(repr=False, compare=False)
+    _own: int = field(default=-1, repr=False, compare=False)  # positions of the group's channels
+
+    @functools.cached_property
+    def _chan(self) -> np.ndarray:
+        """Group channel per position, -1: another group's or pinned."""
+        return self._group.of(self._roots)
+
+    @functools.cached_property
+    def _counts(self) -> np.ndarray:
+        """Positions per group channel."""
+        chan = self._chan
+        return np.bincount(chan[chan >= 0], minlength=self._group.n)
 
     def indices(self, channels: Iterable[int]) -> list[int]:
         """Positions along ``dim`` that the given group channels occupy (sorted)."""
@@ -100,6 +132,8 @@ class ChannelGroup:
                 )
         idx = np.fromiter((int(c) for c in remove), dtype=np.int64)
         for m in self.members:
+            if 0 <= m._own < m.size:
+                continue  # other groups' or pinned positions always remain
             if int(m._counts[idx].sum()) >= m.size:
                 raise PlanError(
                     f"group {self.id!r}: removing {len(remove)} channels would empty "
@@ -227,22 +261,37 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     tagged, inward, produces = flags
 
     # Relevant member dims: tagged by a rule or coupled to anything.
+    cands = [
+        (an.cap.names[node], d, arr)
+        for node, dims in an.param_atoms.items()
+        for d, arr in enumerate(dims)
+        if arr.size
+    ]
     raw: list[tuple[str, int, np.ndarray, bool, bool]] = []
-    for node, dims in an.param_atoms.items():
-        name = an.cap.names[node]
-        for d, arr in enumerate(dims):
-            if arr.size == 0 or (arr.size == 1 and not produces[arr[0]]):
+    if cands:
+        sizes = np.fromiter((c[2].size for c in cands), dtype=np.int64, count=len(cands))
+        starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        every = cat([c[2] for c in cands])
+        r_all = all_roots[every]
+
+        def per_dim(flag: np.ndarray) -> list[bool]:
+            return (np.add.reduceat(flag.astype(np.int64), starts) > 0).tolist()
+
+        any_prod, any_tag = per_dim(produces[every]), per_dim(tagged[every])
+        any_in, any_coupled = per_dim(inward[every]), per_dim(class_size[r_all] > 1)
+        for i, (name, d, arr) in enumerate(cands):
+            if arr.size == 1 and not any_prod[i]:
                 continue  # a size-1 dim that no layer creates is never a channel to remove
-            r = all_roots[arr]
-            if not (tagged[arr].any() or (class_size[r] > 1).any()):
+            if not (any_tag[i] or any_coupled[i]):
                 continue
-            raw.append((name, d, r, bool(inward[arr].any()), bool(produces[arr].any())))
+            r = r_all[starts[i] : starts[i] + arr.size]
+            raw.append((name, d, r, any_in[i], any_prod[i]))
 
     # Classes created by the same layer (conv/linear output dim) form one group; classes
     # no layer creates group by the per-channel tensors they share. Consumers (a conv
     # reading a concatenation) are members of every group whose channels they read.
-    uniq = [np.unique(r) for _, _, r, _, _ in raw]
-    uniq = [u[u != fixed_root] for u in uniq]
+    firsts = [first_index(r) for _, _, r, _, _ in raw]  # distinct roots, first positions
+    uniq = [u[u != fixed_root] for u, _ in firsts]
     produced = np.zeros(n, dtype=bool)
     for (_, _, _, _, prod), u in zip(raw, uniq, strict=True):
         if prod:
@@ -268,16 +317,37 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     label = components(
         n, cat(ea) if ea else np.zeros(0, np.int64), cat(eb) if eb else np.zeros(0, np.int64)
     )
-
-    by_group: dict[int, list[tuple[str, int, np.ndarray, bool]]] = {}
-    for (name, d, r, inw, prod), u in zip(raw, uniq, strict=True):
-        lu = label[u]
-        keys = [int(lu[0])] if lu.size and (lu == lu[0]).all() else np.unique(lu).tolist()
-        for key in keys:
-            by_group.setdefault(key, []).append((name, d, r, inw and not prod))
     member_roots = cat(uniq) if uniq else np.zeros(0, np.int64)
     glabel = np.full(n, -2, dtype=np.int64)  # -2: FIXED, shared by every group
     glabel[member_roots] = label[member_roots]
+
+    # Per member dim: its distinct roots (with first positions) split by group, and how
+    # many of its positions hold each group's (unpinned) channels.
+    by_group: dict[int, list[int]] = {}  # group key -> raw entries
+    split_roots: list[dict[int, tuple[np.ndarray, np.ndarray]]] = []
+    own: list[dict[int, int]] = []
+    for i, ((_, _, r, _, _), (u, first)) in enumerate(zip(raw, firsts, strict=True)):
+        gu = glabel[u]
+        if gu.size and (gu == gu[0]).all():
+            parts = {int(gu[0]): (u, first)}
+        else:
+            o = np.argsort(gu, kind="stable")
+            keys, at = np.unique(gu[o], return_index=True)
+            bounds = [*at.tolist(), o.size]
+            parts = {
+                int(k): (u[o[lo:hi]], first[o[lo:hi]])
+                for k, lo, hi in zip(keys.tolist(), bounds, bounds[1:], strict=False)
+            }
+        split_roots.append(parts)
+        for key in parts:
+            if key >= 0:
+                by_group.setdefault(key, []).append(i)
+        gr = np.where(pinned_flag[r], -3, glabel[r])
+        if gr.size and (gr == gr[0]).all():
+            own.append({int(gr[0]): int(gr.size)})
+        else:
+            keys, counts = np.unique(gr, return_counts=True)
+            own.append(dict(zip(keys.tolist(), counts.tolist(), strict=True)))
 
     # Equal-split constraints (chunk, grouped conv), by the groups whose channels they hold.
     seg_roots = [[all_roots[s] for s in segs] for segs in an.segments]
@@ -285,29 +355,39 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     for j, segs in enumerate(seg_roots):
         xs = cat(segs) if segs else np.zeros(0, np.int64)
         gl = glabel[xs]
-        for key in np.unique(gl[(gl >= 0) & ~pinned_flag[xs]]).tolist():
+        for key in unique(gl[(gl >= 0) & ~pinned_flag[xs]]).tolist():
             seg_of.setdefault(key, []).append(j)
 
     groups: list[ChannelGroup] = []
     group_roots: list[np.ndarray] = []  # per group: class root of every channel
     lookup = np.full(n, -1, dtype=np.int64)  # class root -> channel (of the current group)
-    for key, items in by_group.items():
-        ordered = sorted(items, key=lambda it: it[3])  # producers ("out") first, trace order
-        allr = cat([r for _, _, r, _ in ordered]) if len(ordered) > 1 else ordered[0][2]
-        gl = glabel[allr]
-        mine = allr[(gl == key) | (gl == -2)]
-        _, first = np.unique(mine, return_index=True)
-        in_order = mine[np.sort(first)]
+    for key, entries in by_group.items():
+        # producers ("out") first, then trace order
+        ordered = sorted(entries, key=lambda i: raw[i][3] and not raw[i][4])
+        # The group's roots (and FIXED) in order of first appearance along the members.
+        roots_l, rank_l = [], []
+        for rank, i in enumerate(ordered):
+            for k in (key, -2):
+                got = split_roots[i].get(k)
+                if got is not None:
+                    roots_l.append(got[0])
+                    rank_l.append(got[1] + rank * (1 << 40))
+        if len(roots_l) == 1:
+            in_order = roots_l[0][np.argsort(rank_l[0], kind="stable")]
+        else:
+            rs = cat(roots_l)[np.argsort(cat(rank_l), kind="stable")]
+            _, fi = first_index(rs)
+            in_order = rs[np.sort(fi)]
         pin_mask = pinned_flag[in_order]
         order = in_order[~pin_mask]
         pinned_roots = in_order[pin_mask]
         nch = int(order.size)
-        lookup[order] = np.arange(nch)
+        chans = _Channels(order)
         members = []
-        for name, d, r, inw in ordered:
-            chan = lookup[r]
-            counts = np.bincount(chan[chan >= 0], minlength=nch)
-            members.append(Member(name, d, "in" if inw else "out", int(r.size), chan, counts))
+        for i in ordered:
+            name, d, r, inw, prod = raw[i]
+            role: Literal["out", "in"] = "in" if inw and not prod else "out"
+            members.append(Member(name, d, role, int(r.size), r, chans, own[i].get(key, 0)))
         has_out = any(m.role == "out" for m in members)
         reason = None
         if pinned_roots.size:
@@ -318,16 +398,17 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         head = next((m for m in members if m.role == "out"), members[0])
         split: tuple[Any, Any] | None = ((), ())
         if key in seg_of:
+            lookup[order] = np.arange(nch)
             ignore = (glabel == key) & pinned_flag
             ignore[fixed_root] = True
             split = _cells(lookup, nch, [seg_roots[j] for j in seg_of[key]], ignore)
-        lookup[order] = -1
+            lookup[order] = -1
         if split is None:
             prunable = False
             reason = "it is split into equal parts together with another group's channels"
             split = ((), ())
         cells, constraints = split
-        r0 = ordered[0][2]
+        r0 = raw[ordered[0]][2]
         g0 = glabel[r0]
         groups.append(
             ChannelGroup(
@@ -410,7 +491,7 @@ def _cells(
             return None
         constraints.append(tuple(tuple(c[c >= 0].tolist()) for c in chans))
         for k, c in enumerate(chans):
-            for ch in np.unique(c[c >= 0]).tolist():
+            for ch in unique(c[c >= 0]).tolist():
                 sig[ch].append(k)
     if not constraints:
         return (), ()

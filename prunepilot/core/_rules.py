@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import _rules_attention, _rules_layers, _rules_layout, _rules_reduce, _rules_spatial
 from ._analysis import Analysis, bind, record_inputs
 from ._capture import OpRecord, Ref
@@ -34,9 +36,21 @@ def apply_rule(an: Analysis, rec: OpRecord) -> None:
         an.pin_all([mutated, *ins], f"{func} writes into a view of another tensor")
 
 
+_WRITES_FIRST: dict[Any, bool] = {}
+
+
+def _writes_first(func: Any) -> bool:
+    got = _WRITES_FIRST.get(func)
+    if got is None:
+        args = func._schema.arguments
+        got = _WRITES_FIRST[func] = bool(
+            args and args[0].alias_info is not None and args[0].alias_info.is_write
+        )
+    return got
+
+
 def _mutated_view(an: Analysis, rec: OpRecord) -> Ref | None:
-    args = rec.func._schema.arguments
-    if not args or args[0].alias_info is None or not args[0].alias_info.is_write:
+    if not _writes_first(rec.func):
         return None
     first = rec.args[0] if rec.args else None
     if isinstance(first, Ref) and first.node in an.cap.bases:
