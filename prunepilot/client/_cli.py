@@ -1,0 +1,441 @@
+"""The ``prunepilot`` command: run the service, submit and follow jobs, fetch artifacts.
+
+``prunepilot --help`` lists the commands. ``--url`` and ``--token`` (or ``PRUNEPILOT_URL``
+and ``PRUNEPILOT_TOKEN``) say which service to talk to; they may come before or after the
+command. Expected failures (the server's 4xx messages, an unreachable server, a bad spec)
+print one line on stderr and exit with status 1; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from prunepilot.service.schemas import JobInfo, JobStatus, TrialsPage
+
+from ._client import DEFAULT_URL, Client
+from ._errors import ApiError, ClientError
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("prunepilot.client")
+
+_STATUS_STYLE = {
+    JobStatus.QUEUED: "cyan",
+    JobStatus.RUNNING: "yellow",
+    JobStatus.SUCCEEDED: "green",
+    JobStatus.FAILED: "red",
+    JobStatus.CANCELLING: "magenta",
+    JobStatus.CANCELLED: "magenta",
+}
+
+
+def _out() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 120  # pipes and logs: room for a table row, rather than 80 columns
+    return console
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(
+        getattr(args, "url", None) or os.environ.get("PRUNEPILOT_URL") or DEFAULT_URL,
+        getattr(args, "token", None) or os.environ.get("PRUNEPILOT_TOKEN"),
+        timeout=args.timeout,
+        retries=args.retries,
+    )
+
+
+def _dump(obj: Any) -> None:
+    """Print a pydantic model (or a list of them) as JSON on stdout."""
+    if isinstance(obj, list):
+        data = [o.model_dump(mode="json") for o in obj]
+    else:
+        data = obj.model_dump(mode="json")
+    print(json.dumps(data, indent=2))
+
+
+def _status_text(status: JobStatus) -> str:
+    return f"[{_STATUS_STYLE.get(status, 'white')}]{status.value}[/]"
+
+
+def _when(info: JobInfo, field: str) -> str:
+    value = getattr(info, field)
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def _print_job(info: JobInfo) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("id", info.id)
+    if info.name:
+        table.add_row("name", escape(info.name))
+    table.add_row("status", _status_text(info.status))
+    table.add_row("phase", escape(info.phase or "-"))
+    table.add_row("trials", f"{info.trials_done}/{info.trials_planned or '?'}")
+    table.add_row("best score", "-" if info.best_score is None else f"{info.best_score:.4f}")
+    table.add_row("model", escape(info.spec.model.source))
+    table.add_row("dataset", escape(info.spec.dataset.source))
+    c = info.spec.constraints
+    budgets = [f"{k} <= {v}" for k, v in (("MACs", c.flops), ("params", c.params)) if v]
+    if c.latency_ms is not None:
+        budgets.append(f"latency <= {c.latency_ms} ms on {c.target.device} b{c.target.batch_size}")
+    table.add_row("budgets", escape(", ".join(budgets)))
+    for field in ("created_at", "started_at", "finished_at"):
+        table.add_row(field.removesuffix("_at"), _when(info, field))
+    if info.error:
+        table.add_row("error", f"[red]{escape(info.error)}[/]")
+    if info.result:
+        for key, value in info.result.items():
+            if isinstance(value, (str, int, float, bool)) or value is None:
+                table.add_row(escape(key), escape(str(value)))
+    _out().print(table)
+
+
+def _print_trials(page: TrialsPage, pareto_only: bool) -> None:
+    pareto = set(page.pareto)
+    table = Table(title=f"{len(page.trials)} trials, Pareto front {sorted(pareto) or '-'}")
+    for col in ("#", "state", "feasible", "MACs", "params", "pred ms", "meas ms", "score"):
+        table.add_column(col, justify="left" if col in ("state", "feasible") else "right")
+    table.add_column("note")
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    for t in page.trials:
+        if pareto_only and t.number not in pareto:
+            continue
+        table.add_row(
+            f"{t.number}{'*' if t.number in pareto else ''}",
+            t.state,
+            "[green]yes[/]" if t.feasible else "[red]no[/]",
+            f"{t.macs:,}",
+            f"{t.params:,}",
+            ms(t.predicted_ms),
+            ms(t.measured_ms),
+            "-" if t.score is None else f"{t.score:.4f}",
+            escape(t.reason or ""),
+        )
+    _out().print(table)
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from prunepilot.service import Settings, serve
+
+    tokens = None
+    if args.serve_tokens:
+        tokens = {}
+        for item in args.serve_tokens:
+            token, sep, owner = item.partition("=")
+            if not sep or not token or not owner:
+                raise ClientError(f"--token expects TOKEN=OWNER; got {item[:4]}...")
+            tokens[token] = owner
+    try:
+        settings = Settings.from_env(
+            data_dir=args.data_dir,
+            database_url=args.database_url,
+            artifact_dir=args.artifact_dir,
+            data_root=args.data_root,
+            tokens=tokens,
+            auth=False if args.no_auth else None,
+            model_allowlist=tuple(args.allow) if args.allow else None,
+            allow_untrusted_models=True if args.allow_untrusted_models else None,
+            max_upload_bytes=args.max_upload_bytes,
+            max_jobs_per_token=args.max_jobs_per_token,
+            concurrent_jobs=args.concurrent_jobs,
+            ray_address=args.ray_address,
+            ray_num_cpus=args.ray_num_cpus,
+            workers_per_job=args.workers_per_job,
+            worker_device=args.worker_device,
+        )
+    except ValueError as e:  # pydantic's ValidationError is a ValueError
+        raise ClientError(f"invalid server settings: {e}") from e
+    serve(settings, args.host, args.port, log_level=args.log_level)
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.submit(args.spec, idempotency_key=args.idempotency_key)
+        if not args.wait:
+            if args.json:
+                _dump(job.info)
+            else:
+                _out().print(f"submitted job [bold]{job.id}[/] ({_status_text(job.info.status)})")
+            return 0
+        _err().print(f"submitted job [bold]{job.id}[/]")
+        info = job.wait(timeout=args.wait_timeout, progress=not args.no_progress)
+        if args.json:
+            _dump(info)
+        else:
+            _print_job(info)
+        return 0 if info.status is JobStatus.SUCCEEDED else 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.job(args.job_id)
+        if args.wait:
+            job.wait(timeout=args.wait_timeout, progress=not args.no_progress)
+        if args.json:
+            _dump(job.info)
+        else:
+            _print_job(job.info)
+        return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        jobs = list(client.list_jobs(args.status, limit=args.limit))
+    if args.json:
+        _dump(jobs)
+        return 0
+    table = Table(title=f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}")
+    table.add_column("id", no_wrap=True, min_width=16)  # ids are what users copy: never cut
+    table.add_column("name", overflow="fold")
+    for col in ("status", "phase", "trials", "best", "created"):
+        table.add_column(col)
+    for info in jobs:
+        table.add_row(
+            info.id,
+            escape(info.name or ""),
+            _status_text(info.status),
+            escape(info.phase or ""),
+            f"{info.trials_done}/{info.trials_planned or '?'}",
+            "-" if info.best_score is None else f"{info.best_score:.4f}",
+            info.created_at.strftime("%m-%d %H:%M"),
+        )
+    _out().print(table)
+    return 0
+
+
+def _cmd_trials(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        page = client.job(args.job_id).trials()
+    if args.json:
+        _dump(page)
+    else:
+        _print_trials(page, args.pareto)
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        paths = client.job(args.job_id).download(args.dest, names=args.name or None)
+    for p in paths:
+        _out().print(escape(f"{p} ({p.stat().st_size:,} bytes, sha256 verified)"))
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        info = client.job(args.job_id).cancel()
+    _out().print(f"job {info.id}: {_status_text(info.status)}")
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.job(args.job_id).delete()
+    _out().print(f"job {args.job_id} deleted")
+    return 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        text = client.job(args.job_id).logs()
+    sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    return 0
+
+
+def _cmd_upload(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        info = client.upload(args.path)
+    if args.json:
+        _dump(info)
+    else:
+        _out().print(
+            f"uploaded {escape(args.path)} as [bold]{info.id}[/] ({info.kind}, {info.size:,} B)"
+        )
+    return 0
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        body = client.health()
+    print(json.dumps(body))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(
+        data_dir=args.data_dir,
+        train_epochs=args.train_epochs,
+        trials=args.trials,
+        keep=args.keep,
+    )
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options accepted before or after the command name."""
+    p = argparse.ArgumentParser(add_help=False)
+    s = argparse.SUPPRESS
+    p.add_argument("--url", default=s, help=f"service URL (env PRUNEPILOT_URL; {DEFAULT_URL})")
+    p.add_argument("--token", default=s, help="bearer token (env PRUNEPILOT_TOKEN)")
+    p.add_argument("--timeout", type=float, default=s, help="seconds per request (30)")
+    p.add_argument("--retries", type=int, default=s, help="retries on network errors/5xx (5)")
+    p.add_argument("-v", "--verbose", action="count", default=s, help="log more (-vv: debug)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``prunepilot`` argument parser."""
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="prunepilot",
+        description="Search per-layer structured pruning ratios under FLOPs/latency budgets.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> Any:
+        p = sub.add_parser(name, help=help, description=help, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    # `serve` does not take the client options: its --token configures the server.
+    p = sub.add_parser(
+        "serve",
+        help="run the service (API + job scheduler on a local or remote Ray)",
+        description="Run the service. Flags override PRUNEPILOT_* environment variables "
+        "(every prunepilot.service.Settings field, e.g. PRUNEPILOT_DATA_DIR).",
+    )
+    p.set_defaults(func=_cmd_serve, verbose=0)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0: all)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--data-dir", help="state directory (default ~/.prunepilot)")
+    p.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
+    p.add_argument("--artifact-dir", help="where artifacts go (default: DATA_DIR/artifacts)")
+    p.add_argument("--data-root", help="the directory dir: datasets may name")
+    p.add_argument(
+        "--token",
+        dest="serve_tokens",
+        action="append",
+        metavar="TOKEN=OWNER",
+        help="accept this bearer token for OWNER (repeatable; default: one generated local "
+        "token in DATA_DIR/token, which the client reads for local URLs)",
+    )
+    p.add_argument("--no-auth", action="store_true", help="no tokens (single-user only)")
+    p.add_argument("--allow", action="append", metavar="PATTERN", help="allow a factory")
+    p.add_argument("--allow-untrusted-models", action="store_true", help="accept pickles")
+    p.add_argument("--max-upload-bytes", type=int)
+    p.add_argument("--max-jobs-per-token", type=int)
+    p.add_argument("--concurrent-jobs", type=int)
+    p.add_argument("--ray-address", help="Ray cluster (default: start a local Ray)")
+    p.add_argument("--ray-num-cpus", type=int, help="CPUs of the local Ray")
+    p.add_argument("--workers-per-job", type=int)
+    p.add_argument("--worker-device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--log-level", default="info")
+
+    p = add("submit", _cmd_submit, "submit a job spec (YAML or JSON)")
+    p.add_argument("spec", help="spec file; 'file:PATH' values are uploaded first")
+    p.add_argument("--wait", action="store_true", help="follow the job until it finishes")
+    p.add_argument("--wait-timeout", type=float, default=None, help="give up after S seconds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while waiting")
+    p.add_argument("--idempotency-key", default=None, help="same key, same job")
+    p.add_argument("--json", action="store_true", help="print the job as JSON")
+
+    p = add("status", _cmd_status, "show a job")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--wait", action="store_true", help="wait until the job finishes")
+    p.add_argument("--wait-timeout", type=float, default=None, help="give up after S seconds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while waiting")
+    p.add_argument("--json", action="store_true", help="print the job as JSON")
+
+    p = add("list", _cmd_list, "list your jobs, newest first")
+    p.add_argument("--status", type=str.upper, choices=[s.value for s in JobStatus])
+    p.add_argument("--limit", type=int, default=None, help="at most N jobs")
+    p.add_argument("--json", action="store_true", help="print the jobs as JSON")
+
+    p = add("trials", _cmd_trials, "show a job's trials and Pareto front")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--pareto", action="store_true", help="only the Pareto front")
+    p.add_argument("--json", action="store_true", help="print the trials as JSON")
+
+    p = add("download", _cmd_download, "download a job's artifacts (sha256 verified)")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("dest", metavar="DIR")
+    p.add_argument("--name", action="append", help="only this artifact (repeatable)")
+
+    p = add("cancel", _cmd_cancel, "cancel a job")
+    p.add_argument("job_id", metavar="ID")
+
+    p = add("delete", _cmd_delete, "delete a finished job and its files")
+    p.add_argument("job_id", metavar="ID")
+
+    p = add("logs", _cmd_logs, "print a job's log")
+    p.add_argument("job_id", metavar="ID")
+
+    p = add("upload", _cmd_upload, "upload weights or a dataset; prints its id")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print the upload as JSON")
+
+    add("health", _cmd_health, "check that the service is up")
+
+    p = add(
+        "demo",
+        _cmd_demo,
+        "start a local service, prune a digits CNN to FLOPs and latency budgets, compare",
+    )
+    p.add_argument("--data-dir", default=None, help="service data dir (default: a temp dir)")
+    p.add_argument("--train-epochs", type=int, default=8, help="client-side training epochs")
+    p.add_argument("--trials", type=int, default=16, help="search trials")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir and artifacts")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``prunepilot`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, default in (("timeout", 30.0), ("retries", 5), ("verbose", 0)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    if args.func is not _cmd_serve:  # the server configures its own logging
+        level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("prunepilot.client").setLevel(level)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ApiError as e:
+        _err().print(f"[red]error[/]: {escape(e.detail)} [dim](HTTP {e.status})[/]")
+        return 1
+    except ClientError as e:
+        _err().print(f"[red]error[/]: {escape(str(e))}")
+        return 1
+    except KeyboardInterrupt:
+        _err().print("interrupted")
+        return 130
