@@ -55,7 +55,7 @@ class Member:
     size: int
     _roots: np.ndarray = field(repr=False, compare=False)  # atom class root per position
     _group: _Channels = field(repr=False, compare=False)
-    _own: int = field(default=-1, repr=False, compare=False)  # positions of the group's channels
+    _whole: bool = field(default=True, repr=False, compare=False)  # all positions are channels
 
     @functools.cached_property
     def _chan(self) -> np.ndarray:
@@ -132,7 +132,7 @@ class ChannelGroup:
                 )
         idx = np.fromiter((int(c) for c in remove), dtype=np.int64)
         for m in self.members:
-            if 0 <= m._own < m.size:
+            if not m._whole:
                 continue  # other groups' or pinned positions always remain
             if int(m._counts[idx].sum()) >= m.size:
                 raise PlanError(
@@ -321,33 +321,41 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     glabel = np.full(n, -2, dtype=np.int64)  # -2: FIXED, shared by every group
     glabel[member_roots] = label[member_roots]
 
-    # Per member dim: its distinct roots (with first positions) split by group, and how
-    # many of its positions hold each group's (unpinned) channels.
-    by_group: dict[int, list[int]] = {}  # group key -> raw entries
-    split_roots: list[dict[int, tuple[np.ndarray, np.ndarray]]] = []
-    own: list[dict[int, int]] = []
-    for i, ((_, _, r, _, _), (u, first)) in enumerate(zip(raw, firsts, strict=True)):
-        gu = glabel[u]
-        if gu.size and (gu == gu[0]).all():
-            parts = {int(gu[0]): (u, first)}
-        else:
-            o = np.argsort(gu, kind="stable")
-            keys, at = np.unique(gu[o], return_index=True)
-            bounds = [*at.tolist(), o.size]
-            parts = {
-                int(k): (u[o[lo:hi]], first[o[lo:hi]])
-                for k, lo, hi in zip(keys.tolist(), bounds, bounds[1:], strict=False)
-            }
-        split_roots.append(parts)
-        for key in parts:
-            if key >= 0:
-                by_group.setdefault(key, []).append(i)
-        gr = np.where(pinned_flag[r], -3, glabel[r])
-        if gr.size and (gr == gr[0]).all():
-            own.append({int(gr[0]): int(gr.size)})
-        else:
-            keys, counts = np.unique(gr, return_counts=True)
-            own.append(dict(zip(keys.tolist(), counts.tolist(), strict=True)))
+    # Rows: every member dim's distinct group roots in order of first appearance, sorted by
+    # group, then producers ("out") before consumers, then trace order.
+    apps = [r[np.sort(first)] for (_, _, r, _, _), (_, first) in zip(raw, firsts, strict=True)]
+    consumer = np.fromiter((inw and not prod for _, _, _, inw, prod in raw), bool, len(raw))
+    if raw:
+        row_e = np.repeat(np.arange(len(raw)), [a.size for a in apps])
+        row_r = cat(apps)
+        row_k = glabel[row_r]
+        has_fixed = np.zeros(len(raw), dtype=bool)
+        has_fixed[row_e[row_k == -2]] = True
+        keep = row_k >= 0
+        row_e, row_r, row_k = row_e[keep], row_r[keep], row_k[keep]
+        present = np.zeros(n, dtype=bool)
+        present[row_k] = True
+        dense = np.cumsum(present) - 1  # group key -> 0, 1, ...
+        sort_key = dense[row_k] * 2 + consumer[row_e]
+        if sort_key.size and sort_key.max() < (1 << 16):  # radix sort
+            sort_key = sort_key.astype(np.uint16)
+        o = np.argsort(sort_key, kind="stable")
+        row_e, row_r, row_k = row_e[o], row_r[o], row_k[o]
+        # A member dim whose positions all hold one group's unpinned channels (others never
+        # empty: positions of other groups or pinned ones remain).
+        pos_r = cat([r for _, _, r, _, _ in raw])
+        pos_k = np.where(pinned_flag[pos_r], -3, glabel[pos_r])
+        pos_start = np.concatenate(([0], np.cumsum([r.size for _, _, r, _, _ in raw])[:-1]))
+        lo_k = np.minimum.reduceat(pos_k, pos_start)
+        whole = ((lo_k == np.maximum.reduceat(pos_k, pos_start)) & (lo_k >= 0)).tolist()
+    else:
+        row_e = row_r = row_k = np.zeros(0, np.int64)
+        has_fixed = np.zeros(0, dtype=bool)
+        whole = []
+    run_keys, bounds = _runs(row_k) if row_k.size else ([], [0])
+    # Groups in order of their first member dim (ties: by key), as traced.
+    first_entry = np.minimum.reduceat(row_e, bounds[:-1]).tolist() if run_keys else []
+    runs = sorted(range(len(run_keys)), key=lambda j: (first_entry[j], run_keys[j]))
 
     # Equal-split constraints (chunk, grouped conv), by the groups whose channels they hold.
     seg_roots = [[all_roots[s] for s in segs] for segs in an.segments]
@@ -361,23 +369,14 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     groups: list[ChannelGroup] = []
     group_roots: list[np.ndarray] = []  # per group: class root of every channel
     lookup = np.full(n, -1, dtype=np.int64)  # class root -> channel (of the current group)
-    for key, entries in by_group.items():
-        # producers ("out") first, then trace order
-        ordered = sorted(entries, key=lambda i: raw[i][3] and not raw[i][4])
-        # The group's roots (and FIXED) in order of first appearance along the members.
-        roots_l, rank_l = [], []
-        for rank, i in enumerate(ordered):
-            for k in (key, -2):
-                got = split_roots[i].get(k)
-                if got is not None:
-                    roots_l.append(got[0])
-                    rank_l.append(got[1] + rank * (1 << 40))
-        if len(roots_l) == 1:
-            in_order = roots_l[0][np.argsort(rank_l[0], kind="stable")]
-        else:
-            rs = cat(roots_l)[np.argsort(cat(rank_l), kind="stable")]
-            _, fi = first_index(rs)
-            in_order = rs[np.sort(fi)]
+    for run in runs:
+        key, lo, hi = run_keys[run], bounds[run], bounds[run + 1]
+        rs, es = row_r[lo:hi], row_e[lo:hi]
+        ordered = es[np.flatnonzero(np.concatenate(([True], es[1:] != es[:-1])))].tolist()
+        _, fi = first_index(rs)
+        in_order = rs[np.sort(fi)]
+        if has_fixed[ordered].any():
+            in_order = np.concatenate((in_order, [fixed_root]))
         pin_mask = pinned_flag[in_order]
         order = in_order[~pin_mask]
         pinned_roots = in_order[pin_mask]
@@ -385,9 +384,9 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         chans = _Channels(order)
         members = []
         for i in ordered:
-            name, d, r, inw, prod = raw[i]
-            role: Literal["out", "in"] = "in" if inw and not prod else "out"
-            members.append(Member(name, d, role, int(r.size), r, chans, own[i].get(key, 0)))
+            name, d, r, _, _ = raw[i]
+            role: Literal["out", "in"] = "in" if consumer[i] else "out"
+            members.append(Member(name, d, role, int(r.size), r, chans, whole[i]))
         has_out = any(m.role == "out" for m in members)
         reason = None
         if pinned_roots.size:
@@ -468,6 +467,13 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         _terms=terms,
         _tensors=tensors,
     )
+
+
+def _runs(s: np.ndarray) -> tuple[list[int], list[int]]:
+    """Distinct values of a sorted array and the bounds of their runs (one more than values)."""
+    cut = np.flatnonzero(s[1:] != s[:-1]) + 1
+    starts = [0, *cut.tolist()]
+    return s[starts].tolist(), [*starts, int(s.size)]
 
 
 def _cells(
