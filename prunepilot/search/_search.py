@@ -25,13 +25,13 @@ from torch import nn
 
 from prunepilot.core import prune_channels, trace
 
+from ._budget import Budgets
 from ._calibration import calibrate
 from ._candidate import Evaluation, Finetuned, Limited, Metric, SearchData, Workload
 from ._criteria import get_criterion
 from ._errors import InfeasibleError, SearchCancelled
 from ._finetune import LossFn
 from ._latency import LatencyStats
-from ._latency_model import LatencyModel
 from ._pool import LocalPool, Outcome, Pool, Task
 from ._result import (
     Baseline,
@@ -94,7 +94,6 @@ class _Driver:
         self.settings = spec.search
         self.target = spec.constraints.target
         self.records: dict[int, TrialRecord] = {}
-        self.latency_model: LatencyModel | None = None
         self.fit_samples: list[tuple[dict[str, list[int]], float]] = []
         self.limits: dict[str, float] = {}
         self.phase = "tracing"
@@ -194,6 +193,7 @@ class _Driver:
             )
         self.scores = score_channels(self.model, self.graph, crit, calibration=calibration)
         self.space = Space(self.model, self.graph, self.scores, self.spec.space)
+        self.budgets = Budgets(self.space, self.graph, self.limits, self.settings)
         self.work = Workload(
             model=self.model,
             example_inputs=self.example_inputs,
@@ -249,99 +249,11 @@ class _Driver:
                 )
                 if o.error:
                     raise InfeasibleError(f"building the latency model failed: {o.error}")
-                self.latency_model = o.value
-
-    # ------------------------------------------------------------------ candidates
-
-    def estimate(self, config: Config) -> dict[str, Any]:
-        """Analytic MACs/params, predicted latency, constraint values, rejection reason."""
-        plan = self.space.plan(config)
-        macs, params = self.graph.macs(plan), self.graph.params(plan)
-        out: dict[str, Any] = {"macs": macs, "params": params, "predicted_ms": None}
-        cons: dict[str, float] = {}
-        reason = None
-        for key, value in (("flops", macs), ("params", params)):
-            if key in self.limits:
-                cons[key] = value / self.limits[key] - 1
-                if value > self.limits[key]:
-                    reason = reason or f"{key} {value:.4g} > budget {self.limits[key]:.4g}"
-        if "latency_ms" in self.limits:
-            lim = self.limits["latency_ms"]
-            if self.latency_model is not None:
-                pred = float(self.latency_model.predict(plan))
-                out["predicted_ms"] = pred
-                cons["latency_ms"] = pred / lim - 1
-                if pred > lim * (1 + self.settings.latency_margin):
-                    reason = reason or f"predicted latency {pred:.3g} ms > budget {lim:.3g} ms"
-        out["constraints"] = cons
-        out["reason"] = reason
-        out["plan"] = plan
-        return out
-
-    def fits(self, config: Config) -> bool:
-        """Whether a config meets every budget (analytic, and predicted latency with the
-        ``latency_slack`` safety margin)."""
-        est = self.estimate(config)
-        cons = dict(est["constraints"])
-        if "latency_ms" in cons:
-            cons["latency_ms"] = (cons["latency_ms"] + 1) / (1 - self.settings.latency_slack) - 1
-        return est["reason"] is None and all(v <= 0 for v in cons.values())
-
-    def fill(self, config: Config) -> Config:
-        """Scale a config's keep ratios by one factor to the largest that meets the budgets.
-
-        The sampler then searches the *shape* of the allocation and every candidate uses
-        the whole budget instead of wasting it (or breaking it); configs are snapped down
-        onto the grid, so the result always fits when any scaling does.
-        """
-        names = list(config)
-        lo, hi = self.space.low, self.space.high
-        grid = self.space.choices
-
-        def at(f: float) -> Config:
-            out = {}
-            for n in names:
-                v = min(hi, max(lo, config[n] * f))
-                out[n] = max((c for c in grid if c <= v + 1e-9), default=lo)
-            return out
-
-        if self.fits(config):
-            good, bad = 1.0, hi / min(config.values())
-            if self.fits(at(bad)):
-                return at(bad)
-        else:
-            good, bad = lo / max(config.values()), 1.0
-            if not self.fits(at(good)):
-                return config
-        for _ in range(16):
-            mid = (good + bad) / 2
-            if self.fits(at(mid)):
-                good = mid
-            else:
-                bad = mid
-            if bad - good < 1e-3:
-                break
-        return at(good)
-
-    def seeds(self) -> list[Config]:
-        """Uniform configs around the largest feasible uniform keep ratio."""
-        n = self.settings.uniform_seeds
-        if n == 0:
-            return []
-        choices = list(self.space.choices)
-        feasible = [k for k in choices if self.estimate(self.space.uniform(k))["reason"] is None]
-        top = max(feasible) if feasible else choices[0]
-        i = choices.index(top)
-        order = [i, i + 1, i - 1, i - 2, i + 2, i - 3, i - 4, i - 5]
-        picked: list[Config] = []
-        for j in order:
-            if 0 <= j < len(choices) and len(picked) < n:
-                picked.append(self.space.uniform(choices[j]))
-        return picked
+                self.budgets.latency_model = o.value
 
     def fit_latency(self) -> None:
-        if self.latency_model is not None and len(self.fit_samples) >= 2:
-            self.latency_model.fit(self.fit_samples)
+        if self.budgets.latency_model is not None and len(self.fit_samples) >= 2:
+            self.budgets.latency_model.fit(self.fit_samples)
 
     # ------------------------------------------------------------------ study
 
@@ -370,7 +282,7 @@ class _Driver:
         existing = study.get_trials(deepcopy=False)
         if not existing:
             study.set_user_attr("spec", self.spec.model_dump(mode="json"))
-            for config in self.seeds():
+            for config in self.budgets.seeds():
                 study.enqueue_trial(config, user_attrs={"seed": True})
         else:
             log.info("resuming study %s with %d trials", self.study_name, len(existing))
@@ -449,8 +361,8 @@ class _Driver:
                 config = self.space.suggest(trial)
                 seed = bool(trial.user_attrs.get("seed"))
                 if self.fill_budget and not seed:
-                    config = self.fill(config)
-                est = self.estimate(config)
+                    config = self.budgets.fill(config)
+                est = self.budgets.estimate(config)
                 rec = TrialRecord(
                     number=trial.number,
                     config=config,
@@ -469,7 +381,7 @@ class _Driver:
                     rec.measured_ms, rec.duplicate_of = twin.measured_ms, twin.number
                     self.tell(study, trial, rec, est["constraints"])
                     continue
-                if seed and self.latency_model is not None:
+                if seed and self.budgets.latency_model is not None:
                     self.measure_seed(study, rec, est, in_flight)
                 rec.feasible = all(c <= 0 for c in est["constraints"].values())
                 self.pool.submit(Task("evaluate", trial.number, config))
@@ -667,7 +579,7 @@ class _Driver:
             pruned.load_state_dict(ft.state)
         pruned.eval()
         err = None
-        if self.latency_model is not None:
+        if self.budgets.latency_model is not None:
             pairs = [
                 (f.predicted_ms, f.measured_ms)
                 for f, _ in finals
