@@ -202,6 +202,7 @@ class Client:
         path: str,
         *,
         idempotent: bool = True,
+        retries: int | None = None,
         stream: bool = False,
         args: RequestArgs | None = None,
         **kwargs: Any,
@@ -209,14 +210,16 @@ class Client:
         """Send a request with retries; the response is successful or an exception raised.
 
         Connection failures before anything was sent are always retried; other transport
-        errors and 5xx answers only when ``idempotent``. ``args`` builds per-attempt request
+        errors and 5xx answers only when ``idempotent``; ``retries`` overrides the client's
+        number of retries for this request. ``args`` builds per-attempt request
         arguments (e.g. a rewound file); ``kwargs`` are passed to every attempt as they are.
 
         Raises:
             ApiError: a 4xx answer, or a 5xx one after the retries (`ServerError`).
             ServerUnavailable: no answer, or 502/503/504, after the retries.
         """
-        attempts = self.retries + 1 if idempotent else 1
+        budget = (self.retries if retries is None else retries) + 1
+        attempts = budget if idempotent else 1
         problem = ""
         retry_after: str | None = None
         attempt = 0
@@ -229,7 +232,7 @@ class Client:
                     path,
                     delay,
                     attempt,
-                    self.retries,
+                    budget - 1,
                     problem,
                 )
                 time.sleep(delay)
@@ -242,7 +245,7 @@ class Client:
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
                 # Nothing reached the server: repeating is safe for any method.
                 problem = f"cannot connect to {self.url}: {e}"
-                attempts = self.retries + 1
+                attempts = budget
             except httpx.TransportError as e:
                 problem = f"{type(e).__name__} talking to {self.url}: {e}"
             else:
@@ -284,9 +287,9 @@ class Client:
         return body if isinstance(body, dict) else {"status": body}
 
     def ready(self) -> bool:
-        """``GET /readyz`` without retries: whether the server is ready for jobs now."""
+        """``GET /readyz``, tried once: whether the server is ready for jobs now."""
         try:
-            self._send("GET", "/readyz", idempotent=False)
+            self._send("GET", "/readyz", retries=0)
         except (ApiError, ServerUnavailable):
             return False
         return True

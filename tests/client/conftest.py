@@ -68,9 +68,13 @@ class LiveServer:
         self._thread.join(60)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """One service for every client test, on a local Ray this fixture starts if needed."""
+    """A service for one test module, on a local Ray this fixture starts if needed.
+
+    Module scope: the server and the Ray it started are gone before other test packages
+    (the service's own tests start theirs) run.
+    """
     import ray
 
     from prunepilot.worker import ensure_ray

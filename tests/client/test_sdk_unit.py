@@ -283,3 +283,10 @@ def test_download_verifies_sha256(tmp_path: Path) -> None:
     assert not any((tmp_path / "bad").iterdir())
     with _client(make(data)) as c, pytest.raises(Exception, match="no artifact 'nope'"):
         c.job("job1").download(tmp_path / "out", names=["nope"])
+
+
+def test_ready_probes_once() -> None:
+    with Client(f"http://127.0.0.1:{_closed_port()}", retries=5, backoff=2.0) as c:
+        t0 = time.monotonic()
+        assert c.ready() is False
+    assert time.monotonic() - t0 < 1.5  # no backoff sleeps
