@@ -226,14 +226,8 @@ def _meta_copy(model: nn.Module) -> nn.Module:
 def _shrink(model: nn.Module, graph: ChannelGraph, plan: Mapping[str, Sequence[int]]) -> None:
     """Apply ``plan`` to a meta copy by shape alone: every cut tensor becomes an empty meta
     tensor of the pruned shape (what slicing it would give), then module attributes follow."""
-    cuts: dict[str, dict[int, int]] = {}
-    for gid, remove in plan.items():
-        idx = np.asarray(remove, dtype=np.int64)
-        for m in graph.group(gid).members:
-            dims = cuts.setdefault(m.name, {})
-            dims[m.dim] = dims.get(m.dim, 0) + int(m._counts[idx].sum())
     found = _tensors(model)
-    for name, dims in cuts.items():
+    for name, dims in graph._cuts(plan).items():
         mod, attr, t, is_param = found[name]
         shape = list(t.shape)
         for d, k in dims.items():

@@ -55,7 +55,9 @@ class Member:
     size: int
     _roots: np.ndarray = field(repr=False, compare=False)  # atom class root per position
     _group: _Channels = field(repr=False, compare=False)
-    _whole: bool = field(default=True, repr=False, compare=False)  # all positions are channels
+    # Distinct group channels when they fill every position, else 0 (other groups' or
+    # pinned positions always remain, so removing channels never empties this dim).
+    _span: int = field(default=-1, repr=False, compare=False)
 
     @functools.cached_property
     def _chan(self) -> np.ndarray:
@@ -132,8 +134,8 @@ class ChannelGroup:
                 )
         idx = np.fromiter((int(c) for c in remove), dtype=np.int64)
         for m in self.members:
-            if not m._whole:
-                continue  # other groups' or pinned positions always remain
+            if m._span == 0 or m._span > idx.size:
+                continue  # positions of other groups, pinned or not removed remain
             if int(m._counts[idx].sum()) >= m.size:
                 raise PlanError(
                     f"group {self.id!r}: removing {len(remove)} channels would empty "
@@ -168,6 +170,10 @@ class ChannelGraph:
     _offset: list[int] = field(repr=False, default_factory=list)
     _terms: list[tuple[int, list[np.ndarray]]] = field(repr=False, default_factory=list)
     _tensors: list[tuple[str, list[np.ndarray]]] = field(repr=False, default_factory=list)
+    # every traced parameter/buffer dim (name, dim); [channel slot of all their positions,
+    # where each dim starts]
+    _dims: list[tuple[str, int]] = field(repr=False, default_factory=list)
+    _dim_slots: list[np.ndarray] = field(repr=False, default_factory=list)
 
     def group(self, gid: str) -> ChannelGroup:
         """The group with this id; `PlanError` names close matches when unknown."""
@@ -189,6 +195,19 @@ class ChannelGraph:
             raise PlanError("a plan maps group ids to lists of channel indices")
         for gid, remove in plan.items():
             self.group(gid).check(list(remove))
+
+    def _cuts(self, plan: Plan) -> dict[str, dict[int, int]]:
+        """Positions ``plan`` removes: ``{tensor name: {dim: count}}`` (validated)."""
+        mask = self._removed(plan)
+        out: dict[str, dict[int, int]] = {}
+        if not self._dims or not plan:
+            return out
+        slots, starts = self._dim_slots
+        counts = np.add.reduceat(mask[slots].astype(np.int64), starts)
+        for i in np.flatnonzero(counts).tolist():
+            name, d = self._dims[i]
+            out.setdefault(name, {})[d] = int(counts[i])
+        return out
 
     def _removed(self, plan: Plan) -> np.ndarray:
         self.check(plan)
@@ -347,11 +366,12 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         pos_k = np.where(pinned_flag[pos_r], -3, glabel[pos_r])
         pos_start = np.concatenate(([0], np.cumsum([r.size for _, _, r, _, _ in raw])[:-1]))
         lo_k = np.minimum.reduceat(pos_k, pos_start)
-        whole = ((lo_k == np.maximum.reduceat(pos_k, pos_start)) & (lo_k >= 0)).tolist()
+        whole = (lo_k == np.maximum.reduceat(pos_k, pos_start)) & (lo_k >= 0)
+        span = np.where(whole, [u.size for u, _ in firsts], 0).tolist()
     else:
         row_e = row_r = row_k = np.zeros(0, np.int64)
         has_fixed = np.zeros(0, dtype=bool)
-        whole = []
+        span = []
     run_keys, bounds = _runs(row_k) if row_k.size else ([], [0])
     # Groups in order of their first member dim (ties: by key), as traced.
     first_entry = np.minimum.reduceat(row_e, bounds[:-1]).tolist() if run_keys else []
@@ -386,7 +406,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         for i in ordered:
             name, d, r, _, _ = raw[i]
             role: Literal["out", "in"] = "in" if consumer[i] else "out"
-            members.append(Member(name, d, role, int(r.size), r, chans, whole[i]))
+            members.append(Member(name, d, role, int(r.size), r, chans, span[i]))
         has_out = any(m.role == "out" for m in members)
         reason = None
         if pinned_roots.size:
@@ -453,6 +473,20 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         for node, dims in an.param_atoms.items()
         if an.cap.names[node] in params
     ]
+    dims_at = [
+        (an.cap.names[node], d, a)
+        for node, dims in an.param_atoms.items()
+        for d, a in enumerate(dims)
+        if a is not None and a.size
+    ]
+    dim_slots = (
+        [
+            slot_of_atom[np.concatenate([a for _, _, a in dims_at])],
+            np.cumsum([0] + [a.size for _, _, a in dims_at[:-1]]),
+        ]
+        if dims_at
+        else []
+    )
     traced = {name for name, _ in tensors}
     tensors += [(name, []) for name in params if name not in traced]  # unused by the forward
     shapes = {an.cap.names[n]: an.cap.shapes[n] for n in an.param_atoms}
@@ -466,6 +500,8 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         _offset=offset,
         _terms=terms,
         _tensors=tensors,
+        _dims=[(name, d) for name, d, _ in dims_at],
+        _dim_slots=dim_slots,
     )
 
 
