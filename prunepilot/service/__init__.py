@@ -1,5 +1,43 @@
-"""Service that coordinates distributed pruning searches."""
+"""The prunepilot service: a FastAPI jobs API that runs pruning searches on Ray.
+
+`create_app` builds the app (job store in SQLite or PostgreSQL, artifacts on disk, a
+scheduler running queued jobs on Ray workers); `serve` runs it with uvicorn; `Settings`
+is the operator's configuration. The wire models (`JobSpec`, `JobInfo`, ...) are shared
+with `prunepilot.client`.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._app import create_app
+from ._server import serve
+from ._settings import Settings
+from .schemas import (
+    ArtifactInfo,
+    DatasetSpec,
+    ErrorBody,
+    JobInfo,
+    JobPage,
+    JobSpec,
+    JobStatus,
+    ModelSpec,
+    TrialInfo,
+    TrialsPage,
+    UploadInfo,
+)
+
+__all__ = [
+    "ArtifactInfo",
+    "DatasetSpec",
+    "ErrorBody",
+    "JobInfo",
+    "JobPage",
+    "JobSpec",
+    "JobStatus",
+    "ModelSpec",
+    "Settings",
+    "TrialInfo",
+    "TrialsPage",
+    "UploadInfo",
+    "create_app",
+    "serve",
+]

@@ -1,0 +1,190 @@
+"""The FastAPI application factory: routers, error bodies, metrics, scheduler lifecycle.
+
+Every error answers ``{"detail": "..."}`` with a sentence saying what is wrong and what
+to fix, including request validation (422) and unexpected failures (500).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from prunepilot import __version__
+
+from . import _routes_health, _routes_jobs, _routes_uploads
+from ._artifacts import ArtifactStore
+from ._db import Database
+from ._deps import Service, Unauthorized
+from ._errors import ServiceError
+from ._metrics import Metrics, MetricsMiddleware
+from ._scheduler import Scheduler
+from ._settings import Settings
+from .schemas import ErrorBody
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("prunepilot.service")
+
+_MAX_JSON_BYTES = 1 << 20
+
+_DESCRIPTION = """\
+Prune models under FLOPs, parameter and latency budgets as jobs.
+
+Submit a job spec (model, dataset, constraints, search and fine-tune settings) to
+`POST /jobs`, follow it with `GET /jobs/{id}` or `GET /jobs/{id}/events`, then download
+the pruned checkpoint (`prunepilot.load` rebuilds it), its ONNX export and a JSON report
+from `GET /jobs/{id}/artifacts/{name}`. Upload weights and datasets with `POST /uploads`.
+Every endpoint but the health probes needs `Authorization: Bearer <token>`.
+"""
+
+
+def _loc(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc]
+    return ".".join(parts) if parts else "request"
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    msgs = []
+    for err in exc.errors():
+        kind = err.get("type", "")
+        loc = list(err.get("loc", ()))
+        if kind == "json_invalid":
+            ctx = err.get("ctx") or {}
+            where = f" at position {loc[1]}" if len(loc) > 1 else ""
+            msgs.append(
+                f"the request body is not valid JSON: {ctx.get('error', 'decode error')}{where}"
+            )
+            continue
+        msg = str(err.get("msg", "invalid"))
+        msg = msg.removeprefix("Value error, ")
+        if kind == "missing" and loc == ["body"]:
+            msgs.append("the request needs a JSON body")
+            continue
+        msgs.append(f"{_loc(loc)}: {msg}")
+    return "; ".join(msgs[:10]) + (f" (and {len(msgs) - 10} more)" if len(msgs) > 10 else "")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def service_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceError)
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = "no such endpoint; see /docs for the API"
+        elif exc.status_code == 405:
+            detail = "method not allowed on this endpoint; see /docs for the API"
+        return JSONResponse(
+            {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
+
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(
+            {"detail": f"internal server error: {type(exc).__name__}; see the server log"},
+            status_code=500,
+        )
+
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+class _BodyLimit:
+    """Refuses JSON bodies over 1 MiB by their declared length (uploads are exempt)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not scope.get("path", "").startswith("/uploads"):
+            for k, v in scope.get("headers", ()):
+                if k == b"content-length" and v.isdigit() and int(v) > _MAX_JSON_BYTES:
+                    resp = JSONResponse(
+                        {"detail": f"request body over {_MAX_JSON_BYTES} bytes"}, status_code=413
+                    )
+                    await resp(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service's FastAPI app.
+
+    Creates the data directories and database tables at once; the scheduler (when
+    ``settings.scheduler``) starts with the app's lifespan and recovers jobs a previous
+    process left running.
+
+    Args:
+        settings: the operator's settings (default: `Settings.from_env`).
+    """
+    settings = settings or Settings.from_env()
+    settings.ensure_dirs()
+    db = Database(settings.db_url)
+    db.create_all()
+    owners = settings.token_owners() if settings.auth else {}
+    scheduler = Scheduler(settings, db) if settings.scheduler else None
+    service = Service(
+        settings=settings,
+        db=db,
+        store=ArtifactStore(settings.artifacts_path),
+        scheduler=scheduler,
+        owners=owners,
+        metrics=Metrics(db.count_by_status, db.trials_total),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(service.optuna_storage)  # creates Optuna's tables once
+        if scheduler is not None:
+            await run_in_threadpool(scheduler.start)
+        log.info("prunepilot service ready (database %s)", _safe_url(settings.db_url))
+        try:
+            yield
+        finally:
+            service.stopping.set()
+            if scheduler is not None:
+                await run_in_threadpool(scheduler.stop)
+            db.dispose()
+
+    app = FastAPI(
+        title="prunepilot",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        responses={422: {"model": ErrorBody, "description": "the request cannot be processed"}},
+    )
+    app.state.service = service
+    app.include_router(_routes_jobs.router)
+    app.include_router(_routes_uploads.router)
+    app.include_router(_routes_health.router)
+    _install_error_handlers(app)
+    app.add_middleware(_BodyLimit)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    return app
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password."""
+    head, sep, tail = url.partition("@")
+    if not sep or "://" not in head:
+        return url
+    scheme, _, creds = head.partition("://")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{tail}"

@@ -1,0 +1,595 @@
+"""The job store: SQLAlchemy 2 tables for jobs, uploads, artifacts, events and idempotency keys.
+
+One database holds everything durable, next to the Optuna studies of the jobs (Optuna's own
+tables; ours are prefixed ``pp_``). SQLite (the default) runs in WAL mode so the API process
+reads while job runners in Ray workers write; transactions that write begin ``IMMEDIATE``
+so a read-then-write never fails on a lock upgrade. PostgreSQL works by URL.
+
+State changes are conditional updates (``WHERE status = ...``, ``AND attempt = ...``), so the
+API, the scheduler and a runner can race without a lost update: a stale runner (one whose
+job was re-queued after a restart) simply stops matching.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from .schemas import ArtifactInfo, JobInfo, JobSpec, JobStatus, UploadInfo
+
+__all__ = [
+    "ACTIVE",
+    "ArtifactRow",
+    "Database",
+    "EventRow",
+    "IdempotencyRow",
+    "IntegrityError",
+    "JobRow",
+    "UploadRow",
+    "job_info",
+    "upload_info",
+    "utcnow",
+]
+
+log = logging.getLogger("prunepilot.service")
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC timestamps; always returns timezone-aware values (SQLite drops tzinfo)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the service's tables."""
+
+
+class JobRow(Base):
+    """One submitted job."""
+
+    __tablename__ = "pp_jobs"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True, index=True)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    phase: Mapped[str | None] = mapped_column(String(64))
+    trials_done: Mapped[int] = mapped_column(Integer, default=0)
+    trials_planned: Mapped[int] = mapped_column(Integer, default=0)
+    best_score: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+    spec: Mapped[str] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class UploadRow(Base):
+    """One stored upload."""
+
+    __tablename__ = "pp_uploads"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    filename: Mapped[str] = mapped_column(String(300))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ArtifactRow(Base):
+    """One file a job produced."""
+
+    __tablename__ = "pp_artifacts"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    media_type: Mapped[str] = mapped_column(String(100))
+
+
+class EventRow(Base):
+    """A progress report, status change or log line of a job."""
+
+    __tablename__ = "pp_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(16))
+    level: Mapped[str | None] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[str | None] = mapped_column(Text)
+
+
+class IdempotencyRow(Base):
+    """An ``Idempotency-Key`` an owner used, and the job it created."""
+
+    __tablename__ = "pp_idempotency_keys"
+
+    owner: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(32), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # transactions are begun by the listener below
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("pp_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """The job store behind the API, the scheduler and the job runners.
+
+    Args:
+        url: SQLAlchemy database URL.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            path = url.split("///", 1)[-1] if "///" in url else ""
+            if path and path != ":memory:" and "mode=memory" not in url:
+                Path(path.split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
+                # a local file: no stale connections to ping; room for the API's threads
+                kwargs.update(pool_size=20, max_overflow=40)
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine = create_engine(url, **kwargs)
+        if self.sqlite:
+            _sqlite_pragmas(self.engine)
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(
+            self.engine.execution_options(pp_immediate=True), expire_on_commit=False
+        )
+
+    def create_all(self) -> None:
+        """Create the tables that do not exist yet."""
+        Base.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session."""
+        with self._read() as s:
+            yield s
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session that commits on success (SQLite: ``BEGIN IMMEDIATE``)."""
+        with self._write() as s, s.begin():
+            yield s
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        with self.read() as s:
+            s.execute(text("SELECT 1"))
+
+    # ------------------------------------------------------------------ jobs
+
+    def add_job(
+        self,
+        job_id: str,
+        owner: str,
+        spec: JobSpec,
+        *,
+        idempotency: tuple[str, str] | None = None,
+    ) -> JobRow:
+        """Insert a queued job (and its idempotency key, atomically).
+
+        Raises:
+            IntegrityError: the idempotency key was taken concurrently.
+        """
+        now = utcnow()
+        row = JobRow(
+            id=job_id,
+            owner=owner,
+            name=spec.name,
+            status=JobStatus.QUEUED.value,
+            phase="queued",
+            trials_done=0,
+            trials_planned=spec.search.trials,
+            created_at=now,
+            spec=spec.model_dump_json(),
+            attempt=0,
+        )
+        with self.write() as s:
+            s.add(row)
+            if idempotency is not None:
+                key, fingerprint = idempotency
+                s.add(
+                    IdempotencyRow(
+                        owner=owner,
+                        key=key,
+                        job_id=job_id,
+                        fingerprint=fingerprint,
+                        created_at=now,
+                    )
+                )
+            s.add(EventRow(job_id=job_id, at=now, kind="status", message="QUEUED", data=None))
+        return row
+
+    def idempotent_job(self, owner: str, key: str) -> tuple[str, str] | None:
+        """``(job id, fingerprint)`` an owner's idempotency key maps to, if any."""
+        with self.read() as s:
+            row = s.get(IdempotencyRow, (owner, key))
+            return (row.job_id, row.fingerprint) if row else None
+
+    def get_job(self, job_id: str, owner: str | None = None) -> JobRow | None:
+        """The job (``None`` when missing or owned by someone else)."""
+        # Core, not a session: this is the API's hottest query (clients poll it)
+        with self.engine.connect() as conn:
+            found = conn.execute(select(JobRow.__table__).where(JobRow.id == job_id)).first()
+        if found is None or (owner is not None and found.owner != owner):
+            return None
+        return JobRow(**found._asdict())
+
+    def list_jobs(
+        self, owner: str, status: JobStatus | None, limit: int, before: int | None
+    ) -> list[JobRow]:
+        """An owner's jobs, newest first, older than sequence number ``before``."""
+        q = select(JobRow).where(JobRow.owner == owner)
+        if status is not None:
+            q = q.where(JobRow.status == status.value)
+        if before is not None:
+            q = q.where(JobRow.seq < before)
+        q = q.order_by(JobRow.seq.desc()).limit(limit)
+        with self.read() as s:
+            return list(s.scalars(q))
+
+    def count_active(self, owner: str) -> int:
+        """The owner's jobs that are not finished."""
+        with self.read() as s:
+            n = s.scalar(
+                select(func.count())
+                .select_from(JobRow)
+                .where(JobRow.owner == owner, JobRow.status.in_([a.value for a in ACTIVE]))
+            )
+            return int(n or 0)
+
+    def count_by_status(self) -> dict[str, int]:
+        """Jobs per status (for metrics)."""
+        with self.read() as s:
+            rows = s.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
+            return {str(st): int(n) for st, n in rows}
+
+    def trials_total(self) -> int:
+        """Trials evaluated over all jobs (for metrics)."""
+        with self.read() as s:
+            return int(s.scalar(select(func.coalesce(func.sum(JobRow.trials_done), 0))) or 0)
+
+    def queued(self, limit: int) -> list[str]:
+        """Ids of the oldest queued jobs."""
+        with self.read() as s:
+            q = (
+                select(JobRow.id)
+                .where(JobRow.status == JobStatus.QUEUED.value)
+                .order_by(JobRow.seq)
+                .limit(limit)
+            )
+            return list(s.scalars(q))
+
+    def jobs_in(self, statuses: Sequence[JobStatus]) -> list[JobRow]:
+        """Every job in one of ``statuses``."""
+        with self.read() as s:
+            q = select(JobRow).where(JobRow.status.in_([st.value for st in statuses]))
+            return list(s.scalars(q))
+
+    def claim(self, job_id: str) -> int | None:
+        """Move a queued job to RUNNING; its new attempt number, or ``None`` if not queued."""
+        now = utcnow()
+        with self.write() as s:
+            res = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
+                .values(
+                    status=JobStatus.RUNNING.value,
+                    attempt=JobRow.attempt + 1,
+                    phase="starting",
+                    started_at=func.coalesce(JobRow.started_at, now),
+                )
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            attempt = s.scalar(select(JobRow.attempt).where(JobRow.id == job_id))
+            s.add(EventRow(job_id=job_id, at=now, kind="status", message="RUNNING", data=None))
+        return int(attempt or 0)
+
+    def progress(
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        phase: str | None = None,
+        trials_done: int | None = None,
+        trials_planned: int | None = None,
+        best_score: float | None = None,
+        event_data: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record a runner's progress; ``False`` when the runner is stale or cancelled."""
+        values: dict[str, Any] = {}
+        if phase is not None:
+            values["phase"] = phase
+        if trials_done is not None:
+            values["trials_done"] = trials_done
+        if trials_planned is not None:
+            values["trials_planned"] = trials_planned
+        if best_score is not None:
+            values["best_score"] = best_score
+        with self.write() as s:
+            res = s.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id == job_id,
+                    JobRow.attempt == attempt,
+                    JobRow.status == JobStatus.RUNNING.value,
+                )
+                .values(**values)
+            )
+            ok = bool(res.rowcount == 1)  # type: ignore[attr-defined]
+            if ok and event_data is not None:
+                s.add(
+                    EventRow(
+                        job_id=job_id,
+                        at=utcnow(),
+                        kind="progress",
+                        message=str(event_data.get("message", "")),
+                        data=json.dumps(event_data),
+                    )
+                )
+        return ok
+
+    def runner_state(self, job_id: str) -> tuple[str, int] | None:
+        """``(status, attempt)`` of a job, for a runner's cancellation poll."""
+        with self.read() as s:
+            row = s.execute(
+                select(JobRow.status, JobRow.attempt).where(JobRow.id == job_id)
+            ).first()
+            return (str(row[0]), int(row[1])) if row else None
+
+    def finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        attempt: int | None = None,
+        from_status: Sequence[JobStatus] = (JobStatus.RUNNING, JobStatus.CANCELLING),
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+        phase: str | None = None,
+    ) -> bool:
+        """Move a job to a terminal status if it is in ``from_status`` (and ``attempt``)."""
+        now = utcnow()
+        values: dict[str, Any] = {"status": status.value, "finished_at": now}
+        if error is not None:
+            values["error"] = error
+        if result is not None:
+            values["result"] = json.dumps(result)
+        values["phase"] = phase or status.value.lower()
+        q = update(JobRow).where(
+            JobRow.id == job_id, JobRow.status.in_([f.value for f in from_status])
+        )
+        if attempt is not None:
+            q = q.where(JobRow.attempt == attempt)
+        with self.write() as s:
+            res = s.execute(q.values(**values))
+            ok = bool(res.rowcount == 1)  # type: ignore[attr-defined]
+            if ok:
+                s.add(
+                    EventRow(
+                        job_id=job_id,
+                        at=now,
+                        kind="status",
+                        message=status.value,
+                        data=json.dumps({"error": error}) if error else None,
+                    )
+                )
+        return ok
+
+    def request_cancel(self, job_id: str) -> JobStatus | None:
+        """Cancel: a queued job becomes CANCELLED, a running one CANCELLING.
+
+        Returns:
+            The new status, or ``None`` when the job was already finishing or finished.
+        """
+        if self.finish(job_id, JobStatus.CANCELLED, from_status=(JobStatus.QUEUED,)):
+            return JobStatus.CANCELLED
+        now = utcnow()
+        with self.write() as s:
+            res = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value)
+                .values(status=JobStatus.CANCELLING.value, cancel_requested_at=now)
+            )
+            if res.rowcount == 1:  # type: ignore[attr-defined]
+                s.add(
+                    EventRow(job_id=job_id, at=now, kind="status", message="CANCELLING", data=None)
+                )
+                return JobStatus.CANCELLING
+        row = self.get_job(job_id)
+        if row is not None and row.status == JobStatus.CANCELLING.value:
+            return JobStatus.CANCELLING
+        return None
+
+    def requeue(self, job_id: str, note: str) -> bool:
+        """Put a RUNNING job back in the queue (after a restart); it resumes its study."""
+        with self.write() as s:
+            res = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value)
+                .values(status=JobStatus.QUEUED.value, phase="queued (resuming)")
+            )
+            ok = bool(res.rowcount == 1)  # type: ignore[attr-defined]
+            if ok:
+                now = utcnow()
+                s.add(EventRow(job_id=job_id, at=now, kind="status", message="QUEUED", data=None))
+                s.add(EventRow(job_id=job_id, at=now, kind="log", level="WARNING", message=note))
+        return ok
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove a job's rows (its events, artifacts and idempotency keys too)."""
+        with self.write() as s:
+            s.execute(delete(EventRow).where(EventRow.job_id == job_id))
+            s.execute(delete(ArtifactRow).where(ArtifactRow.job_id == job_id))
+            s.execute(delete(IdempotencyRow).where(IdempotencyRow.job_id == job_id))
+            s.execute(delete(JobRow).where(JobRow.id == job_id))
+
+    # ------------------------------------------------------------------ events
+
+    def log(self, job_id: str, level: str, message: str) -> None:
+        """Append a log line to a job."""
+        with self.write() as s:
+            s.add(EventRow(job_id=job_id, at=utcnow(), kind="log", level=level, message=message))
+
+    def events(
+        self, job_id: str, *, after: int = 0, kinds: Sequence[str] = (), limit: int = 1000
+    ) -> list[EventRow]:
+        """A job's events with id above ``after``, oldest first."""
+        q = select(EventRow).where(EventRow.job_id == job_id, EventRow.id > after)
+        if kinds:
+            q = q.where(EventRow.kind.in_(list(kinds)))
+        with self.read() as s:
+            return list(s.scalars(q.order_by(EventRow.id).limit(limit)))
+
+    # ------------------------------------------------------------------ uploads
+
+    def add_upload(self, row: UploadRow) -> None:
+        """Record a stored upload."""
+        with self.write() as s:
+            s.add(row)
+
+    def get_upload(self, upload_id: str, owner: str | None = None) -> UploadRow | None:
+        """The upload (``None`` when missing or owned by someone else)."""
+        with self.read() as s:
+            row = s.get(UploadRow, upload_id)
+            if row is None or (owner is not None and row.owner != owner):
+                return None
+            return row
+
+    # ------------------------------------------------------------------ artifacts
+
+    def set_artifacts(self, job_id: str, items: Sequence[ArtifactInfo]) -> None:
+        """Replace a job's artifact list."""
+        with self.write() as s:
+            s.execute(delete(ArtifactRow).where(ArtifactRow.job_id == job_id))
+            for a in items:
+                s.add(
+                    ArtifactRow(
+                        job_id=job_id,
+                        name=a.name,
+                        size=a.size,
+                        sha256=a.sha256,
+                        media_type=a.media_type,
+                    )
+                )
+
+    def artifacts(self, job_id: str) -> list[ArtifactInfo]:
+        """A job's artifacts by name."""
+        with self.read() as s:
+            rows = s.scalars(
+                select(ArtifactRow).where(ArtifactRow.job_id == job_id).order_by(ArtifactRow.name)
+            )
+            return [
+                ArtifactInfo(name=r.name, size=r.size, sha256=r.sha256, media_type=r.media_type)
+                for r in rows
+            ]
+
+
+def job_info(row: JobRow) -> JobInfo:
+    """The API's view of a job row."""
+    return JobInfo(
+        id=row.id,
+        name=row.name,
+        status=JobStatus(row.status),
+        phase=row.phase,
+        trials_done=row.trials_done,
+        trials_planned=row.trials_planned,
+        best_score=row.best_score,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        error=row.error,
+        spec=JobSpec.model_validate_json(row.spec),
+        result=json.loads(row.result) if row.result else None,
+    )
+
+
+def upload_info(row: UploadRow) -> UploadInfo:
+    """The API's view of an upload row."""
+    return UploadInfo(
+        id=row.id,
+        filename=row.filename,
+        size=row.size,
+        sha256=row.sha256,
+        kind=row.kind,  # type: ignore[arg-type]
+        created_at=row.created_at,
+    )

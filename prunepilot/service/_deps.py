@@ -1,0 +1,122 @@
+"""The per-app service state and the typed FastAPI dependencies the routers use."""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ._artifacts import ArtifactStore
+from ._db import Database
+from ._errors import ServiceError
+from ._metrics import Metrics
+from ._scheduler import Scheduler
+from ._settings import Settings
+
+__all__ = [
+    "OwnerDep",
+    "Service",
+    "ServiceDep",
+    "SettingsDep",
+    "Unauthorized",
+    "get_owner",
+    "get_service",
+]
+
+_OPEN_OWNER = "local"
+
+
+class Unauthorized(ServiceError):
+    """No valid bearer token (401)."""
+
+    status_code = 401
+
+
+@dataclass
+class Service:
+    """Everything one app instance shares between requests.
+
+    Attributes:
+        settings: the operator's settings.
+        db: the job store.
+        store: the artifact store.
+        scheduler: runs jobs (``None`` when this process does not schedule).
+        owners: bearer token -> owner (empty when auth is off).
+        metrics: Prometheus collectors of this app.
+        stopping: set when the app shuts down (ends event streams).
+    """
+
+    settings: Settings
+    db: Database
+    store: ArtifactStore
+    scheduler: Scheduler | None
+    owners: dict[str, str]
+    metrics: Metrics
+    stopping: threading.Event = field(default_factory=threading.Event)
+    _optuna: Any = None
+    _optuna_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def optuna_storage(self) -> Any:
+        """The Optuna storage of the job studies (created once, on first use)."""
+        with self._optuna_lock:
+            if self._optuna is None:
+                from prunepilot.search import open_storage
+
+                self._optuna = open_storage(self.settings.db_url)
+            return self._optuna
+
+    def owner_of(self, token: str) -> str | None:
+        """The owner a token belongs to (constant-time comparison)."""
+        found = None
+        for known, owner in self.owners.items():
+            if hmac.compare_digest(known.encode(), token.encode()):
+                found = owner
+        return found
+
+
+async def get_service(request: Request) -> Service:
+    """The app's `Service`."""
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+async def get_settings(service: ServiceDep) -> Settings:
+    """The app's settings."""
+    return service.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="a token the operator configured (PRUNEPILOT_TOKENS, or DATA_DIR/token)",
+)
+
+
+async def get_owner(
+    service: ServiceDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The owner of the request's bearer token (async: no thread hop per request).
+
+    Raises:
+        Unauthorized: no ``Authorization: Bearer`` header, or an unknown token.
+    """
+    if not service.settings.auth:
+        return _OPEN_OWNER
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+    owner = service.owner_of(credentials.credentials)
+    if owner is None:
+        raise Unauthorized("invalid bearer token")
+    return owner
+
+
+OwnerDep = Annotated[str, Depends(get_owner)]

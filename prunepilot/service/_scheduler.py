@@ -1,0 +1,218 @@
+"""The scheduler: a background thread of the API process that runs queued jobs on Ray.
+
+Each tick it reaps finished runners, enforces cancellations (a runner that has not
+stopped ``cancel_grace_s`` after CANCELLING is killed and the job marked CANCELLED), and
+claims queued jobs up to ``concurrent_jobs``, launching one `run_job` Ray task per job.
+The runner writes its own progress and final status; the scheduler only fills in when a
+runner dies without one (FAILED with the reason, logs kept).
+
+On start it recovers from a previous process: jobs left RUNNING are re-queued (their
+Optuna study resumes them) and jobs left CANCELLING are marked CANCELLED. On stop it kills
+its runners and leaves their jobs RUNNING, so the next start resumes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ._db import Database, utcnow
+from ._settings import Settings
+from .schemas import JobStatus
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger("prunepilot.service")
+
+
+@dataclass
+class _Running:
+    job_id: str
+    attempt: int
+    ref: Any
+    started: float
+    killed: bool = False
+
+
+class Scheduler:
+    """Launches and watches job runners.
+
+    Args:
+        settings: the operator's settings.
+        db: the job store.
+    """
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings, self.db = settings, db
+        self._running: dict[str, _Running] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._remote: Any = None
+        self._lock = threading.Lock()
+        self.last_tick = 0.0
+        self.error: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Recover jobs of a previous process and start the scheduling thread."""
+        self.recover()
+        self.last_tick = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name="prunepilot-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop scheduling and kill this process's runners (their jobs stay RUNNING)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._lock:
+            running = list(self._running.values())
+            self._running.clear()
+        if not running:
+            return
+        import ray
+
+        for r in running:
+            self.db.log(r.job_id, "WARNING", "server stopping: the job resumes when it restarts")
+            try:
+                ray.cancel(r.ref, force=True)
+            except Exception:  # Ray may already be shutting down
+                log.debug("cancelling runner of %s failed", r.job_id, exc_info=True)
+        try:
+            ray.wait([r.ref for r in running], num_returns=len(running), timeout=timeout)
+        except Exception:  # Ray may already be shut down
+            log.debug("waiting for cancelled runners failed", exc_info=True)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the scheduling thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def wake(self) -> None:
+        """Look for work now (a job was submitted or cancelled)."""
+        self._wake.set()
+
+    def running_ids(self) -> list[str]:
+        """Jobs whose runner this process watches."""
+        with self._lock:
+            return list(self._running)
+
+    def recover(self) -> None:
+        """Re-queue jobs a previous process left RUNNING; finish those left CANCELLING."""
+        for row in self.db.jobs_in([JobStatus.RUNNING, JobStatus.CANCELLING]):
+            if row.status == JobStatus.CANCELLING.value:
+                self.db.finish(row.id, JobStatus.CANCELLED, from_status=(JobStatus.CANCELLING,))
+                log.info("job %s: cancelled (was cancelling when the server stopped)", row.id)
+            elif self.db.requeue(
+                row.id, "the server restarted: re-queued; the search resumes from its study"
+            ):
+                log.info("job %s: re-queued after a restart", row.id)
+
+    # ------------------------------------------------------------------ loop
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+                self.error = None
+            except Exception as e:  # keep scheduling; readyz reports the error
+                self.error = f"{type(e).__name__}: {e}"
+                log.exception("scheduler tick failed")
+            self.last_tick = time.monotonic()
+            self._wake.wait(self.settings.poll_interval_s)
+            self._wake.clear()
+
+    def _ray(self) -> Any:
+        import ray
+
+        if self._remote is None:
+            from prunepilot.worker import ensure_ray
+
+            from ._runner import run_job
+
+            ensure_ray(self.settings.ray_address, num_cpus=self.settings.ray_num_cpus)
+            self._remote = ray.remote(num_cpus=0, max_retries=0)(run_job)
+        return ray
+
+    def tick(self) -> None:
+        """One round: reap, enforce cancellations, launch."""
+        with self._lock:
+            running = list(self._running.values())
+        if running:
+            ray = self._ray()
+            self._reap(ray, running)
+            self._enforce_cancel(ray)
+        with self._lock:
+            free = self.settings.concurrent_jobs - len(self._running)
+        if free <= 0 or self._stop.is_set():
+            return
+        queued = self.db.queued(free)
+        if not queued:
+            return
+        self._ray()
+        for job_id in queued:
+            attempt = self.db.claim(job_id)
+            if attempt is None:
+                continue
+            try:
+                ref = self._remote.options(name=f"prunepilot-job-{job_id}").remote(
+                    job_id, attempt, self.settings.model_dump(mode="json")
+                )
+            except Exception as e:  # Ray refused the task: the job cannot run
+                self.db.finish(
+                    job_id, JobStatus.FAILED, attempt=attempt, error=f"cannot start: {e}"
+                )
+                continue
+            with self._lock:
+                self._running[job_id] = _Running(job_id, attempt, ref, time.monotonic())
+            log.info("job %s: runner launched (attempt %d)", job_id, attempt)
+
+    def _reap(self, ray: Any, running: list[_Running]) -> None:
+        ready, _ = ray.wait([r.ref for r in running], num_returns=len(running), timeout=0)
+        finished = set(ready)
+        for r in running:
+            if r.ref not in finished:
+                continue
+            with self._lock:
+                self._running.pop(r.job_id, None)
+            try:
+                outcome = ray.get(r.ref)
+                log.info("job %s: runner finished (%s)", r.job_id, outcome)
+                reason = "the job runner exited without recording a result"
+            except Exception as e:  # the runner died: crash, OOM, or killed on cancel
+                outcome = None
+                reason = f"the job runner died: {type(e).__name__}: {e}"
+            row = self.db.get_job(r.job_id)
+            if row is None or row.attempt != r.attempt or JobStatus(row.status).terminal:
+                continue
+            if row.status == JobStatus.CANCELLING.value:
+                self.db.finish(r.job_id, JobStatus.CANCELLED, attempt=r.attempt)
+            else:
+                self.db.log(r.job_id, "ERROR", reason)
+                self.db.finish(r.job_id, JobStatus.FAILED, attempt=r.attempt, error=reason)
+
+    def _enforce_cancel(self, ray: Any) -> None:
+        grace = self.settings.cancel_grace_s
+        now = utcnow()
+        with self._lock:
+            running = dict(self._running)
+        for row in self.db.jobs_in([JobStatus.CANCELLING]):
+            r = running.get(row.id)
+            if r is None or r.killed or row.cancel_requested_at is None:
+                continue
+            if (now - row.cancel_requested_at).total_seconds() < grace:
+                continue
+            log.info("job %s: runner still running %.0f s after cancel; killing it", row.id, grace)
+            self.db.log(row.id, "WARNING", f"the runner did not stop within {grace:g} s; killed")
+            try:
+                ray.cancel(r.ref, force=True)
+            except Exception:  # the runner may have finished meanwhile
+                log.debug("ray.cancel failed for %s", row.id, exc_info=True)
+            r.killed = True
+            self.db.finish(row.id, JobStatus.CANCELLED, attempt=r.attempt)

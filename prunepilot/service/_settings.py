@@ -1,0 +1,217 @@
+"""The operator's configuration: one pydantic model, from keyword arguments or ``PRUNEPILOT_*``.
+
+Every field can be set by an environment variable named ``PRUNEPILOT_`` + the field name in
+capitals (``PRUNEPILOT_DATA_DIR``, ``PRUNEPILOT_TOKENS``, ...). Derived locations (database,
+artifacts, uploads) default to paths inside ``data_dir`` so a bare ``prunepilot serve``
+works with no set-up: a SQLite file in WAL mode, local Ray, a generated local token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["Settings"]
+
+log = logging.getLogger("prunepilot.service")
+
+_ENV_PREFIX = "PRUNEPILOT_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _default_data_dir() -> Path:
+    home = Path.home()
+    if os.access(home, os.W_OK):
+        return home / ".prunepilot"
+    return Path.cwd() / ".prunepilot"
+
+
+class Settings(BaseModel):
+    """How the service runs; every field has a working default.
+
+    Attributes:
+        data_dir: root of the service's state (database, uploads, artifacts, job files).
+        database_url: SQLAlchemy URL of the job store and the Optuna studies (default: a
+            SQLite file in ``data_dir``, WAL mode); ``postgresql+psycopg://...`` for a
+            shared database.
+        artifact_dir: where jobs' checkpoints, ONNX files and reports go.
+        upload_dir: where uploads are stored.
+        data_root: the only directory ``dir:PATH`` datasets may name (unset: refused).
+        auth: require a bearer token (``False`` only for an embedded single-user demo:
+            every request then acts as the owner ``local``).
+        tokens: bearer token -> owner name. Empty with ``auth``: one local token, created
+            in ``data_dir/token`` (see `local_token`).
+        model_allowlist: ``fnmatch`` patterns of ``package.module:function`` factories jobs
+            may name; torchvision and timm architectures are always allowed.
+        allow_untrusted_models: accept pickled modules and ``.pt2`` uploads as models
+            (they run code when loaded; they are only loaded in job runners, on Ray).
+        max_upload_bytes: largest accepted upload (413 above).
+        max_jobs_per_token: unfinished jobs one token may have (429 above).
+        concurrent_jobs: jobs running at once on the Ray cluster.
+        ray_address: a Ray cluster to use (unset: a local Ray started on demand).
+        ray_num_cpus: logical CPUs of the local Ray (unset: the machine's).
+        workers_per_job: evaluator actors per job when the spec does not say.
+        max_workers_per_job: the most a spec may ask for.
+        worker_device: ``auto`` (GPUs when the cluster has them), ``cpu`` or ``cuda``.
+        worker_threads: torch CPU threads per evaluator (and per job runner).
+        scheduler: run queued jobs from this process (``False`` for an API-only replica).
+        poll_interval_s: how often the scheduler looks for work and event streams poll.
+        cancel_grace_s: after this long a cancelled job's runner is killed outright.
+        archive_max_files: most files an ImageFolder archive may hold.
+        archive_max_bytes: most bytes an archive may expand to.
+        onnx_export: export an ONNX file next to each pruned checkpoint.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    artifact_dir: Path | None = None
+    upload_dir: Path | None = None
+    data_root: Path | None = None
+    auth: bool = True
+    tokens: dict[str, str] = Field(default_factory=dict)
+    model_allowlist: tuple[str, ...] = ("prunepilot.service.zoo:*",)
+    allow_untrusted_models: bool = False
+    max_upload_bytes: int = Field(default=1 << 30, ge=1)
+    max_jobs_per_token: int = Field(default=10, ge=1)
+    concurrent_jobs: int = Field(default=1, ge=1)
+    ray_address: str | None = None
+    ray_num_cpus: int | None = Field(default=None, ge=1)
+    workers_per_job: int = Field(default=2, ge=1)
+    max_workers_per_job: int = Field(default=16, ge=1)
+    worker_device: Literal["auto", "cpu", "cuda"] = "auto"
+    worker_threads: int = Field(default=1, ge=1)
+    scheduler: bool = True
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    cancel_grace_s: float = Field(default=5.0, ge=0)
+    archive_max_files: int = Field(default=100_000, ge=1)
+    archive_max_bytes: int = Field(default=4 << 30, ge=1)
+    onnx_export: bool = True
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, v: dict[str, str]) -> dict[str, str]:
+        for token, owner in v.items():
+            if len(token) < 8:
+                raise ValueError("every token must be at least 8 characters long")
+            if not owner:
+                raise ValueError(f"token {token[:4]}... has an empty owner name")
+        return v
+
+    # ------------------------------------------------------------------ derived paths
+
+    @property
+    def db_url(self) -> str:
+        """The database URL (default: ``sqlite:///DATA_DIR/prunepilot.db``)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir.expanduser().resolve() / 'prunepilot.db'}"
+
+    @property
+    def artifacts_path(self) -> Path:
+        """Directory of job artifacts, one sub-directory per job."""
+        return (self.artifact_dir or self.data_dir / "artifacts").expanduser()
+
+    @property
+    def uploads_path(self) -> Path:
+        """Directory of stored uploads."""
+        return (self.upload_dir or self.data_dir / "uploads").expanduser()
+
+    @property
+    def jobs_path(self) -> Path:
+        """Scratch directory of job runners (extracted archives), one per job."""
+        return self.data_dir.expanduser() / "jobs"
+
+    def ensure_dirs(self) -> None:
+        """Create the data, artifact, upload and job directories."""
+        for p in (self.data_dir.expanduser(), self.artifacts_path, self.uploads_path):
+            p.mkdir(parents=True, exist_ok=True)
+        self.jobs_path.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ tokens
+
+    def local_token(self) -> str:
+        """The generated single-user token (``data_dir/token``), created on first use."""
+        path = self.data_dir.expanduser() / "token"
+        if path.is_file():
+            token = path.read_text().strip()
+            if token:
+                return token
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        log.info("created a local API token in %s", path)
+        return token
+
+    def token_owners(self) -> dict[str, str]:
+        """Token -> owner, with the generated local token when none are configured."""
+        if self.tokens:
+            return dict(self.tokens)
+        return {self.local_token(): "local"}
+
+    # ------------------------------------------------------------------ environment
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``PRUNEPILOT_*`` variables, then ``overrides`` (e.g. CLI flags).
+
+        ``PRUNEPILOT_TOKENS`` is ``token=owner,token2=owner2`` or a JSON object;
+        ``PRUNEPILOT_MODEL_ALLOWLIST`` is comma-separated patterns; booleans accept
+        ``1/0``, ``true/false``, ``yes/no``, ``on/off``.
+
+        Raises:
+            ValueError: a variable cannot be parsed (the message names it).
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            raw = env.get(_ENV_PREFIX + name.upper())
+            if raw is None:
+                continue
+            try:
+                values[name] = _parse_env(name, field.annotation, raw)
+            except ValueError as e:
+                raise ValueError(f"{_ENV_PREFIX}{name.upper()}: {e}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)
+
+
+def _parse_env(name: str, annotation: Any, raw: str) -> Any:
+    text = str(annotation)
+    if name == "tokens":
+        raw = raw.strip()
+        if raw.startswith("{"):
+            parsed = json.loads(raw)
+            if not isinstance(parsed, dict):
+                raise ValueError("expected a JSON object of token -> owner")
+            return parsed
+        out: dict[str, str] = {}
+        for item in filter(None, (s.strip() for s in raw.split(","))):
+            token, sep, owner = item.partition("=")
+            if not sep:
+                raise ValueError(f"expected token=owner pairs; got {item[:4]}...")
+            out[token.strip()] = owner.strip()
+        return out
+    if name == "model_allowlist":
+        return tuple(s.strip() for s in raw.split(",") if s.strip())
+    if annotation is bool:
+        low = raw.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"expected a boolean (1/0, true/false); got {raw!r}")
+    if raw.strip() == "" and "None" in text:
+        return None
+    return raw

@@ -1,0 +1,42 @@
+"""Submit-time checks of a job spec: everything it names must exist and fit together.
+
+Cheap by design (no data loaded, models built on the ``meta`` device), so a spec that
+cannot run is refused with a 4xx saying what to fix instead of failing minutes later.
+"""
+
+from __future__ import annotations
+
+from prunepilot.search import available_criteria
+
+from . import _datasets, _models
+from ._db import Database, UploadRow
+from ._errors import SpecError
+from ._settings import Settings
+from .schemas import JobSpec
+
+__all__ = ["validate_job"]
+
+
+def validate_job(spec: JobSpec, owner: str, settings: Settings, db: Database) -> None:
+    """Refuse a spec that names unknown or forbidden things, or whose parts do not fit.
+
+    Raises:
+        SpecError: unknown model, dataset, upload or criterion; inputs that do not fit.
+        Forbidden: a factory outside the allowlist, an untrusted model upload.
+    """
+
+    def uploads(upload_id: str) -> UploadRow | None:
+        return db.get_upload(upload_id, owner)
+
+    if spec.workers is not None and spec.workers > settings.max_workers_per_job:
+        raise SpecError(
+            f"workers={spec.workers} is over this server's limit of "
+            f"{settings.max_workers_per_job} per job"
+        )
+    criteria = available_criteria()
+    if spec.search.criterion not in criteria:
+        raise SpecError(
+            f"unknown criterion {spec.search.criterion!r}; available: {', '.join(criteria)}"
+        )
+    info = _datasets.describe(spec.dataset, settings, uploads)
+    _models.check(spec.model, settings, uploads, info.sample_shape, info.num_classes)

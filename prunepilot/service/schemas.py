@@ -1,0 +1,247 @@
+"""The service's wire models, shared by the server and the Python client.
+
+This module depends on pydantic and `prunepilot.search`'s spec models only, so the
+client imports it without the server's dependencies.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from prunepilot.search._spec import (
+    Constraints,
+    FinetuneSettings,
+    SearchSettings,
+    SearchSpace,
+    SearchSpec,
+)
+
+__all__ = [
+    "ArtifactInfo",
+    "DatasetSpec",
+    "ErrorBody",
+    "JobInfo",
+    "JobPage",
+    "JobSpec",
+    "JobStatus",
+    "ModelSpec",
+    "TrialInfo",
+    "TrialsPage",
+    "UploadInfo",
+]
+
+_MODEL_SOURCE = re.compile(
+    r"^(torchvision|timm):[A-Za-z0-9_.\-]+$|^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+)
+_UPLOAD_ID = re.compile(r"^[a-z0-9]{8,64}$")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Spec):
+    """The model to prune.
+
+    Attributes:
+        source: ``torchvision:NAME``, ``timm:NAME`` or an operator-allowlisted factory
+            ``package.module:function``; or ``upload:ID`` of a pickled module / ``.pt2``
+            file (refused unless the operator enables untrusted models).
+        weights: upload id of a safetensors state dict (default: random initialisation).
+        kwargs: keyword arguments for the builder (e.g. ``{"num_classes": 10}``).
+        input_shape: one sample's input shape without the batch dim, e.g. ``[3, 224, 224]``.
+    """
+
+    source: str = Field(min_length=3, max_length=200)
+    weights: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    input_shape: tuple[int, ...] = Field(min_length=1, max_length=4)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if v.startswith("upload:"):
+            if not _UPLOAD_ID.match(v.removeprefix("upload:")):
+                raise ValueError(f"'upload:' must be followed by an upload id; got {v!r}")
+            return v
+        if not _MODEL_SOURCE.match(v):
+            raise ValueError(
+                "model source must be 'torchvision:NAME', 'timm:NAME', 'package.module:factory'"
+                f" or 'upload:ID'; got {v!r}"
+            )
+        return v
+
+    @field_validator("input_shape")
+    @classmethod
+    def _shape(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(d < 1 or d > 4096 for d in v):
+            raise ValueError(f"input_shape dims must be in [1, 4096]; got {list(v)}")
+        return v
+
+
+class DatasetSpec(_Spec):
+    """The data: where it comes from and how it is prepared.
+
+    Attributes:
+        source: ``builtin:digits`` (scikit-learn), ``builtin:fashion-mnist`` (when
+            installed), ``upload:ID`` (a safetensors file with ``inputs`` and ``labels``, or
+            a zip/tar ImageFolder archive), or ``dir:PATH`` (an ImageFolder directory under
+            the operator's data root).
+        image_size: resize images to this side (ImageFolder and built-ins).
+        channels: convert images to this many channels (1 or 3).
+        mean: per-channel normalisation mean (default: none).
+        std: per-channel normalisation std.
+        val_fraction: share of the samples held out for validation.
+        score_fraction: share of the training samples held out to score candidates.
+        batch_size: batch size for training, calibration and scoring.
+        limit: use at most this many samples (subsampled with ``seed``).
+        seed: split and subsampling seed.
+    """
+
+    source: str = Field(min_length=3, max_length=300)
+    image_size: int | None = Field(default=None, ge=1, le=4096)
+    channels: Literal[1, 3] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    score_fraction: float = Field(default=0.1, gt=0, lt=1)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    limit: int | None = Field(default=None, ge=10)
+    seed: int = 0
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        kind, sep, rest = v.partition(":")
+        if not sep or kind not in ("builtin", "upload", "dir") or not rest:
+            raise ValueError(
+                "dataset source must be 'builtin:digits', 'builtin:fashion-mnist', "
+                f"'upload:ID' or 'dir:PATH'; got {v!r}"
+            )
+        if kind == "upload" and not _UPLOAD_ID.match(rest):
+            raise ValueError(f"'upload:' must be followed by an upload id; got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _norm(self) -> DatasetSpec:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std for normalisation, or neither")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError("std values must be positive")
+        return self
+
+
+class JobSpec(_Spec):
+    """What a user submits: model, data, budgets and search settings."""
+
+    name: str | None = Field(default=None, max_length=200)
+    model: ModelSpec
+    dataset: DatasetSpec
+    constraints: Constraints
+    space: SearchSpace = SearchSpace()
+    search: SearchSettings = SearchSettings()
+    finetune: FinetuneSettings = FinetuneSettings()
+    workers: int | None = Field(default=None, ge=1, le=64)
+
+    def search_spec(self) -> SearchSpec:
+        """The part of the job the search library consumes."""
+        return SearchSpec(
+            constraints=self.constraints,
+            space=self.space,
+            search=self.search,
+            finetune=self.finetune,
+        )
+
+
+class JobStatus(StrEnum):
+    """A job's life: QUEUED → RUNNING → SUCCEEDED | FAILED | CANCELLING → CANCELLED."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLING = "CANCELLING"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job will not change any more."""
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobInfo(BaseModel):
+    """A job as the API reports it."""
+
+    id: str
+    name: str | None = None
+    status: JobStatus
+    phase: str | None = None
+    trials_done: int = 0
+    trials_planned: int = 0
+    best_score: float | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    spec: JobSpec
+    result: dict[str, Any] | None = None
+
+
+class JobPage(BaseModel):
+    """One page of jobs, newest first; pass ``next_cursor`` to get the next."""
+
+    items: list[JobInfo]
+    next_cursor: str | None = None
+
+
+class TrialInfo(BaseModel):
+    """One sampled candidate of a job's search."""
+
+    number: int
+    config: dict[str, float]
+    state: str
+    macs: int
+    params: int
+    predicted_ms: float | None = None
+    measured_ms: float | None = None
+    score: float | None = None
+    feasible: bool = False
+    reason: str | None = None
+
+
+class TrialsPage(BaseModel):
+    """Every trial of a job and the trial numbers on its Pareto front."""
+
+    trials: list[TrialInfo]
+    pareto: list[int] = Field(default_factory=list)
+
+
+class ArtifactInfo(BaseModel):
+    """A file a finished job produced."""
+
+    name: str
+    size: int
+    sha256: str
+    media_type: str
+
+
+class UploadInfo(BaseModel):
+    """A stored upload that job specs reference as ``upload:ID``."""
+
+    id: str
+    filename: str
+    size: int
+    sha256: str
+    kind: Literal["safetensors", "archive", "pickle", "pt2", "other"]
+    created_at: datetime
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx body: what went wrong and what to fix."""
+
+    detail: str

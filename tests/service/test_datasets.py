@@ -1,0 +1,127 @@
+"""Datasets resolved to loaders: built-ins, safetensors uploads, ImageFolder dirs and archives."""
+
+from __future__ import annotations
+
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from prunepilot.service import DatasetSpec, Settings
+from prunepilot.service._datasets import describe, prepare
+from prunepilot.service._db import UploadRow
+from prunepilot.service._errors import SpecError
+
+
+def _settings(tmp: Path, **kw: object) -> Settings:
+    return Settings(data_dir=tmp / "data", tokens={"token-12345": "t"}, **kw)  # type: ignore[arg-type]
+
+
+def _row(upload_id: str, kind: str) -> UploadRow:
+    return UploadRow(
+        id=upload_id,
+        owner="t",
+        filename="f",
+        size=1,
+        sha256="0" * 64,
+        kind=kind,
+        path=upload_id,
+        created_at=datetime.now(UTC),
+    )
+
+
+def _images(root: Path, classes: int = 2, per: int = 6, size: int = 12) -> None:
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        d = root / f"class{c}"
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per):
+            arr = rng.integers(0, 255, (size, size + 2, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(d / f"{i}.png")
+
+
+def test_digits_split_resize_and_normalise(tmp_path: Path) -> None:
+    cfg = _settings(tmp_path)
+    spec = DatasetSpec(
+        source="builtin:digits",
+        limit=200,
+        image_size=16,
+        channels=3,
+        mean=(0.5,),
+        std=(0.25,),
+        batch_size=32,
+    )
+    info = describe(spec, cfg, lambda _: None)
+    assert info.sample_shape == (3, 16, 16) and info.num_classes == 10
+    data = prepare(spec, cfg, lambda _: None, tmp_path)
+    assert data.sample_shape == (3, 16, 16) and data.num_classes == 10
+    assert sum(data.sizes.values()) == 200 and data.sizes["val"] == 40
+    x, y = next(iter(data.train))
+    assert x.shape == (32, 3, 16, 16) and y.dtype == torch.long
+    assert x.min() >= -2.0 - 1e-6 and x.max() <= 2.0 + 1e-6
+    # train reshuffles each pass; val is stable
+    assert not torch.equal(next(iter(data.train))[1], next(iter(data.train))[1])
+    assert torch.equal(next(iter(data.val))[1], next(iter(data.val))[1])
+
+
+def test_fashion_mnist_never_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import prunepilot.service._datasets as ds
+
+    monkeypatch.setattr(ds, "_fashion_root", lambda _s: None)
+    with pytest.raises(SpecError, match="not installed"):
+        describe(DatasetSpec(source="builtin:fashion-mnist"), _settings(tmp_path), lambda _: None)
+
+
+def test_safetensors_upload(tmp_path: Path) -> None:
+    cfg = _settings(tmp_path)
+    cfg.ensure_dirs()
+    uid = "a" * 24
+    save_file(
+        {"inputs": (torch.rand(50, 8, 8) * 255).to(torch.uint8), "labels": torch.arange(50) % 5},
+        str(cfg.uploads_path / uid),
+    )
+    uploads = {uid: _row(uid, "safetensors")}
+    spec = DatasetSpec(source=f"upload:{uid}", batch_size=8)
+    assert describe(spec, cfg, uploads.get).sample_shape == (1, 8, 8)
+    data = prepare(spec, cfg, uploads.get, tmp_path)
+    assert data.num_classes == 5 and data.sample_shape == (1, 8, 8)
+    assert 0.0 <= float(next(iter(data.train))[0].max()) <= 1.0
+    bad = "b" * 24
+    save_file({"x": torch.zeros(3)}, str(cfg.uploads_path / bad))
+    with pytest.raises(SpecError, match="'inputs' and 'labels'"):
+        describe(DatasetSpec(source=f"upload:{bad}"), cfg, {bad: _row(bad, "safetensors")}.get)
+
+
+def test_image_folder_dir_and_archive(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    _images(root / "set" / "train")
+    cfg = _settings(tmp_path, data_root=root)
+    spec = DatasetSpec(source="dir:set", batch_size=4, channels=1)
+    info = describe(spec, cfg, lambda _: None)
+    assert info.sample_shape == (1, 12, 14) and info.num_classes == 2
+    data = prepare(spec, cfg, lambda _: None, tmp_path / "w1")
+    assert data.sample_shape == (1, 12, 14) and sum(data.sizes.values()) == 12
+    with pytest.raises(SpecError, match="outside the server's data root"):
+        describe(DatasetSpec(source="dir:../"), cfg, lambda _: None)
+    with pytest.raises(SpecError, match="data root"):
+        describe(spec, _settings(tmp_path), lambda _: None)
+
+    cfg.ensure_dirs()
+    uid = "c" * 24
+    with zipfile.ZipFile(cfg.uploads_path / uid, "w") as zf:
+        for p in sorted((root / "set").rglob("*.png")):
+            zf.write(p, str(p.relative_to(root)))
+    uploads = {uid: _row(uid, "archive")}
+    spec = DatasetSpec(source=f"upload:{uid}", image_size=8, batch_size=4)
+    assert describe(spec, cfg, uploads.get) == describe(spec, cfg, uploads.get)
+    assert describe(spec, cfg, uploads.get).sample_shape == (3, 8, 8)
+    work = tmp_path / "w2"
+    work.mkdir()
+    data = prepare(spec, cfg, uploads.get, work)
+    assert data.sample_shape == (3, 8, 8) and data.num_classes == 2
+    assert (work / "data" / "set" / "train" / "class1").is_dir()

@@ -1,0 +1,118 @@
+"""Model resolution: names, allowlist, weights; untrusted uploads are loaded only by runners."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from prunepilot.service import ModelSpec, Settings, _models, _runner
+from prunepilot.service._db import UploadRow
+from prunepilot.service._errors import Forbidden, SpecError
+from prunepilot.service.zoo import digits_cnn
+
+
+def _row(upload_id: str, kind: str) -> UploadRow:
+    return UploadRow(
+        id=upload_id,
+        owner="t",
+        filename="f",
+        size=1,
+        sha256="0" * 64,
+        kind=kind,
+        path=upload_id,
+        created_at=datetime.now(UTC),
+    )
+
+
+def _cfg(tmp: Path, **kw: Any) -> Settings:
+    cfg = Settings(data_dir=tmp, tokens={"token-12345": "t"}, **kw)
+    cfg.ensure_dirs()
+    return cfg
+
+
+def test_untrusted_upload_is_checked_without_loading_and_built_only_by_the_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _cfg(tmp_path, allow_untrusted_models=True)
+    uid = "d" * 24
+    torch.save(digits_cnn(width=8), cfg.uploads_path / uid)
+    uploads = {uid: _row(uid, "pickle")}.get
+    spec = ModelSpec(source=f"upload:{uid}", input_shape=(1, 8, 8))
+
+    def no_load(*_a: Any, **_k: Any) -> None:
+        raise AssertionError("the API process must not unpickle uploads")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch, "load", no_load)
+        _models.check(spec, cfg, uploads, (1, 8, 8), 10)
+    built = _models.build(spec, cfg, uploads)
+    assert built.source == "prunepilot.service.zoo:DigitsCNN"
+    assert built.note and "original code" in built.note
+    assert built.model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    with pytest.raises(Forbidden, match="ALLOW_UNTRUSTED"):
+        _models.check(spec, _cfg(tmp_path / "strict"), uploads, (1, 8, 8), 10)
+
+
+def test_pt2_upload_builds_a_graph_module(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, allow_untrusted_models=True)
+    uid = "e" * 24
+    model = digits_cnn(width=8).eval()
+    program = torch.export.export(model, (torch.zeros(1, 1, 8, 8),))
+    with (cfg.uploads_path / uid).open("wb") as f:
+        torch.export.save(program, f)
+    spec = ModelSpec(source=f"upload:{uid}", input_shape=(1, 8, 8))
+    built = _models.build(spec, cfg, {uid: _row(uid, "pt2")}.get)
+    x = torch.randn(1, 1, 8, 8)
+    assert torch.allclose(built.model(x), model(x), atol=1e-5)
+
+
+def test_names_allowlist_and_weights(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, model_allowlist=("prunepilot.service.zoo:digits_*",))
+    none: Any = lambda _: None  # noqa: E731
+    ok = ModelSpec(
+        source="torchvision:mobilenet_v3_small",
+        kwargs={"num_classes": 10},
+        input_shape=(3, 32, 32),
+    )
+    _models.check(ok, cfg, none, (3, 32, 32), 10)
+    with pytest.raises(SpecError, match="timm has no model"):
+        _models.check(
+            ModelSpec(source="timm:not_a_net", input_shape=(3, 8, 8)), cfg, none, (3, 8, 8), None
+        )
+    with pytest.raises(Forbidden, match="not allowed"):
+        _models.check(
+            ModelSpec(source="prunepilot.service.zoo:DigitsCNN", input_shape=(1, 8, 8)),
+            cfg,
+            none,
+            (1, 8, 8),
+            None,
+        )
+    uid = "f" * 24
+    state = digits_cnn(width=8).state_dict()
+    state.pop("head.bias")
+    state["extra.weight"] = torch.zeros(1)
+    save_file(state, str(cfg.uploads_path / uid))
+    spec = ModelSpec(
+        source="prunepilot.service.zoo:digits_cnn",
+        kwargs={"width": 8},
+        weights=uid,
+        input_shape=(1, 8, 8),
+    )
+    with pytest.raises(SpecError, match=r"missing keys \['head.bias'\].*unexpected keys"):
+        _models.check(spec, cfg, {uid: _row(uid, "safetensors")}.get, (1, 8, 8), 10)
+
+
+def test_onnx_export_failure_is_recorded_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*_a: Any, **_k: Any) -> None:
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(torch.onnx, "export", fail)
+    out = _runner._export_onnx(digits_cnn(width=8), torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx")
+    assert out["exported"] is False and "unsupported operator" in out["error"]
