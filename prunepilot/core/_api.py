@@ -83,6 +83,9 @@ def _run(model: Any, example_inputs: Any) -> _Traced:
 
 def _ignored_names(model: nn.Module, ignore: Iterable[nn.Module | str]) -> set[str]:
     names: set[str] = set()
+    ignore = list(ignore)
+    if not ignore:
+        return names
     mods = dict(model.named_modules())
     tensors = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
     for item in ignore:
@@ -123,11 +126,16 @@ _FIXED_MODULES: dict[type[nn.Module], str] = {
 
 def _pin_fixed_modules(model: nn.Module, an: Analysis) -> None:
     """Pin every tensor of modules whose forward checks sizes against fixed attributes."""
+    fixed = [
+        (prefix, mod, reason)
+        for prefix, mod in model.named_modules()
+        for t, reason in _FIXED_MODULES.items()
+        if isinstance(mod, t)
+    ]
+    if not fixed:
+        return
     by_name = {an.cap.names[n]: dims for n, dims in an.param_atoms.items()}
-    for prefix, mod in model.named_modules():
-        reason = next((r for t, r in _FIXED_MODULES.items() if isinstance(mod, t)), None)
-        if reason is None:
-            continue
+    for prefix, mod, reason in fixed:
         for pname, _ in mod.named_parameters(prefix=prefix):
             for a in by_name.get(pname, []):
                 an.atoms.pin(a, reason)
@@ -196,11 +204,14 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     deepcopy would return them unchanged), which is several times faster.
     """
     memo: dict[int, Any] = {}
-    for p in model.parameters():
-        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
-    for b in model.buffers():
-        memo[id(b)] = torch.empty_like(b, device="meta")
     mods = list(model.modules())
+    for m in mods:
+        for p in m._parameters.values():
+            if p is not None and id(p) not in memo:
+                memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
+        for b in m._buffers.values():
+            if b is not None and id(b) not in memo:
+                memo[id(b)] = torch.empty_like(b, device="meta")
     if not all(_plain_module(type(m)) for m in mods):
         return copy.deepcopy(model, memo)
     for m in mods:

@@ -43,6 +43,8 @@ def components(n: int, a: np.ndarray, b: np.ndarray, lab: np.ndarray | None = No
 
 def first_index(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values of a 1-d array and the index of each one's first occurrence."""
+    if a.size < 2 or bool((a[1:] > a[:-1]).all()):  # already strictly increasing
+        return a, np.arange(a.size)
     order = np.argsort(a, kind="stable")
     s = a[order]
     keep = np.empty(s.size, dtype=bool)

@@ -136,8 +136,11 @@ class _Recorder(TorchDispatchMode):
 
 
 @contextmanager
-def _module_tracker(model: nn.Module, stack: list[str]) -> Iterator[None]:
-    names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+def _module_tracker(
+    model: nn.Module, stack: list[str], names: dict[int, str] | None = None
+) -> Iterator[None]:
+    if names is None:
+        names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
 
     def pre(mod: nn.Module, _args: Any) -> None:
         stack.append(names.get(id(mod), stack[-1] if stack else ""))
@@ -172,11 +175,15 @@ def capture(
     Returns:
         The recorded ops, shapes, parameter names and the model output.
     """
-    known: dict[int, str] = {}
-    for n, b in model.named_buffers():
-        known.setdefault(id(b), n)
-    for n, p in model.named_parameters():
-        known.setdefault(id(p), n)
+    known: dict[int, str] = {}  # tensor -> its first name, as named_parameters gives it
+    mod_names: dict[int, str] = {}  # module -> its last name
+    for mname, mod in model.named_modules(remove_duplicate=False):
+        mod_names[id(mod)] = mname
+        prefix = mname + "." if mname else ""
+        for tensors in (mod._parameters, mod._buffers):
+            for k, t in tensors.items():
+                if t is not None and id(t) not in known:
+                    known[id(t)] = prefix + k
     cap = Capture()
     stack: list[str] = []
     rec = _Recorder(cap, known, stack, runner)
@@ -187,7 +194,7 @@ def capture(
     # Train-mode BN updates its statistics; meta tensors hold no values to restore.
     saved = {n: b.clone() for n, b in model.named_buffers() if not b.is_meta}
     try:
-        with torch.no_grad(), _module_tracker(model, stack), rec:
+        with torch.no_grad(), _module_tracker(model, stack, mod_names), rec:
             out = fn(*inputs)
     finally:
         with torch.no_grad():

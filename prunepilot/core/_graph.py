@@ -287,6 +287,8 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         if arr.size
     ]
     raw: list[tuple[str, int, np.ndarray, bool, bool]] = []
+    starts = np.zeros(0, dtype=np.int64)
+    r_all = np.zeros(0, dtype=np.int64)
     if cands:
         sizes = np.fromiter((c[2].size for c in cands), dtype=np.int64, count=len(cands))
         starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
@@ -309,8 +311,14 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     # Classes created by the same layer (conv/linear output dim) form one group; classes
     # no layer creates group by the per-channel tensors they share. Consumers (a conv
     # reading a concatenation) are members of every group whose channels they read.
-    firsts = [first_index(r) for _, _, r, _, _ in raw]  # distinct roots, first positions
-    uniq = [u[u != fixed_root] for u, _ in firsts]
+    # Distinct roots of each member dim (sorted), and in order of first appearance.
+    uniq_all: list[np.ndarray] = []
+    apps: list[np.ndarray] = []
+    for _, _, r, _, _ in raw:
+        u, first = first_index(r)
+        uniq_all.append(u)
+        apps.append(r if u.size == r.size else r[np.sort(first)])
+    uniq = [u[1:] if u.size and u[0] == fixed_root else u for u in uniq_all]
     produced = np.zeros(n, dtype=bool)
     for (_, _, _, _, prod), u in zip(raw, uniq, strict=True):
         if prod:
@@ -342,7 +350,6 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
 
     # Rows: every member dim's distinct group roots in order of first appearance, sorted by
     # group, then producers ("out") before consumers, then trace order.
-    apps = [r[np.sort(first)] for (_, _, r, _, _), (_, first) in zip(raw, firsts, strict=True)]
     consumer = np.fromiter((inw and not prod for _, _, _, inw, prod in raw), bool, len(raw))
     if raw:
         row_e = np.repeat(np.arange(len(raw)), [a.size for a in apps])
@@ -367,7 +374,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         pos_start = np.concatenate(([0], np.cumsum([r.size for _, _, r, _, _ in raw])[:-1]))
         lo_k = np.minimum.reduceat(pos_k, pos_start)
         whole = (lo_k == np.maximum.reduceat(pos_k, pos_start)) & (lo_k >= 0)
-        span = np.where(whole, [u.size for u, _ in firsts], 0).tolist()
+        span = np.where(whole, [u.size for u in uniq_all], 0).tolist()
     else:
         row_e = row_r = row_k = np.zeros(0, np.int64)
         has_fixed = np.zeros(0, dtype=bool)
@@ -465,28 +472,13 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     for new_i, old_i in enumerate(perm):
         roots = group_roots[old_i]
         slot[roots] = np.arange(offset[new_i], offset[new_i] + roots.size)
-    slot_of_atom = slot[all_roots]
-
-    terms = [(t.macs, [slot_of_atom[s] for s in t.scale]) for t in an.mac_terms]
-    tensors = [
-        (an.cap.names[node], [slot_of_atom[a] for a in dims if a is not None])
-        for node, dims in an.param_atoms.items()
-        if an.cap.names[node] in params
-    ]
-    dims_at = [
-        (an.cap.names[node], d, a)
-        for node, dims in an.param_atoms.items()
-        for d, a in enumerate(dims)
-        if a is not None and a.size
-    ]
-    dim_slots = (
-        [
-            slot_of_atom[np.concatenate([a for _, _, a in dims_at])],
-            np.cumsum([0] + [a.size for _, _, a in dims_at[:-1]]),
-        ]
-        if dims_at
-        else []
-    )
+    terms = [(t.macs, [slot[all_roots[s]] for s in t.scale]) for t in an.mac_terms]
+    # Channel slot of every parameter/buffer position (dims in trace order).
+    slots_all = slot[r_all]
+    per_name: dict[str, list[np.ndarray]] = {}
+    for (name, _, arr), lo in zip(cands, starts.tolist(), strict=True):
+        per_name.setdefault(name, []).append(slots_all[lo : lo + arr.size])
+    tensors = [(name, per_name.get(name, [])) for name in per_name if name in params]
     traced = {name for name, _ in tensors}
     tensors += [(name, []) for name in params if name not in traced]  # unused by the forward
     shapes = {an.cap.names[n]: an.cap.shapes[n] for n in an.param_atoms}
@@ -500,8 +492,8 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         _offset=offset,
         _terms=terms,
         _tensors=tensors,
-        _dims=[(name, d) for name, d, _ in dims_at],
-        _dim_slots=dim_slots,
+        _dims=[(name, d) for name, d, _ in cands],
+        _dim_slots=[slots_all, starts] if cands else [],
     )
 
 
