@@ -65,6 +65,8 @@ class _DBLogHandler(logging.Handler):
 
 
 class _Runner:
+    """One attempt at one job; every write is conditional on the attempt number."""
+
     def __init__(self, job_id: str, attempt: int, settings: Settings, db: Database) -> None:
         self.job_id, self.attempt, self.settings, self.db = job_id, attempt, settings, db
         self.superseded = False

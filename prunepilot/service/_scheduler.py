@@ -55,6 +55,8 @@ class Scheduler:
         self._lock = threading.Lock()
         self.last_tick = 0.0
         self.error: str | None = None
+        # what runners get: no tokens (runners need none; task args are visible in Ray)
+        self._runner_settings = settings.model_dump(mode="json", exclude={"tokens"})
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -162,7 +164,7 @@ class Scheduler:
                 continue
             try:
                 ref = self._remote.options(name=f"prunepilot-job-{job_id}").remote(
-                    job_id, attempt, self.settings.model_dump(mode="json")
+                    job_id, attempt, self._runner_settings
                 )
             except Exception as e:  # Ray refused the task: the job cannot run
                 self.db.finish(

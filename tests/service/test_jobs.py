@@ -127,10 +127,21 @@ def test_cancel_stops_a_running_job_within_seconds(server: Server) -> None:
         r = c.post("/jobs", json=spec)
         assert r.status_code == 201, r.text
         job_id = r.json()["id"]
-        wait_for(c, job_id, lambda j: j["trials_done"] >= 1, timeout=120)
-        t0 = time.monotonic()
-        r = c.post(f"/jobs/{job_id}/cancel")
-        assert r.status_code == 200 and r.json()["status"] in ("CANCELLING", "CANCELLED")
+        # follow the live event stream; cancel once a trial is done; the stream then ends
+        seen: list[dict[str, Any]] = []
+        t0 = 0.0
+        with c.stream("GET", f"/jobs/{job_id}/events") as events:
+            for line in events.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                seen.append(json.loads(line.removeprefix("data: ")))
+                if not t0 and seen[-1].get("trials_done", 0) >= 1:
+                    t0 = time.monotonic()
+                    r = c.post(f"/jobs/{job_id}/cancel")
+                    assert r.json()["status"] in ("CANCELLING", "CANCELLED")
+        assert t0, seen
+        assert seen[-1]["status"] == "CANCELLED" and seen[-1]["id"] == job_id  # the end event
+        assert any(e.get("status") == "CANCELLING" for e in seen)
         job = wait_for(c, job_id, timeout=30)
         elapsed = time.monotonic() - t0
         assert job["status"] == "CANCELLED", job
