@@ -197,7 +197,9 @@ def bisect_macs(build: Callable[[float], nn.Module], keep: float, b: Bench) -> n
     return best
 
 
-def spec_for(scenario: str, b: Bench, trials: int, ft_steps: int, top_k: int) -> ps.SearchSpec:
+def spec_for(
+    scenario: str, b: Bench, trials: int, ft_steps: int, top_k: int, score_steps: int = 0
+) -> ps.SearchSpec:
     """The search spec of a scenario."""
     constraints: dict[str, Any] = (
         {"flops": f"{FLOPS_KEEP:.0%}"}
@@ -213,6 +215,7 @@ def spec_for(scenario: str, b: Bench, trials: int, ft_steps: int, top_k: int) ->
             criterion="l2",
             bn_batches=BN_BATCHES,
             score_batches=SCORE_IMAGES // 500,
+            score_steps=score_steps,
             top_k=top_k,
         ),
         finetune=ps.FinetuneSettings(steps=ft_steps, lr=0.01),
@@ -246,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ft-steps", type=int, default=300, help="fine-tune steps per row")
     ap.add_argument("--workers", type=int, default=2, help="Ray workers for the main searches")
     ap.add_argument("--throughput-trials", type=int, default=20)
+    ap.add_argument(
+        "--score-steps", type=int, default=30, help="fine-tune steps before scoring a candidate"
+    )
     ap.add_argument("--scenarios", nargs="*", default=["flops", "latency"])
     ap.add_argument("--quick", action="store_true", help="tiny sanity run (not appended)")
     ap.add_argument("--no-tp", action="store_true", help="skip the Torch-Pruning rows")
@@ -298,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     checks: list[tuple[str, bool]] = []
     for scenario in args.scenarios:
         print(f"scenario {scenario}:", flush=True)
-        spec = spec_for(scenario, b, args.trials, args.ft_steps, top_k=1)
+        spec = spec_for(scenario, b, args.trials, args.ft_steps, 1, args.score_steps)
         res, total_s, _ = run_search(b, spec, args.workers)
+        print(f"  searched config: {res.config}", flush=True)
         s_row = finish(b, scenario, "searched", res.model, total_s)
         rows.append(s_row)
         print(f"  searched: {s_row}", flush=True)
@@ -374,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     # throughput: 1 vs 2 workers, same search, no fine-tuning
     tput: dict[int, float] = {}
     for workers in (1, 2):
-        spec = spec_for("flops", b, args.throughput_trials, 0, top_k=1)
+        spec = spec_for("flops", b, args.throughput_trials, 0, 1, args.score_steps)
         res, _, phase = run_search(b, spec, workers)
         n = len([t for t in res.trials if t.state == "complete"])
         tput[workers] = n / (phase / 60)
