@@ -1,6 +1,7 @@
 """Demo: trace a torchvision ResNet-50, prune it to half its MACs, and measure it.
 
-Run with ``python -m prunepilot.demo`` (or ``bash scripts/demo.sh``). Random weights:
+The library-only demo (``python -m prunepilot.demo``); the README's main command,
+``bash scripts/demo.sh``, runs the service demo ``prunepilot demo`` instead. Random weights:
 nothing is downloaded. Prints the channel groups, MACs/params and CPU latency before/after.
 """
 
