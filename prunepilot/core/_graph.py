@@ -19,6 +19,22 @@ __all__ = ["ChannelGraph", "ChannelGroup", "Member", "build_graph"]
 Plan = Mapping[str, Sequence[int]]
 
 
+def _member(
+    name: str,
+    dim: int,
+    role: Literal["out", "in"],
+    roots: np.ndarray,
+    group: _Channels,
+    span: int,
+) -> Member:
+    """``Member(...)`` without the frozen dataclass's per-field ``__setattr__`` (hot path)."""
+    m = object.__new__(Member)
+    m.__dict__.update(
+        name=name, dim=dim, role=role, size=int(roots.size), _roots=roots, _group=group, _span=span
+    )
+    return m
+
+
 class _Channels:
     """A group's map from atom class roots to its channel numbers."""
 
@@ -393,15 +409,26 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         for key in unique(gl[(gl >= 0) & ~pinned_flag[xs]]).tolist():
             seg_of.setdefault(key, []).append(j)
 
+    raw_name = [name for name, _, _, _, _ in raw]
+    raw_dim = [d for _, d, _, _, _ in raw]
+    consumer_l = consumer.tolist()
     groups: list[ChannelGroup] = []
     group_roots: list[np.ndarray] = []  # per group: class root of every channel
     lookup = np.full(n, -1, dtype=np.int64)  # class root -> channel (of the current group)
+    stamp = np.full(n, -1, dtype=np.int64)  # class root -> last run that marked it
     for run in runs:
         key, lo, hi = run_keys[run], bounds[run], bounds[run + 1]
         rs, es = row_r[lo:hi], row_e[lo:hi]
-        ordered = es[np.flatnonzero(np.concatenate(([True], es[1:] != es[:-1])))].tolist()
-        _, fi = first_index(rs)
-        in_order = rs[np.sort(fi)]
+        heads = np.flatnonzero(np.concatenate(([True], es[1:] != es[:-1])))
+        ordered = es[heads].tolist()
+        # The group's roots in order of first appearance; usually its first member holds
+        # them all (a layer's output channels).
+        stamp[rs[: heads[1] if heads.size > 1 else rs.size]] = run
+        if (stamp[rs] == run).all():
+            in_order = rs[: heads[1] if heads.size > 1 else rs.size]
+        else:
+            _, fi = first_index(rs)
+            in_order = rs[np.sort(fi)]
         if has_fixed[ordered].any():
             in_order = np.concatenate((in_order, [fixed_root]))
         pin_mask = pinned_flag[in_order]
@@ -409,12 +436,13 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         pinned_roots = in_order[pin_mask]
         nch = int(order.size)
         chans = _Channels(order)
-        members = []
-        for i in ordered:
-            name, d, r, _, _ = raw[i]
-            role: Literal["out", "in"] = "in" if consumer[i] else "out"
-            members.append(Member(name, d, role, int(r.size), r, chans, span[i]))
-        has_out = any(m.role == "out" for m in members)
+        members = [
+            _member(
+                raw_name[i], raw_dim[i], "in" if consumer_l[i] else "out", raw[i][2], chans, span[i]
+            )
+            for i in ordered
+        ]
+        has_out = not consumer_l[ordered[0]]  # producers come first
         reason = None
         if pinned_roots.size:
             reason = texts[max(int(why[int(pinned_roots.min())]), 0)]
