@@ -44,6 +44,7 @@ class Analysis:
     mac_terms: list[MacTerm] = field(default_factory=list)
     unknown_ops: dict[str, int] = field(default_factory=dict)
     broadcast: dict[int, set[int]] = field(default_factory=dict)  # node -> expanded dims
+    adopted: set[tuple[int, int]] = field(default_factory=set)  # (node, dim) sharing atoms
     module: str = ""
 
     # -- access ---------------------------------------------------------------------------
@@ -64,6 +65,33 @@ class Analysis:
             self.weightlike.add(node)
         else:
             d = [None] * len(shape)
+        self.vals[node] = d
+        return list(d)
+
+    def adopt(self, ref: Any, like: Dims) -> Dims:
+        """Atom arrays of a parameter that the op unites position by position with ``like``.
+
+        A parameter first seen here (a norm's weight, a bias) shares the atoms of ``like``
+        where given instead of getting fresh atoms that would only be united with them: the
+        same classes with fewer atoms. Its shared dims count as tagged channel dims that
+        neither consume nor produce channels, as its own fresh atoms would.
+        """
+        node = ref.node
+        if node in self.vals or node not in self.cap.names:
+            return self.dims(ref)
+        shape = self.cap.shapes[node]
+        if len(like) != len(shape):
+            return self.dims(ref)
+        fresh: list[np.ndarray] = []
+        for i, (a, s) in enumerate(zip(like, shape, strict=True)):
+            if a is not None and a.shape == (s,):
+                fresh.append(a)
+                self.adopted.add((node, i))
+            else:
+                fresh.append(self.atoms.new(s))
+        self.param_atoms[node] = fresh
+        self.weightlike.add(node)
+        d: Dims = list(fresh)
         self.vals[node] = d
         return list(d)
 
@@ -96,7 +124,8 @@ class Analysis:
         if not tracked:
             return None
         for a in tracked[1:]:
-            self.atoms.unite(tracked[0], a)
+            if a is not tracked[0]:
+                self.atoms.unite(tracked[0], a)
         if len(tracked) < len(arrays) and size > 1:
             self.atoms.pin(tracked[0], reason)
             return None

@@ -302,6 +302,9 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         for d, arr in enumerate(dims)
         if arr.size
     ]
+    cand_keys = [
+        (node, d) for node, dims in an.param_atoms.items() for d, arr in enumerate(dims) if arr.size
+    ]
     raw: list[tuple[str, int, np.ndarray, bool, bool]] = []
     starts = np.zeros(0, dtype=np.int64)
     r_all = np.zeros(0, dtype=np.int64)
@@ -316,6 +319,10 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
 
         any_prod, any_tag = per_dim(produces[every]), per_dim(tagged[every])
         any_in, any_coupled = per_dim(inward[every]), per_dim(class_size[r_all] > 1)
+        if an.adopted:  # dims sharing another tensor's atoms read as their own tagged atoms
+            for i, key in enumerate(cand_keys):
+                if key in an.adopted:
+                    any_prod[i], any_tag[i], any_in[i] = False, True, False
         for i, (name, d, arr) in enumerate(cands):
             if arr.size == 1 and not any_prod[i]:
                 continue  # a size-1 dim that no layer creates is never a channel to remove

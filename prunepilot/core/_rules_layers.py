@@ -61,7 +61,6 @@ def _conv(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     for d in xd[c + 1 :]:
         an.atoms.pin(d, f"{rec.func} mixes channels with spatial positions")
     cin = xd[c]
-    bd = an.dims(bias)[0] if isinstance(bias, Ref) else None
     k = math.prod(ws[2:])
     if not transposed:
         n_out, ig = ws[0], ws[1]
@@ -91,8 +90,10 @@ def _conv(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
             an.tag(wd[1], produces=True)
             outc = wd[1]
         an.macs(math.prod(xs) * og * k, wd[0], outc)
+    bd = an.adopt(bias, [outc])[0] if isinstance(bias, Ref) else None
     if bd is not None:
-        an.atoms.unite(bd, outc)
+        if bd is not outc:
+            an.atoms.unite(bd, outc)
         an.tag(bd)
     an.set(out, list(xd[:c]) + [outc] + [None] * (len(os_) - c - 1))
 
@@ -129,8 +130,12 @@ def _matmul_like(
         batch.append(an.join(cands, max(sizes), f"{rec.func} batches it with an untracked tensor"))
     res = [*batch, ad[-2], bd[-1]]
     if extra is not None:
-        ed = an.dims(extra)
         es = an.shape(extra)
+        aligned = [
+            res[i] if (i := j + len(res) - len(es)) >= 0 and res[i] is not None else None
+            for j in range(len(es))
+        ]
+        ed = an.adopt(extra, aligned)
         if extra.node in an.weightlike:
             for d in ed:
                 an.tag(d)
@@ -140,7 +145,7 @@ def _matmul_like(
                 continue
             if res[i] is None and es[j] > 1:
                 an.atoms.pin(d, f"{rec.func} adds it to an untracked tensor")
-            elif (ri := res[i]) is not None and es[j] == len(ri):
+            elif (ri := res[i]) is not None and es[j] == len(ri) and ri is not d:
                 an.atoms.unite(ri, d)
     nbatch = math.prod(an.shape(out)[:-2]) if out is not None else 1
     an.macs(nbatch * ash[-2] * ash[-1] * bsh[-1], ad[-1], ad[-2], bd[-1])
@@ -201,7 +206,7 @@ def _batch_norm(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     for name in ("weight", "bias", "running_mean", "running_var"):
         t = b.get(name)
         if isinstance(t, Ref) and an.shape(t) == (C,):
-            d = an.dims(t)[0]
+            d = an.adopt(t, [xd[c]])[0]
             an.tag(d)
             stats.append(d)
     joined = an.join(stats, C, f"{rec.func} normalises channels that prunepilot cannot track")
@@ -225,14 +230,14 @@ def _layer_norm(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     xd = an.dims(x)
     k = len(b["normalized_shape"])
     w, bias = b.get("weight"), b.get("bias")
+    affine = [an.adopt(t, xd[len(xd) - k :]) for t in (w, bias) if isinstance(t, Ref)]
     for j in range(k):
         i = len(xd) - k + j
         arrs = [xd[i]]
-        for t in (w, bias):
-            if isinstance(t, Ref):
-                d = an.dims(t)[j]
-                an.tag(d)
-                arrs.append(d)
+        for td in affine:
+            d = td[j]
+            an.tag(d)
+            arrs.append(d)
         if len(arrs) == 1 and xd[i] is not None:
             an.atoms.pin(xd[i], f"{rec.func} without weights fixes its normalized_shape")
         xd[i] = an.join(arrs, an.shape(x)[i], f"{rec.func} normalises an untracked tensor")
