@@ -57,6 +57,10 @@ class Capture:
 
 
 class _Recorder(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # see MetaMode: an eager recording mode, no torch._disable_dynamo wrapper
+
     def __init__(
         self,
         cap: Capture,

@@ -450,6 +450,12 @@ def _same_meta(func: Any, got: Any, want: Any) -> None:
 class MetaMode(TorchDispatchMode):
     """Runs every op of a forward through a `MetaRunner` (no recording)."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Not wrapped in torch._disable_dynamo (a few µs per op): these modes only run
+        # eager shape-propagation forwards, never inside torch.compile.
+        return False
+
     def __init__(self, runner: MetaRunner) -> None:
         super().__init__()
         self.runner = runner

@@ -320,8 +320,8 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         any_prod, any_tag = per_dim(produces[every]), per_dim(tagged[every])
         any_in, any_coupled = per_dim(inward[every]), per_dim(class_size[r_all] > 1)
         if an.adopted:  # dims sharing another tensor's atoms read as their own tagged atoms
-            for i, key in enumerate(cand_keys):
-                if key in an.adopted:
+            for i, node_dim in enumerate(cand_keys):
+                if node_dim in an.adopted:
                     any_prod[i], any_tag[i], any_in[i] = False, True, False
         for i, (name, d, arr) in enumerate(cands):
             if arr.size == 1 and not any_prod[i]:
