@@ -56,6 +56,25 @@ class Capture:
     meta: bool = False  # ran on the meta device (shapes only)
 
 
+_NO_TENSOR = frozenset(
+    {"int", "SymInt", "float", "bool", "str", "number", "Scalar", "Layout", "Device"}
+    | {"MemoryFormat", "Generator", "Dimname", "ScalarType"}
+)
+_TENSOR_ARGS: dict[Any, tuple[int, ...]] = {}
+
+
+def _tensor_args(func: Any) -> tuple[int, ...]:
+    """Positions of an op's arguments that may hold tensors (by schema type)."""
+    try:
+        arguments = func._schema.arguments
+    except AttributeError:
+        return tuple(range(64))
+    def scalar(t: str) -> bool:  # e.g. "Optional[List[int]]"
+        return t.replace("Optional[", "").replace("List[", "").rstrip("]") in _NO_TENSOR
+
+    return tuple(i for i, a in enumerate(arguments) if not a.kwarg_only and not scalar(str(a.type)))
+
+
 class _Recorder(TorchDispatchMode):
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -124,7 +143,17 @@ class _Recorder(TorchDispatchMode):
         # Register inputs before running: an in-place op returns the same object.
         arg = self._arg
         found: list[Ref] = []
-        rargs = tuple([arg(a, found) for a in args])
+        pos = _TENSOR_ARGS.get(func)
+        if pos is None:
+            pos = _TENSOR_ARGS[func] = _tensor_args(func)
+        if pos:
+            rl = list(args)
+            for i in pos:
+                if i < len(rl):
+                    rl[i] = arg(rl[i], found)
+            rargs = tuple(rl)
+        else:
+            rargs = tuple(args)
         rkwargs = {k: arg(v, found) for k, v in kwargs.items()} if kwargs else {}
         out = self.runner(func, args, kwargs) if self.runner is not None else func(*args, **kwargs)
         if isinstance(out, torch.Tensor):
@@ -181,13 +210,17 @@ def capture(
     """
     known: dict[int, str] = {}  # tensor -> its first name, as named_parameters gives it
     mod_names: dict[int, str] = {}  # module -> its last name
+    buffers: list[tuple[str, torch.Tensor]] = []  # as named_buffers gives them
     for mname, mod in model.named_modules(remove_duplicate=False):
         mod_names[id(mod)] = mname
         prefix = mname + "." if mname else ""
-        for tensors in (mod._parameters, mod._buffers):
-            for k, t in tensors.items():
-                if t is not None and id(t) not in known:
-                    known[id(t)] = prefix + k
+        for k, p in mod._parameters.items():
+            if p is not None and id(p) not in known:
+                known[id(p)] = prefix + k
+        for k, b in mod._buffers.items():
+            if b is not None and id(b) not in known:
+                known[id(b)] = prefix + k
+                buffers.append((prefix + k, b))
     cap = Capture()
     stack: list[str] = []
     rec = _Recorder(cap, known, stack, runner)
@@ -196,7 +229,7 @@ def capture(
             cap.inputs.append(rec.node(leaf))
     fn = call if call is not None else model
     # Train-mode BN updates its statistics; meta tensors hold no values to restore.
-    saved = {n: b.clone() for n, b in model.named_buffers() if not b.is_meta}
+    saved = {n: b.clone() for n, b in buffers if not b.is_meta}
     try:
         with torch.no_grad(), _module_tracker(model, stack, mod_names), rec:
             out = fn(*inputs)
