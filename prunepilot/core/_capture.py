@@ -69,6 +69,7 @@ def _tensor_args(func: Any) -> tuple[int, ...]:
         arguments = func._schema.arguments
     except AttributeError:
         return tuple(range(64))
+
     def scalar(t: str) -> bool:  # e.g. "Optional[List[int]]"
         return t.replace("Optional[", "").replace("List[", "").rstrip("]") in _NO_TENSOR
 

@@ -331,54 +331,57 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
             r = r_all[starts[i] : starts[i] + arr.size]
             raw.append((name, d, r, any_in[i], any_prod[i]))
 
+    # Rows (entry, root): the distinct roots of each member dim in order of first appearance.
+    # Most dims' roots strictly increase along the dim: they hold each root once, in order.
+    nraw = len(raw)
+    sizes_raw = [r.size for _, _, r, _, _ in raw]
+    pos_r = cat([r for _, _, r, _, _ in raw]) if raw else np.zeros(0, np.int64)
+    pos_start = np.cumsum([0, *sizes_raw[:-1]]) if raw else np.zeros(0, np.int64)
+    pos_e = np.repeat(np.arange(nraw), sizes_raw)
+    back = np.flatnonzero(pos_r[1:] <= pos_r[:-1]) + 1
+    unordered = set(pos_e[back[pos_e[back] == pos_e[back - 1]]].tolist())
+    if unordered:
+        apps = []
+        for i, (_, _, r, _, _) in enumerate(raw):
+            if i in unordered:
+                _, first = first_index(r)
+                r = r[np.sort(first)]
+            apps.append(r)
+        row_e = np.repeat(np.arange(nraw), [a.size for a in apps])
+        row_r = cat(apps)
+    else:
+        row_e, row_r = pos_e, pos_r
+    distinct = np.bincount(row_e, minlength=nraw)
+    consumer = np.fromiter((inw and not prod for _, _, _, inw, prod in raw), bool, nraw)
+    is_prod = np.fromiter((prod for _, _, _, _, prod in raw), bool, nraw)
+    is_in = np.fromiter((inw for _, _, _, inw, _ in raw), bool, nraw)
+
     # Classes created by the same layer (conv/linear output dim) form one group; classes
     # no layer creates group by the per-channel tensors they share. Consumers (a conv
     # reading a concatenation) are members of every group whose channels they read.
-    # Distinct roots of each member dim (sorted), and in order of first appearance.
-    uniq_all: list[np.ndarray] = []
-    apps: list[np.ndarray] = []
-    for _, _, r, _, _ in raw:
-        u, first = first_index(r)
-        uniq_all.append(u)
-        apps.append(r if u.size == r.size else r[np.sort(first)])
-    uniq = [u[1:] if u.size and u[0] == fixed_root else u for u in uniq_all]
+    free = row_r != fixed_root
+    ue, ur = row_e[free], row_r[free]
+    prod_rows, neither_rows = is_prod[ue], ~is_in[ue] & ~is_prod[ue]
     produced = np.zeros(n, dtype=bool)
-    for (_, _, _, _, prod), u in zip(raw, uniq, strict=True):
-        if prod:
-            produced[u] = True
+    produced[ur[prod_rows]] = True
     covered = produced.copy()
-    for (_, _, _, inw, prod), u in zip(raw, uniq, strict=True):
-        if not inw and not prod:
-            covered[u] = True
+    covered[ur[neither_rows]] = True
     ea: list[np.ndarray] = []
     eb: list[np.ndarray] = []
-
-    def glue(u: np.ndarray) -> None:
-        if u.size > 1:
-            ea.append(np.full(u.size - 1, u[0]))
-            eb.append(u[1:])
-
-    for (_, _, _, inw, prod), u in zip(raw, uniq, strict=True):
-        if prod:
-            glue(u)
-        elif not inw:
-            glue(u[~produced[u]])
-        glue(u[~covered[u]])
-    label = components(
-        n, cat(ea) if ea else np.zeros(0, np.int64), cat(eb) if eb else np.zeros(0, np.int64)
-    )
-    member_roots = cat(uniq) if uniq else np.zeros(0, np.int64)
+    for sel in (prod_rows, neither_rows & ~produced[ur], ~covered[ur]):
+        idx = np.flatnonzero(sel)  # chain each dim's selected roots together
+        same = ue[idx[1:]] == ue[idx[:-1]]
+        ea.append(ur[idx[:-1][same]])
+        eb.append(ur[idx[1:][same]])
+    label = components(n, cat(ea), cat(eb))
     glabel = np.full(n, -2, dtype=np.int64)  # -2: FIXED, shared by every group
-    glabel[member_roots] = label[member_roots]
+    glabel[ur] = label[ur]
 
-    # Rows: every member dim's distinct group roots in order of first appearance, sorted by
-    # group, then producers ("out") before consumers, then trace order.
-    consumer = np.fromiter((inw and not prod for _, _, _, inw, prod in raw), bool, len(raw))
+    # Rows of group roots sorted by group, then producers ("out") before consumers, then
+    # trace order.
     if raw:
-        row_e = np.repeat(np.arange(len(raw)), [a.size for a in apps])
-        row_r = cat(apps)
         row_k = glabel[row_r]
-        has_fixed = np.zeros(len(raw), dtype=bool)
+        has_fixed = np.zeros(nraw, dtype=bool)
         has_fixed[row_e[row_k == -2]] = True
         keep = row_k >= 0
         row_e, row_r, row_k = row_e[keep], row_r[keep], row_k[keep]
@@ -392,12 +395,10 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         row_e, row_r, row_k = row_e[o], row_r[o], row_k[o]
         # A member dim whose positions all hold one group's unpinned channels (others never
         # empty: positions of other groups or pinned ones remain).
-        pos_r = cat([r for _, _, r, _, _ in raw])
         pos_k = np.where(pinned_flag[pos_r], -3, glabel[pos_r])
-        pos_start = np.concatenate(([0], np.cumsum([r.size for _, _, r, _, _ in raw])[:-1]))
         lo_k = np.minimum.reduceat(pos_k, pos_start)
         whole = (lo_k == np.maximum.reduceat(pos_k, pos_start)) & (lo_k >= 0)
-        span = np.where(whole, [u.size for u in uniq_all], 0).tolist()
+        span = np.where(whole, distinct, 0).tolist()
     else:
         row_e = row_r = row_k = np.zeros(0, np.int64)
         has_fixed = np.zeros(0, dtype=bool)
