@@ -204,7 +204,7 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     deepcopy would return them unchanged), which is several times faster.
     """
     memo: dict[int, Any] = {}
-    mods = list(model.modules())
+    mods = _modules(model)
     for m in mods:
         for p in m._parameters.values():
             if p is not None and id(p) not in memo:
@@ -216,22 +216,39 @@ def _meta_copy(model: nn.Module) -> nn.Module:
         return copy.deepcopy(model, memo)
     for m in mods:
         memo[id(m)] = object.__new__(type(m))
+    def value(k: str, v: Any) -> Any:
+        t = type(v)
+        if k in _TENSOR_DICTS and isinstance(v, dict):
+            return t((n, None if x is None else memo[id(x)]) for n, x in v.items())
+        if t is tuple and all(type(x) in _ATOMIC for x in v):
+            return v
+        if (t is dict or t is OrderedDict or t is set) and not v:
+            return t()
+        return copy.deepcopy(v, memo)
+
     for m in mods:
-        state: dict[str, Any] = {}
-        for k, v in m.__dict__.items():
-            if k == "_compiled_call_impl":  # as Module.__getstate__ drops it
-                continue
-            t = type(v)
-            if k in ("_parameters", "_buffers", "_modules") and isinstance(v, dict):
-                state[k] = t((n, None if x is None else memo[id(x)]) for n, x in v.items())
-            elif t in _ATOMIC or (t is tuple and all(type(x) in _ATOMIC for x in v)):
-                state[k] = v
-            elif (t is dict or t is OrderedDict or t is set) and not v:
-                state[k] = t()
-            else:
-                state[k] = copy.deepcopy(v, memo)
+        state = {k: v if type(v) in _ATOMIC else value(k, v) for k, v in m.__dict__.items()}
+        state.pop("_compiled_call_impl", None)  # as Module.__getstate__ drops it
         memo[id(m)].__setstate__(state)
     return memo[id(model)]
+
+
+_TENSOR_DICTS = frozenset({"_parameters", "_buffers", "_modules"})
+
+
+def _modules(model: nn.Module) -> list[nn.Module]:
+    """``list(model.modules())``: every module once, in the same (pre-)order, faster."""
+    seen: set[int] = set()
+    out: list[nn.Module] = []
+    stack = [model]
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        out.append(m)
+        stack.extend(c for c in reversed(m._modules.values()) if c is not None)
+    return out
 
 
 def _shrink(model: nn.Module, graph: ChannelGraph, plan: Mapping[str, Sequence[int]]) -> None:
