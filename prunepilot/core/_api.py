@@ -57,22 +57,23 @@ class _Traced:
     runner: MetaRunner | None = None
 
 
-def _run(model: Any, example_inputs: Any) -> _Traced:
+def _run(model: Any, example_inputs: Any, modules: bool = False) -> _Traced:
     """Capture the model's ops: on the meta device when it runs there (shapes only, no
-    compute), else on real tensors (data-dependent models, e.g. detection)."""
+    compute), else on real tensors (data-dependent models, e.g. detection). ``modules``:
+    note the module running each op (per-module MACs)."""
     if not isinstance(model, nn.Module):
         raise TraceError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     inputs = _as_inputs(example_inputs)
     try:
         runner = MetaRunner()
         meta_model, meta_inputs = _meta_copy(model), _to_meta(inputs)
-        cap = capture(meta_model, meta_inputs, runner=runner)
+        cap = capture(meta_model, meta_inputs, runner=runner, modules=modules)
         cap.meta = True
         return _Traced(inputs, cap, meta_model, meta_inputs, runner)
     except Exception as e:  # any failure on meta: fall back to a real run
         log.debug("meta capture failed (%s: %s); running on real tensors", type(e).__name__, e)
     try:
-        cap = capture(model, inputs)
+        cap = capture(model, inputs, modules=modules)
     except Exception as e:  # the user's forward failed: say so, keep the cause
         raise TraceError(
             f"the model failed on the example inputs ({type(e).__name__}: {e}); pass inputs "
@@ -379,7 +380,7 @@ def trace(
 
 def profile(model: nn.Module, example_inputs: Any) -> Profile:
     """Count MACs (conv, linear, matmul, attention) and parameters of one forward pass."""
-    an = analyze(_run(model, example_inputs).cap)
+    an = analyze(_run(model, example_inputs, modules=True).cap)
     by_module: dict[str, int] = {}
     for t in an.mac_terms:
         by_module[t.module] = by_module.get(t.module, 0) + t.macs

@@ -9,7 +9,7 @@ global module hooks (removed on exit) only note which module is running each op.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,6 +197,7 @@ def capture(
     inputs: tuple[Any, ...],
     call: Callable[..., Any] | None = None,
     runner: MetaRunner | None = None,
+    modules: bool = True,
 ) -> Capture:
     """Run ``model(*inputs)`` once and record every ATen op with tensor identities.
 
@@ -205,6 +206,8 @@ def capture(
         inputs: positional inputs (tensors, or nested tuples/lists/dicts of tensors).
         call: what to call instead of ``model`` (defaults to ``model`` itself).
         runner: runs the ops instead of ATen (fast shape-only execution on the meta device).
+        modules: note which module runs each op (`OpRecord.module`, for per-module MACs);
+            without it the forward skips the global module hooks.
 
     Returns:
         The recorded ops, shapes, parameter names and the model output.
@@ -232,7 +235,8 @@ def capture(
     # Train-mode BN updates its statistics; meta tensors hold no values to restore.
     saved = {n: b.clone() for n, b in buffers if not b.is_meta}
     try:
-        with torch.no_grad(), _module_tracker(model, stack, mod_names), rec:
+        tracker = _module_tracker(model, stack, mod_names) if modules else nullcontext()
+        with torch.no_grad(), tracker, rec:
             out = fn(*inputs)
     finally:
         with torch.no_grad():
