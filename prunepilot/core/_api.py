@@ -21,7 +21,7 @@ from ._capture import Capture, capture
 from ._errors import PlanError, TraceError
 from ._fastmeta import MetaMode, MetaRunner
 from ._graph import ChannelGraph, ChannelGroup, build_graph
-from ._modules import sync_module_attrs
+from ._modules import all_modules, sync_module_attrs
 from ._profile import Profile, count_params
 from ._prune import _tensors, prune_channels
 from ._select import select
@@ -127,6 +127,9 @@ _FIXED_MODULES: dict[type[nn.Module], str] = {
 
 def _pin_fixed_modules(model: nn.Module, an: Analysis) -> None:
     """Pin every tensor of modules whose forward checks sizes against fixed attributes."""
+    kinds = tuple(_FIXED_MODULES)
+    if not any(isinstance(m, kinds) for m in all_modules(model)):
+        return
     fixed = [
         (prefix, mod, reason)
         for prefix, mod in model.named_modules()
@@ -205,7 +208,7 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     deepcopy would return them unchanged), which is several times faster.
     """
     memo: dict[int, Any] = {}
-    mods = _modules(model)
+    mods = all_modules(model)
     for m in mods:
         for p in m._parameters.values():
             if p is not None and id(p) not in memo:
@@ -217,6 +220,7 @@ def _meta_copy(model: nn.Module) -> nn.Module:
         return copy.deepcopy(model, memo)
     for m in mods:
         memo[id(m)] = object.__new__(type(m))
+
     def value(k: str, v: Any) -> Any:
         t = type(v)
         if k in _TENSOR_DICTS and isinstance(v, dict):
@@ -235,21 +239,6 @@ def _meta_copy(model: nn.Module) -> nn.Module:
 
 
 _TENSOR_DICTS = frozenset({"_parameters", "_buffers", "_modules"})
-
-
-def _modules(model: nn.Module) -> list[nn.Module]:
-    """``list(model.modules())``: every module once, in the same (pre-)order, faster."""
-    seen: set[int] = set()
-    out: list[nn.Module] = []
-    stack = [model]
-    while stack:
-        m = stack.pop()
-        if id(m) in seen:
-            continue
-        seen.add(id(m))
-        out.append(m)
-        stack.extend(c for c in reversed(m._modules.values()) if c is not None)
-    return out
 
 
 def _shrink(model: nn.Module, graph: ChannelGraph, plan: Mapping[str, Sequence[int]]) -> None:

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from torch import nn
 
-__all__ = ["sync_module_attrs"]
+__all__ = ["all_modules", "sync_module_attrs"]
+
+
+def all_modules(model: nn.Module) -> list[nn.Module]:
+    """``list(model.modules())``: every module once, in the same (pre-)order, faster."""
+    seen: set[int] = set()
+    out: list[nn.Module] = []
+    stack = [model]
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        out.append(m)
+        stack.extend(c for c in reversed(m._modules.values()) if c is not None)
+    return out
 
 
 def sync_module_attrs(model: nn.Module) -> None:
@@ -13,30 +31,65 @@ def sync_module_attrs(model: nn.Module) -> None:
     Called after slicing tensors (pruning) and after resizing them (loading a pruned
     checkpoint), so the result is a plain model of standard layers whose attributes match.
     """
-    for mod in model.modules():
-        if isinstance(mod, nn.modules.conv._ConvNd):
-            _sync_conv(mod)
-        elif isinstance(mod, nn.Linear):
-            mod.in_features = mod.weight.shape[1]
-            mod.out_features = mod.weight.shape[0]
-        elif isinstance(mod, nn.Bilinear):
-            mod.out_features, mod.in1_features, mod.in2_features = mod.weight.shape
-        elif isinstance(mod, nn.modules.batchnorm._NormBase):
-            ref = mod.weight if mod.weight is not None else mod.running_mean
-            if ref is not None:
-                mod.num_features = ref.shape[0]
-        elif isinstance(mod, nn.LayerNorm):
-            if mod.weight is not None:
-                mod.normalized_shape = tuple(mod.weight.shape)
-        elif isinstance(mod, nn.GroupNorm):
-            if mod.weight is not None:
-                mod.num_channels = mod.weight.shape[0]
-        elif isinstance(mod, nn.Embedding):
-            mod.num_embeddings, mod.embedding_dim = mod.weight.shape
-        elif isinstance(mod, nn.PReLU):
-            mod.num_parameters = mod.weight.numel()
-        elif isinstance(mod, nn.RMSNorm) and mod.weight is not None:
-            mod.normalized_shape = tuple(mod.weight.shape)
+    for mod in all_modules(model):
+        sync = _SYNC.get(type(mod), _MISSING)
+        if sync is _MISSING:
+            sync = _SYNC[type(mod)] = _sync_for(type(mod))
+        if sync is not None:
+            sync(mod)
+
+
+def _sync_linear(mod: nn.Linear) -> None:
+    mod.in_features = mod.weight.shape[1]
+    mod.out_features = mod.weight.shape[0]
+
+
+def _sync_bilinear(mod: nn.Bilinear) -> None:
+    mod.out_features, mod.in1_features, mod.in2_features = mod.weight.shape
+
+
+def _sync_bn(mod: nn.modules.batchnorm._NormBase) -> None:
+    ref = mod.weight if mod.weight is not None else mod.running_mean
+    if ref is not None:
+        mod.num_features = ref.shape[0]
+
+
+def _sync_ln(mod: nn.LayerNorm | nn.RMSNorm) -> None:
+    if mod.weight is not None:
+        mod.normalized_shape = tuple(mod.weight.shape)
+
+
+def _sync_gn(mod: nn.GroupNorm) -> None:
+    if mod.weight is not None:
+        mod.num_channels = mod.weight.shape[0]
+
+
+def _sync_embedding(mod: nn.Embedding) -> None:
+    mod.num_embeddings, mod.embedding_dim = mod.weight.shape
+
+
+def _sync_prelu(mod: nn.PReLU) -> None:
+    mod.num_parameters = mod.weight.numel()
+
+
+_MISSING: Any = object()
+_SYNC: dict[type, Callable[[Any], None] | None] = {}
+
+
+def _sync_for(cls: type) -> Callable[[Any], None] | None:
+    """The attribute update for a module class (first matching base wins)."""
+    table: list[tuple[type, Callable[[Any], None]]] = [
+        (nn.modules.conv._ConvNd, _sync_conv),
+        (nn.Linear, _sync_linear),
+        (nn.Bilinear, _sync_bilinear),
+        (nn.modules.batchnorm._NormBase, _sync_bn),
+        (nn.LayerNorm, _sync_ln),
+        (nn.GroupNorm, _sync_gn),
+        (nn.Embedding, _sync_embedding),
+        (nn.PReLU, _sync_prelu),
+        (nn.RMSNorm, _sync_ln),
+    ]
+    return next((fn for base, fn in table if issubclass(cls, base)), None)
 
 
 def _sync_conv(mod: nn.modules.conv._ConvNd) -> None:

@@ -34,13 +34,17 @@ def removals(
 
 def _tensors(model: nn.Module) -> dict[str, tuple[nn.Module, str, torch.Tensor, bool]]:
     found: dict[str, tuple[nn.Module, str, torch.Tensor, bool]] = {}
-    for mname, mod in model.named_modules(remove_duplicate=False):
+    stack: list[tuple[str, nn.Module]] = [("", model)]  # named_modules(remove_duplicate=False)
+    while stack:
+        mname, mod = stack.pop()
+        prefix = mname + "." if mname else ""
         for pname, p in mod._parameters.items():
             if p is not None:
-                found.setdefault(f"{mname}.{pname}" if mname else pname, (mod, pname, p, True))
+                found.setdefault(prefix + pname, (mod, pname, p, True))
         for bname, b in mod._buffers.items():
             if b is not None:
-                found.setdefault(f"{mname}.{bname}" if mname else bname, (mod, bname, b, False))
+                found.setdefault(prefix + bname, (mod, bname, b, False))
+        stack.extend((prefix + n, c) for n, c in reversed(mod._modules.items()) if c is not None)
     return found
 
 
