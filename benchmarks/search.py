@@ -14,9 +14,11 @@ Rows per scenario, each fine-tuned with the same recipe and number of steps (Bat
 re-estimation on 10 batches, then ``--ft-steps`` SGD steps of batch 128, lr 0.01, cosine):
 
 * ``searched``: `prunepilot.search.search` on a Ray pool (``--workers`` CPU actors, one
-  thread each), constrained TPE over per-group keep ratios, l2 channel scores, candidates
-  scored by adaptive BatchNorm + top-1 on 2000 held-out training images, the best one
-  (``top_k=1``) fine-tuned, so its fine-tune budget equals every other row's;
+  thread each), constrained TPE over per-group keep ratios filled to the budget, l2
+  channel scores, candidates scored by adaptive BatchNorm, ``--score-steps`` fine-tune
+  steps (the same batches for every candidate) and top-1 on 5000 held-out training
+  images, the best one (``top_k=1``) fine-tuned, so its fine-tune budget equals every
+  other row's;
 * ``uniform``: the same keep ratio for every group, the least pruning meeting the budget;
 * ``global``: prunepilot's global ranking of mean-normalised l2 scores (at most 90 % of a
   group);
@@ -59,7 +61,7 @@ log = logging.getLogger("search_bench")
 
 FLOPS_KEEP = 0.25
 LATENCY_KEEP = 0.5
-SCORE_IMAGES = 2000
+SCORE_IMAGES = 5000
 BN_BATCHES = 10
 
 
@@ -204,7 +206,9 @@ def spec_for(
     constraints: dict[str, Any] = (
         {"flops": f"{FLOPS_KEEP:.0%}"}
         if scenario == "flops"
-        else {"latency_ms": f"{LATENCY_KEEP:.0%}", "target": b.target}
+        # absolute: the search and every baseline row share this run's one measurement of
+        # the original model
+        else {"latency_ms": LATENCY_KEEP * b.base_latency, "target": b.target}
     )
     return ps.SearchSpec(
         constraints=ps.Constraints.model_validate(constraints),

@@ -43,6 +43,8 @@ __all__ = [
 
 log = logging.getLogger("prunepilot.search")
 
+_MAX_FIXED_BATCHES = 256
+
 Metric = Callable[[nn.Module, Iterable[Any]], float]
 """``metric(model, loader) -> float``, higher is better; the model is in eval mode."""
 
@@ -133,6 +135,19 @@ class Evaluator:
         self.metric: Metric = work.metric or top1
         score_loader = work.data.score if work.data.score is not None else work.data.val
         self.score_loader = Limited(score_loader, work.settings.score_batches)
+        self._batches: dict[str, list[Any]] = {}
+
+    def _fixed(self, name: str, n: int) -> Iterable[Any]:
+        """The first ``n`` training batches, drawn once and reused for every candidate.
+
+        Every candidate then sees the same data in the same order, so score differences
+        come from the configs, not from the loader's shuffling or augmentation.
+        """
+        if n > _MAX_FIXED_BATCHES:
+            return self.work.data.train
+        if name not in self._batches:
+            self._batches[name] = list(itertools.islice(iter(self.work.data.train), n))
+        return self._batches[name]
 
     def candidate(self, config: Mapping[str, float] | None) -> nn.Module:
         """A pruned copy of the model for ``config`` (the original for ``None``), on device."""
@@ -154,8 +169,9 @@ class Evaluator:
         s = self.work.settings
         model = self.candidate(config)
         if s.bn_batches:
-            recalibrate_bn(model, self.work.data.train, steps=s.bn_batches, device=self.device)
+            recalibrate_bn(model, self._fixed("bn", s.bn_batches), steps=s.bn_batches)
         if s.score_steps:
+            torch.manual_seed(s.seed)
             ft = self.work.finetune
             trainer = Trainer(
                 model,
@@ -165,7 +181,9 @@ class Evaluator:
                 loss_fn=self.work.loss_fn,
                 device=self.device,
             )
-            trainer.fit(self.work.data.train, epochs=None, max_steps=s.score_steps)
+            trainer.fit(
+                self._fixed("score", s.score_steps), epochs=None, max_steps=s.score_steps
+            )
         return Evaluation(self._score(model), time.perf_counter() - t0)
 
     def measure(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import random
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -250,6 +251,29 @@ class _Driver:
                 if o.error:
                     raise InfeasibleError(f"building the latency model failed: {o.error}")
                 self.budgets.latency_model = o.value
+                self.calibrate_latency_model()
+
+    def calibrate_latency_model(self) -> None:
+        """Measure a few random configs for real and fit the latency model's correction.
+
+        Uniform seeds alone teach it little about uneven allocations; random shapes around
+        the budget cost a few measurements of small models and cut its error on them.
+        """
+        n = self.settings.latency_fit_samples
+        if n == 0:
+            return
+        rng = random.Random(self.settings.seed)
+        configs = []
+        for _ in range(n):
+            raw = {d.name: rng.choice(self.space.choices) for d in self.space.dims}
+            configs.append(self.budgets.fill(raw) if self.fill_budget else raw)
+        outcomes = self.run_exclusive(
+            [Task("measure", -3 - i, c, self.target) for i, c in enumerate(configs)]
+        )
+        for config, o in zip(configs, outcomes, strict=True):
+            if o.error is None:
+                self.fit_samples.append((self.space.plan(config), o.value.median_ms))
+        self.fit_latency()
 
     def fit_latency(self) -> None:
         if self.budgets.latency_model is not None and len(self.fit_samples) >= 2:

@@ -227,6 +227,8 @@ class SearchSettings(_Frozen):
             sampler searches the shape of the allocation and no candidate wastes budget.
         latency_slack: filling aims at ``(1 - slack)`` of the latency budget, so that
             measurement noise does not push the filled candidates over it.
+        latency_fit_samples: random configs (filled to the budget) measured before the
+            search to fit the latency model's correction beyond the uniform seeds.
     """
 
     sampler: Literal["tpe", "nsga2"] = "tpe"
@@ -243,6 +245,7 @@ class SearchSettings(_Frozen):
     latency_margin: float = Field(default=0.1, ge=0)
     fill_budget: bool = True
     latency_slack: float = Field(default=0.03, ge=0, lt=0.5)
+    latency_fit_samples: int = Field(default=6, ge=0)
 
 
 class FinetuneSettings(_Frozen):
