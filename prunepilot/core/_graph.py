@@ -306,6 +306,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         (node, d) for node, dims in an.param_atoms.items() for d, arr in enumerate(dims) if arr.size
     ]
     raw: list[tuple[str, int, np.ndarray, bool, bool]] = []
+    raw_src: list[int] = []  # the atom array each member dim reads (shared when adopted)
     starts = np.zeros(0, dtype=np.int64)
     r_all = np.zeros(0, dtype=np.int64)
     if cands:
@@ -330,24 +331,39 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
                 continue
             r = r_all[starts[i] : starts[i] + arr.size]
             raw.append((name, d, r, any_in[i], any_prod[i]))
+            raw_src.append(id(arr))
+
+    # Dims reading the same atoms with the same role (a norm's weight, bias and statistics)
+    # group identically: only the first of them ("canonical") goes through the row passes.
+    canon: list[int] = []
+    dups: dict[int, list[int]] = {}
+    first_of: dict[tuple[int, bool, bool], int] = {}
+    for i, (src, (_, _, _, inw, prod)) in enumerate(zip(raw_src, raw, strict=True)):
+        c = first_of.setdefault((src, inw, prod), i)
+        if c == i:
+            canon.append(i)
+        else:
+            dups.setdefault(c, []).append(i)
 
     # Rows (entry, root): the distinct roots of each member dim in order of first appearance.
     # Most dims' roots strictly increase along the dim: they hold each root once, in order.
     nraw = len(raw)
-    sizes_raw = [r.size for _, _, r, _, _ in raw]
-    pos_r = cat([r for _, _, r, _, _ in raw]) if raw else np.zeros(0, np.int64)
+    canon_e = np.asarray(canon, dtype=np.int64)
+    sizes_raw = [raw[i][2].size for i in canon]
+    pos_r = cat([raw[i][2] for i in canon]) if raw else np.zeros(0, np.int64)
     pos_start = np.cumsum([0, *sizes_raw[:-1]]) if raw else np.zeros(0, np.int64)
-    pos_e = np.repeat(np.arange(nraw), sizes_raw)
+    pos_e = np.repeat(canon_e, sizes_raw)
     back = np.flatnonzero(pos_r[1:] <= pos_r[:-1]) + 1
     unordered = set(pos_e[back[pos_e[back] == pos_e[back - 1]]].tolist())
     if unordered:
         apps = []
-        for i, (_, _, r, _, _) in enumerate(raw):
+        for i in canon:
+            r = raw[i][2]
             if i in unordered:
                 _, first = first_index(r)
                 r = r[np.sort(first)]
             apps.append(r)
-        row_e = np.repeat(np.arange(nraw), [a.size for a in apps])
+        row_e = np.repeat(canon_e, [a.size for a in apps])
         row_r = cat(apps)
     else:
         row_e, row_r = pos_e, pos_r
@@ -383,6 +399,9 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         row_k = glabel[row_r]
         has_fixed = np.zeros(nraw, dtype=bool)
         has_fixed[row_e[row_k == -2]] = True
+        for c, ds in dups.items():
+            has_fixed[ds] = has_fixed[c]
+            distinct[ds] = distinct[c]
         keep = row_k >= 0
         row_e, row_r, row_k = row_e[keep], row_r[keep], row_k[keep]
         present = np.zeros(n, dtype=bool)
@@ -397,7 +416,10 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         # empty: positions of other groups or pinned ones remain).
         pos_k = np.where(pinned_flag[pos_r], -3, glabel[pos_r])
         lo_k = np.minimum.reduceat(pos_k, pos_start)
-        whole = (lo_k == np.maximum.reduceat(pos_k, pos_start)) & (lo_k >= 0)
+        whole = np.zeros(nraw, dtype=bool)
+        whole[canon_e] = (lo_k == np.maximum.reduceat(pos_k, pos_start)) & (lo_k >= 0)
+        for c, ds in dups.items():
+            whole[ds] = whole[c]
         span = np.where(whole, distinct, 0).tolist()
     else:
         row_e = row_r = row_k = np.zeros(0, np.int64)
@@ -429,6 +451,10 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         rs, es = row_r[lo:hi], row_e[lo:hi]
         heads = np.flatnonzero(np.concatenate(([True], es[1:] != es[:-1])))
         ordered = es[heads].tolist()
+        if dups:
+            more = [d for c in ordered for d in dups.get(c, ())]
+            if more:  # same roots and role: they sort in by trace order
+                ordered = sorted(ordered + more, key=lambda e: (consumer_l[e], e))
         # The group's roots in order of first appearance; usually its first member holds
         # them all (a layer's output channels).
         stamp[rs[: heads[1] if heads.size > 1 else rs.size]] = run
