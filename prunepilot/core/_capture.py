@@ -149,9 +149,17 @@ class _Recorder(TorchDispatchMode):
             pos = _TENSOR_ARGS[func] = _tensor_args(func)
         if pos:
             rl = list(args)
+            ref = self.ref
+            n = len(rl)
             for i in pos:
-                if i < len(rl):
-                    rl[i] = arg(rl[i], found)
+                if i < n:
+                    a = rl[i]
+                    if isinstance(a, torch.Tensor):
+                        r = ref(a)
+                        found.append(r)
+                        rl[i] = r
+                    elif a is not None:
+                        rl[i] = arg(a, found)
             rargs = tuple(rl)
         else:
             rargs = tuple(args)
@@ -215,9 +223,12 @@ def capture(
     known: dict[int, str] = {}  # tensor -> its first name, as named_parameters gives it
     mod_names: dict[int, str] = {}  # module -> its last name
     buffers: list[tuple[str, torch.Tensor]] = []  # as named_buffers gives them
-    for mname, mod in model.named_modules(remove_duplicate=False):
+    todo: list[tuple[str, nn.Module]] = [("", model)]  # named_modules(remove_duplicate=False)
+    while todo:
+        mname, mod = todo.pop()
         mod_names[id(mod)] = mname
         prefix = mname + "." if mname else ""
+        todo.extend((prefix + n, c) for n, c in reversed(mod._modules.items()) if c is not None)
         for k, p in mod._parameters.items():
             if p is not None and id(p) not in known:
                 known[id(p)] = prefix + k
