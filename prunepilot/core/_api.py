@@ -349,7 +349,7 @@ def trace(
     if ignored:
         _pin_ignored(an, ignored)
     _pin_fixed_modules(model, an)
-    params = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    params = run.cap.params  # the model's parameter shapes (the capture ran it or its copy)
     graph = build_graph(an, params)
     if an.unknown_ops:
         log.info("ops without a channel rule (their channels are kept): %s", an.unknown_ops)

@@ -53,6 +53,7 @@ class Capture:
     inputs: list[int] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
     output: Any = None
+    params: dict[str, tuple[int, ...]] = field(default_factory=dict)  # as named_parameters
     meta: bool = False  # ran on the meta device (shapes only)
 
 
@@ -220,9 +221,11 @@ def capture(
     Returns:
         The recorded ops, shapes, parameter names and the model output.
     """
+    cap = Capture()
     known: dict[int, str] = {}  # tensor -> its first name, as named_parameters gives it
     mod_names: dict[int, str] = {}  # module -> its last name
     buffers: list[tuple[str, torch.Tensor]] = []  # as named_buffers gives them
+    params: list[tuple[str, torch.Tensor]] = []  # as named_parameters gives them
     todo: list[tuple[str, nn.Module]] = [("", model)]  # named_modules(remove_duplicate=False)
     while todo:
         mname, mod = todo.pop()
@@ -232,11 +235,11 @@ def capture(
         for k, p in mod._parameters.items():
             if p is not None and id(p) not in known:
                 known[id(p)] = prefix + k
+                params.append((prefix + k, p))
         for k, b in mod._buffers.items():
             if b is not None and id(b) not in known:
                 known[id(b)] = prefix + k
                 buffers.append((prefix + k, b))
-    cap = Capture()
     stack: list[str] = []
     rec = _Recorder(cap, known, stack, runner)
     for leaf in tree_flatten(inputs)[0]:
@@ -255,6 +258,7 @@ def capture(
                 if n in saved and b.shape == saved[n].shape:
                     b.copy_(saved[n])
     cap.output = out
+    cap.params = {n: tuple(p.shape) for n, p in params}  # after the forward: lazy layers
     for leaf in tree_flatten(out)[0]:
         if isinstance(leaf, torch.Tensor) and id(leaf) in rec.node_of:
             cap.outputs.append(rec.node_of[id(leaf)])
