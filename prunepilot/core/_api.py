@@ -227,18 +227,22 @@ def _meta_copy(model: nn.Module) -> nn.Module:
             return t((n, None if x is None else memo[id(x)]) for n, x in v.items())
         if t is tuple and all(type(x) in _ATOMIC for x in v):
             return v
-        if (t is dict or t is OrderedDict or t is set) and not v:
-            return t()
         return copy.deepcopy(v, memo)
 
     for m in mods:
-        state = {k: v if type(v) in _ATOMIC else value(k, v) for k, v in m.__dict__.items()}
+        state = {
+            k: v
+            if type(v) in _ATOMIC
+            else (type(v)() if type(v) in _CONTAINERS and not v else value(k, v))
+            for k, v in m.__dict__.items()
+        }
         state.pop("_compiled_call_impl", None)  # as Module.__getstate__ drops it
         memo[id(m)].__setstate__(state)
     return memo[id(model)]
 
 
 _TENSOR_DICTS = frozenset({"_parameters", "_buffers", "_modules"})
+_CONTAINERS = frozenset({dict, OrderedDict, set})  # empty ones are copied as new empties
 
 
 def _shrink(model: nn.Module, graph: ChannelGraph, plan: Mapping[str, Sequence[int]]) -> None:
