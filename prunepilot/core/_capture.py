@@ -23,11 +23,22 @@ from ._fastmeta import MetaRunner
 __all__ = ["Capture", "OpRecord", "Ref", "capture"]
 
 
-@dataclass(frozen=True)
 class Ref:
-    """A tensor argument or output of a recorded op, by node id."""
+    """A tensor argument or output of a recorded op, by node id (hashable; do not modify)."""
 
-    node: int
+    __slots__ = ("node",)
+
+    def __init__(self, node: int) -> None:  # a plain class: cheaper than a frozen dataclass
+        self.node = node
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Ref and other.node == self.node
+
+    def __hash__(self) -> int:
+        return hash((Ref, self.node))
+
+    def __repr__(self) -> str:
+        return f"Ref(node={self.node})"
 
 
 @dataclass
