@@ -334,6 +334,21 @@ def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return _empty(ref, first.dtype)
 
 
+def _empty_like_kernel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``aten.empty.memory_format`` on the meta device (batch norm's reserve buffer)."""
+    size = args[0] if args else kwargs.get("size")
+    dtype = kwargs.get("dtype")
+    if (
+        kwargs.get("device") != _META
+        or kwargs.get("layout") not in (None, torch.strided)
+        or kwargs.get("memory_format") not in (None, torch.contiguous_format)
+        or not isinstance(size, (list, tuple))
+        or not all(isinstance(s, int) and s >= 0 for s in size)
+    ):
+        return NotImplemented
+    return _empty(size, dtype if dtype is not None else torch.get_default_dtype())
+
+
 def _shortcuts() -> dict[Any, Shortcut]:
     table: dict[Any, Shortcut] = {
         op: _make_pointwise(inplace) for op, inplace in _pointwise_overloads().items()
@@ -351,6 +366,7 @@ def _shortcuts() -> dict[Any, Shortcut]:
         table[safe.default] = _softmax
     table[aten.mean.dim] = _mean
     table[aten.cat.default] = _cat
+    table[aten.empty.memory_format] = _empty_like_kernel
     return table
 
 
