@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +48,8 @@ BuildCallback = Callable[[int, int], None]
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _FORMAT = 1
+_PER_LAYER_MIN_SAMPLES = 8  # whole-model measurements needed before per-layer multipliers
+_PER_LAYER_RIDGE = 0.05  # pull of each layer's multiplier towards the shared one
 _RIDGE = 1e-3  # pull of the fit towards the build-time prior (in normalised units)
 
 
@@ -227,6 +230,7 @@ class LatencyModel:
         build_seconds: float,
         coef: tuple[float, float, float] | None = None,
         fitted: int = 0,
+        layer_coef: Sequence[float] | None = None,
     ) -> None:
         self.target = target
         self.keep_ratios = tuple(float(r) for r in keep_ratios)
@@ -260,6 +264,10 @@ class LatencyModel:
         self.lut_full_ms = self._lut(self._full.tolist())
         self.coef = coef if coef is not None else self._prior()
         self.fitted = int(fitted)
+        # per-layer multipliers of the tables (None: the shared ``b`` of ``coef``)
+        self.layer_coef: np.ndarray | None = (
+            None if layer_coef is None else np.asarray(layer_coef, np.float64)
+        )
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -550,7 +558,14 @@ class LatencyModel:
         return np.maximum(self._full - removed, 1.0).tolist()
 
     def _lut(self, kept: Sequence[float]) -> float:
-        return sum(_bilinear(t, kept[2 * i], kept[2 * i + 1]) for i, t in enumerate(self._by_layer))
+        return float(self._layer_luts(kept).sum())
+
+    def _layer_luts(self, kept: Sequence[float]) -> np.ndarray:
+        return np.fromiter(
+            (_bilinear(t, kept[2 * i], kept[2 * i + 1]) for i, t in enumerate(self._by_layer)),
+            np.float64,
+            count=len(self._by_layer),
+        )
 
     def _volume(self, kept: Sequence[float]) -> float:
         if not self.volume_full:
@@ -565,9 +580,12 @@ class LatencyModel:
 
     def predict(self, plan: PlanLike) -> float:
         """Predicted median latency (ms) of the model pruned by ``plan``."""
-        lut, vol = self.features(plan)
+        kept = self._kept(plan)
         a, b, c = self.coef
-        return a + b * lut + c * vol
+        vol = self._volume(kept)
+        if self.layer_coef is not None:
+            return float(a + self.layer_coef @ self._layer_luts(kept) + c * vol)
+        return a + b * self._lut(kept) + c * vol
 
     # ------------------------------------------------------------------ correction
 
@@ -604,9 +622,39 @@ class LatencyModel:
             b = float(beta[1]) * sy / sl
             c = float(beta[2]) * sy if len(beta) > 2 else 0.0
             self.coef = (a, b, c)
+        self.layer_coef = None
+        if len(samples) >= _PER_LAYER_MIN_SAMPLES and len(self._by_layer) > 1:
+            self._fit_layers(samples, y)
         self.fitted = len(samples)
         log.debug("latency model fit on %d samples: coef %s", len(samples), self.coef)
         return self
+
+    def _fit_layers(self, samples: Sequence[tuple[PlanLike, float]], y: np.ndarray) -> None:
+        """Refine the shared table multiplier ``b`` into one per layer.
+
+        Standalone layer timings misjudge how much each layer costs inside the model
+        (caching, fusion, framework overhead differ per shape); with enough whole-model
+        measurements, a non-negative ridge fit pulled towards the shared ``b`` learns each
+        layer's own multiplier, keeping ``a`` and ``c``.
+        """
+        from scipy.optimize import nnls
+
+        a, b, c = self.coef
+        luts = np.stack([self._layer_luts(self._kept(plan)) for plan, _ in samples])
+        vols = np.asarray([self._volume(self._kept(plan)) for plan, _ in samples])
+        scale = max(float(luts.mean()), 1e-9)
+        x = luts / scale
+        target = (y - a - c * vols) / scale
+        prior = np.full(x.shape[1], b)
+        lam = math.sqrt(_PER_LAYER_RIDGE * len(y))
+        xa = np.vstack([x, lam * np.eye(x.shape[1])])
+        ya = np.concatenate([target, lam * prior])
+        coef, _ = nnls(xa, ya)
+        candidate = a + luts @ coef + c * vols
+        before = a + b * luts.sum(axis=1) + c * vols
+        # keep the per-layer fit only if it explains the samples better
+        if np.abs(candidate - y).sum() < np.abs(before - y).sum():
+            self.layer_coef = coef
 
     def error(self, samples: Sequence[tuple[PlanLike, float]]) -> float:
         """Median absolute percentage error on ``samples``, as a fraction (0.1 = 10%)."""
@@ -653,6 +701,7 @@ class LatencyModel:
             "build_seconds": self.build_seconds,
             "coef": list(self.coef),
             "fitted": self.fitted,
+            "layer_coef": None if self.layer_coef is None else self.layer_coef.tolist(),
         }
 
     @classmethod
@@ -700,6 +749,7 @@ class LatencyModel:
                 build_seconds=data["build_seconds"],
                 coef=(a, b, c),
                 fitted=data["fitted"],
+                layer_coef=data.get("layer_coef"),
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise LatencyError(f"malformed latency model data ({type(e).__name__}: {e})") from e

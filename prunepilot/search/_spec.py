@@ -245,7 +245,7 @@ class SearchSettings(_Frozen):
     latency_margin: float = Field(default=0.1, ge=0)
     fill_budget: bool = True
     latency_slack: float = Field(default=0.03, ge=0, lt=0.5)
-    latency_fit_samples: int = Field(default=6, ge=0)
+    latency_fit_samples: int = Field(default=10, ge=0)
 
 
 class FinetuneSettings(_Frozen):

@@ -195,3 +195,20 @@ def test_predict_is_fast_and_checks_groups(built: Setup) -> None:
     assert (time.perf_counter() - t0) / 100 < 1e-3
     with pytest.raises(PlanError, match="unknown group"):
         lm.predict({"nope:0": [0]})
+
+
+def test_per_layer_fit_with_enough_samples(built: Setup) -> None:
+    model, x, graph, lm = built
+    fitted = copy.deepcopy(lm)
+    plans = [_uniform(model, graph, k) for k in (1.0, 0.7, 0.4)]
+    plans += _random_plans(model, graph, 7)
+    train = [(p, _measure(model, graph, x, p)) for p in plans]
+    held = [(p, _measure(model, graph, x, p)) for p in _random_plans(model, graph, 5)]
+    fitted.fit(train)
+    assert fitted.fitted == 10
+    if fitted.layer_coef is not None:  # kept only when it explains the samples better
+        assert (fitted.layer_coef >= 0).all()
+        assert len(fitted.layer_coef) == len(fitted.layer_names)
+    assert fitted.error(held) <= 0.25
+    again = LatencyModel.from_dict(json.loads(json.dumps(fitted.to_dict())))
+    assert [again.predict(p) for p, _ in held] == [fitted.predict(p) for p, _ in held]
