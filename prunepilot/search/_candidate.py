@@ -181,9 +181,7 @@ class Evaluator:
                 loss_fn=self.work.loss_fn,
                 device=self.device,
             )
-            trainer.fit(
-                self._fixed("score", s.score_steps), epochs=None, max_steps=s.score_steps
-            )
+            trainer.fit(self._fixed("score", s.score_steps), epochs=None, max_steps=s.score_steps)
         return Evaluation(self._score(model), time.perf_counter() - t0)
 
     def measure(
