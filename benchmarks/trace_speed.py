@@ -5,9 +5,12 @@ same model in the same process: one warm-up call each, then ``--repeats`` timed 
 alternating the two tools; the table reports the medians and their ratio. Target: prunepilot
 takes at most half of Torch-Pruning's time (ratio pp/tp <= 0.5).
 
+``--phases`` adds prunepilot's per-phase CPU times (best of ``--repeats``): meta copy and
+op capture, channel analysis, group building, and verification (pruned meta forward).
+
 Usage::
 
-    python benchmarks/trace_speed.py [--models NAME ...] [--repeats N] [--no-write]
+    python benchmarks/trace_speed.py [--models NAME ...] [--repeats N] [--phases] [--no-write]
 """
 
 from __future__ import annotations
@@ -87,8 +90,45 @@ def bench_model(name: str, repeats: int) -> dict[str, Any]:
     return res
 
 
+PHASES: tuple[str, ...] = ("capture", "analyze", "build", "verify")
+
+
+def phase_times(name: str, repeats: int) -> dict[str, float]:
+    """Best-of-``repeats`` CPU seconds of each phase of ``prunepilot.trace`` (diagnostic).
+
+    Mirrors ``prunepilot.core._api.trace`` step by step through its private helpers.
+    """
+    import torchvision
+
+    from prunepilot.core import _api
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None).eval()
+    x = torch.randn(1, 3, 224, 224)
+    best: dict[str, float] = {}
+    for _ in range(repeats + 1):
+        t: dict[str, float] = {}
+        t0 = time.process_time()
+        run = _api._run(model, x)
+        t1 = time.process_time()
+        an = _api.analyze(run.cap)
+        t2 = time.process_time()
+        _api._pin_fixed_modules(model, an)
+        graph = _api.build_graph(an, run.cap.params)
+        t3 = time.process_time()
+        if graph.prunable:
+            _api._verify(model, run, graph)
+        t4 = time.process_time()
+        t = dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True))
+        best = {k: min(v, best.get(k, v)) for k, v in t.items()}
+    return best
+
+
 def build_report(
-    results: list[dict[str, Any]], repeats: int, load: tuple[float, float] | None = None
+    results: list[dict[str, Any]],
+    repeats: int,
+    load: tuple[float, float] | None = None,
+    phases: dict[str, dict[str, float]] | None = None,
 ) -> str:
     """Renders the timing table and the target line.
 
@@ -97,6 +137,7 @@ def build_report(
         repeats: timed calls per tool.
         load: 1-minute load average before and after the run (other processes on the
             machine make CPU timings unreliable).
+        phases: per model, prunepilot's CPU seconds per phase (see :func:`phase_times`).
 
     Returns:
         Markdown text.
@@ -129,6 +170,18 @@ def build_report(
         f"target: ratio <= {TARGET_RATIO} — met for {met}/{len(results)} models"
         + ("" if measured == len(results) else f" ({len(results) - measured} not measured)"),
     ]
+    if phases:
+        prow = [
+            [f"tv:{m}", *(f"{p[k] * 1e3:.1f}" for k in PHASES), f"{sum(p.values()) * 1e3:.1f}"]
+            for m, p in phases.items()
+        ]
+        lines += [
+            "",
+            "prunepilot CPU ms per phase (best of the repeats): capture = meta copy + op "
+            "capture; verify = shape-only prune + meta forward of the pruned copy.",
+            "",
+            format_table(["model", *PHASES, "sum"], prow),
+        ]
     return "\n".join(lines)
 
 
@@ -144,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=list(MODELS), metavar="NAME")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per tool (default 3)")
+    p.add_argument("--phases", action="store_true", help="add prunepilot's per-phase CPU times")
     p.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -153,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     results = [bench_model(n, max(1, args.repeats)) for n in names]
     load = (load_before, os.getloadavg()[0])
-    report = build_report(results, max(1, args.repeats), load)
+    phases = {n: phase_times(n, max(1, args.repeats)) for n in names} if args.phases else None
+    report = build_report(results, max(1, args.repeats), load, phases)
     print(report)
     if not args.no_write:
         append_results("trace_speed.py", report)
