@@ -136,8 +136,6 @@ def _pin_fixed_modules(model: nn.Module, an: Analysis) -> None:
         for t, reason in _FIXED_MODULES.items()
         if isinstance(mod, t)
     ]
-    if not fixed:
-        return
     by_name = {an.cap.names[n]: dims for n, dims in an.param_atoms.items()}
     for prefix, mod, reason in fixed:
         for pname, _ in mod.named_parameters(prefix=prefix):
@@ -175,14 +173,15 @@ def _probe_plan(groups: Sequence[ChannelGroup]) -> dict[str, list[int]]:
     return plan
 
 
+# Values deepcopy returns unchanged; module dicts holding tensors or submodules; containers
+# copied as new empty ones when empty (module hook registries).
 _ATOMIC = frozenset(
     {int, float, bool, str, bytes, type(None), torch.dtype, torch.device, torch.memory_format}
 )
-
-
+_TENSOR_DICTS = frozenset({"_parameters", "_buffers", "_modules"})
+_CONTAINERS = frozenset({dict, OrderedDict, set})
+# Classes defining any of these copy themselves their own way (deepcopy is used for them).
 _CUSTOM_COPY = ("__deepcopy__", "__reduce_ex__", "__reduce__", "__getstate__", "__slots__")
-
-
 _PLAIN_MODULE: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
 
@@ -239,10 +238,6 @@ def _meta_copy(model: nn.Module) -> nn.Module:
         state.pop("_compiled_call_impl", None)  # as Module.__getstate__ drops it
         memo[id(m)].__setstate__(state)
     return memo[id(model)]
-
-
-_TENSOR_DICTS = frozenset({"_parameters", "_buffers", "_modules"})
-_CONTAINERS = frozenset({dict, OrderedDict, set})  # empty ones are copied as new empties
 
 
 def _shrink(model: nn.Module, graph: ChannelGraph, plan: Mapping[str, Sequence[int]]) -> None:
