@@ -111,6 +111,16 @@ def finetune(b: Bench, model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+def interleaved(b: Bench, models: list[nn.Module], rounds: int = 7) -> list[float]:
+    """Median latency of each model, measured round-robin so that every model sees the
+    same background load (on a shared machine, latency drifts by tens of % over minutes)."""
+    per: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for i, m in enumerate(models):
+            per[i].append(ps.measure_latency(m, b.example, b.target, repeats=10).median_ms)
+    return [statistics.median(v) for v in per]
+
+
 def finish(b: Bench, scenario: str, method: str, model: nn.Module, search_s: float) -> Row:
     """Evaluate a fine-tuned model: test top-1, MACs, measured latency."""
     lat = measure(b, model)
@@ -313,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  searched config: {res.config}", flush=True)
         s_row = finish(b, scenario, "searched", res.model, total_s)
         rows.append(s_row)
+        kept_models = [res.model]
         print(f"  searched: {s_row}", flush=True)
         limit_ms = LATENCY_KEEP * b.base_latency
         builders: list[tuple[str, Callable[[float], nn.Module]]] = [
@@ -328,9 +339,23 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 m = bisect_latency(build, limit_ms, b)
             found = time.perf_counter() - t0
-            row = finish(b, scenario, name, finetune(b, m), found)
+            tuned = finetune(b, m)
+            row = finish(b, scenario, name, tuned, found)
             rows.append(row)
+            kept_models.append(tuned)
             print(f"  {name}: {row}", flush=True)
+        extra: list[nn.Module] = []
+        if scenario == "latency":
+            extra.append(pruned(b, ps.plan_for_macs(b.base, b.graph, b.scores, macs=res.macs)))
+        lats = interleaved(b, [b.base, *kept_models, *extra])
+        base_now = lats[0]
+        scen_rows = [r for r in rows if r.scenario == scenario]
+        for r, lat in zip(scen_rows, lats[1 : 1 + len(kept_models)], strict=True):
+            r.latency_ms, r.latency_kept = lat, lat / base_now
+        notes.append(
+            f"- {scenario}: latencies re-measured round-robin (7 rounds x 10 runs, with the "
+            f"original model: {base_now:.2f} ms in this pass); 'latency kept' is relative to it."
+        )
         others = [r for r in rows if r.scenario == scenario and r.method != "searched"]
         uni = next(r for r in others if r.method == "uniform")
         checks.append(
@@ -347,9 +372,8 @@ def main(argv: list[str] | None = None) -> int:
                 (f"{scenario}: searched meets the FLOPs budget", s_row.macs_kept <= FLOPS_KEEP)
             )
         else:
-            plan_eq = ps.plan_for_macs(b.base, b.graph, b.scores, macs=res.macs)
-            eq = pruned(b, plan_eq)
-            eq_lat = measure(b, eq, repeats=60)
+            eq = extra[0]
+            eq_lat = lats[-1]
             final_lat = res.latency.median_ms if res.latency else s_row.latency_ms
             ratio = s_row.latency_ms / eq_lat
             notes.append(
@@ -369,11 +393,11 @@ def main(argv: list[str] | None = None) -> int:
                 key=lambda t: -(t.score or 0),
             )[:5]
             space = ps.Space(b.base, b.graph, b.scores, spec.space)
-            errs = []
-            for t in top:
-                assert t.predicted_ms is not None
-                meas = measure(b, pruned(b, space.plan(t.config)))
-                errs.append(abs(t.predicted_ms - meas) / meas)
+            meas_top = interleaved(b, [pruned(b, space.plan(t.config)) for t in top], rounds=3)
+            errs = [
+                abs((t.predicted_ms or 0.0) - meas) / meas
+                for t, meas in zip(top, meas_top, strict=True)
+            ]
             mape = statistics.median(errs) if errs else float("nan")
             notes.append(
                 f"- latency model: median absolute percentage error on the 5 best candidates "
