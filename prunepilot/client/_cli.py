@@ -137,34 +137,10 @@ def _print_trials(page: TrialsPage, pareto_only: bool) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from prunepilot.service import Settings, serve
+    from prunepilot.service import serve, settings_from_args
 
-    tokens = None
-    if args.serve_tokens:
-        tokens = {}
-        for item in args.serve_tokens:
-            token, sep, owner = item.partition("=")
-            if not sep or not token or not owner:
-                raise ClientError(f"--token expects TOKEN=OWNER; got {item[:4]}...")
-            tokens[token] = owner
     try:
-        settings = Settings.from_env(
-            data_dir=args.data_dir,
-            database_url=args.database_url,
-            artifact_dir=args.artifact_dir,
-            data_root=args.data_root,
-            tokens=tokens,
-            auth=False if args.no_auth else None,
-            model_allowlist=tuple(args.allow) if args.allow else None,
-            allow_untrusted_models=True if args.allow_untrusted_models else None,
-            max_upload_bytes=args.max_upload_bytes,
-            max_jobs_per_token=args.max_jobs_per_token,
-            concurrent_jobs=args.concurrent_jobs,
-            ray_address=args.ray_address,
-            ray_num_cpus=args.ray_num_cpus,
-            workers_per_job=args.workers_per_job,
-            worker_device=args.worker_device,
-        )
+        settings = settings_from_args(args, token_dest="serve_tokens")
     except ValueError as e:  # pydantic's ValidationError is a ValueError
         raise ClientError(f"invalid server settings: {e}") from e
     serve(settings, args.host, args.port, log_level=args.log_level)
@@ -333,31 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(every prunepilot.service.Settings field, e.g. PRUNEPILOT_DATA_DIR).",
     )
     p.set_defaults(func=_cmd_serve, verbose=0)
-    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0: all)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port")
-    p.add_argument("--data-dir", help="state directory (default ~/.prunepilot)")
-    p.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
-    p.add_argument("--artifact-dir", help="where artifacts go (default: DATA_DIR/artifacts)")
-    p.add_argument("--data-root", help="the directory dir: datasets may name")
-    p.add_argument(
-        "--token",
-        dest="serve_tokens",
-        action="append",
-        metavar="TOKEN=OWNER",
-        help="accept this bearer token for OWNER (repeatable; default: one generated local "
-        "token in DATA_DIR/token, which the client reads for local URLs)",
-    )
-    p.add_argument("--no-auth", action="store_true", help="no tokens (single-user only)")
-    p.add_argument("--allow", action="append", metavar="PATTERN", help="allow a factory")
-    p.add_argument("--allow-untrusted-models", action="store_true", help="accept pickles")
-    p.add_argument("--max-upload-bytes", type=int)
-    p.add_argument("--max-jobs-per-token", type=int)
-    p.add_argument("--concurrent-jobs", type=int)
-    p.add_argument("--ray-address", help="Ray cluster (default: start a local Ray)")
-    p.add_argument("--ray-num-cpus", type=int, help="CPUs of the local Ray")
-    p.add_argument("--workers-per-job", type=int)
-    p.add_argument("--worker-device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--log-level", default="info")
+    from prunepilot.service import add_server_arguments
+
+    add_server_arguments(p, token_dest="serve_tokens")
 
     p = add("submit", _cmd_submit, "submit a job spec (YAML or JSON)")
     p.add_argument("spec", help="spec file; 'file:PATH' values are uploaded first")

@@ -9,7 +9,7 @@ with `prunepilot.client`.
 from __future__ import annotations
 
 from ._app import create_app
-from ._server import serve
+from ._server import add_server_arguments, serve, settings_from_args
 from ._settings import Settings
 from .schemas import (
     ArtifactInfo,
@@ -38,6 +38,8 @@ __all__ = [
     "TrialInfo",
     "TrialsPage",
     "UploadInfo",
+    "add_server_arguments",
     "create_app",
     "serve",
+    "settings_from_args",
 ]

@@ -52,41 +52,58 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m prunepilot.service",
         description="Run the prunepilot service. Flags override PRUNEPILOT_* variables.",
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--data-dir", help="state directory (default ~/.prunepilot)")
-    p.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
-    p.add_argument("--artifact-dir")
-    p.add_argument("--data-root", help="directory dir: datasets may name")
-    p.add_argument(
-        "--token",
-        action="append",
-        metavar="TOKEN=OWNER",
-        help="a bearer token and its owner (repeatable; default: a generated local token)",
-    )
-    p.add_argument("--no-auth", action="store_true", help="no tokens (single-user demo only)")
-    p.add_argument("--allow", action="append", metavar="PATTERN", help="allowlisted factory")
-    p.add_argument("--allow-untrusted-models", action="store_true")
-    p.add_argument("--max-upload-bytes", type=int)
-    p.add_argument("--max-jobs-per-token", type=int)
-    p.add_argument("--concurrent-jobs", type=int)
-    p.add_argument("--ray-address")
-    p.add_argument("--ray-num-cpus", type=int)
-    p.add_argument("--workers-per-job", type=int)
-    p.add_argument("--worker-device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--log-level", default="info")
+    add_server_arguments(p)
     return p
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Settings from ``PRUNEPILOT_*`` variables overridden by parsed flags."""
+def add_server_arguments(p: argparse.ArgumentParser, token_dest: str = "token") -> None:
+    """The server's flags (shared by ``python -m prunepilot.service`` and ``prunepilot serve``).
+
+    Args:
+        p: the parser to extend.
+        token_dest: the attribute ``--token`` is stored in (the CLI keeps ``--token`` for
+            its client-side option elsewhere).
+    """
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0: all)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--data-dir", help="state directory (default ~/.prunepilot)")
+    p.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
+    p.add_argument("--artifact-dir", help="where artifacts go (default: DATA_DIR/artifacts)")
+    p.add_argument("--data-root", help="the directory dir: datasets may name")
+    p.add_argument(
+        "--token",
+        dest=token_dest,
+        action="append",
+        metavar="TOKEN=OWNER",
+        help="accept this bearer token for OWNER (repeatable; default: one generated local "
+        "token in DATA_DIR/token, which the client reads for local URLs)",
+    )
+    p.add_argument("--no-auth", action="store_true", help="no tokens (single-user demo only)")
+    p.add_argument("--allow", action="append", metavar="PATTERN", help="allowlisted factory")
+    p.add_argument("--allow-untrusted-models", action="store_true", help="accept pickles")
+    p.add_argument("--max-upload-bytes", type=int)
+    p.add_argument("--max-jobs-per-token", type=int)
+    p.add_argument("--concurrent-jobs", type=int)
+    p.add_argument("--ray-address", help="Ray cluster (default: start a local Ray)")
+    p.add_argument("--ray-num-cpus", type=int, help="CPUs of the local Ray")
+    p.add_argument("--workers-per-job", type=int)
+    p.add_argument("--worker-device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--log-level", default="info")
+
+
+def settings_from_args(args: argparse.Namespace, token_dest: str = "token") -> Settings:
+    """Settings from ``PRUNEPILOT_*`` variables overridden by parsed flags.
+
+    Raises:
+        ValueError: a malformed ``--token`` or an invalid setting.
+    """
     tokens = None
-    if args.token:
+    if getattr(args, token_dest):
         tokens = {}
-        for item in args.token:
+        for item in getattr(args, token_dest):
             token, sep, owner = item.partition("=")
-            if not sep:
-                raise SystemExit(f"--token expects TOKEN=OWNER; got {item[:4]}...")
+            if not sep or not token or not owner:
+                raise ValueError(f"--token expects TOKEN=OWNER; got {item[:4]}...")
             tokens[token] = owner
     return Settings.from_env(
         data_dir=args.data_dir,
@@ -109,5 +126,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``python -m prunepilot.service``."""
-    args = _parser().parse_args(argv)
-    serve(settings_from_args(args), args.host, args.port, log_level=args.log_level)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+    serve(settings, args.host, args.port, log_level=args.log_level)

@@ -13,6 +13,8 @@ import pytest
 import torch
 import uvicorn
 
+from ..service._server import tiny_spec as service_tiny_spec
+
 TOKEN = "client-test-token-1"
 OTHER = "client-test-token-2"
 MAX_UPLOAD = 512 * 1024
@@ -105,26 +107,5 @@ def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_spec(**sections: Any) -> dict[str, Any]:
-    """A job that prunes the zoo's digits CNN (width 8) on 400 digits in seconds."""
-    spec: dict[str, Any] = {
-        "name": "client-tiny",
-        "model": {
-            "source": "prunepilot.service.zoo:digits_cnn",
-            "kwargs": {"width": 8},
-            "input_shape": [1, 8, 8],
-        },
-        "dataset": {"source": "builtin:digits", "limit": 400, "batch_size": 32},
-        "constraints": {"flops": "60%"},
-        "space": {"min_ratio": 0.25, "step": 0.125},
-        "search": {
-            "trials": 4,
-            "uniform_seeds": 2,
-            "bn_batches": 2,
-            "score_batches": 2,
-            "top_k": 1,
-        },
-        "finetune": {"steps": 5},
-    }
-    for key, value in sections.items():
-        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
-    return spec
+    """The service tests' tiny job (digits CNN width 8, 400 digits), named for the client."""
+    return service_tiny_spec(**{"name": "client-tiny", **sections})
