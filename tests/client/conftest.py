@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import uvicorn
 
+from ..service._server import Server
+from ..service._server import settings as service_settings
 from ..service._server import tiny_spec as service_tiny_spec
 
 TOKEN = "client-test-token-1"
@@ -20,54 +18,19 @@ OTHER = "client-test-token-2"
 MAX_UPLOAD = 512 * 1024
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LiveServer:
-    """The service app served by uvicorn in a daemon thread of the test process."""
+class LiveServer(Server):
+    """The service tests' threaded uvicorn server, with the client tests' tokens."""
 
     def __init__(self, data_dir: Path) -> None:
-        from prunepilot.service import Settings, create_app
-
-        self.settings = Settings(
-            data_dir=data_dir,
-            tokens={TOKEN: "carol", OTHER: "dave"},
-            max_upload_bytes=MAX_UPLOAD,
-            concurrent_jobs=2,
-            workers_per_job=1,
-            poll_interval_s=0.2,
-            cancel_grace_s=4.0,
-            ray_num_cpus=4,
+        super().__init__(
+            service_settings(
+                data_dir, tokens={TOKEN: "carol", OTHER: "dave"}, max_upload_bytes=MAX_UPLOAD
+            )
         )
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            create_app(self.settings),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            timeout_graceful_shutdown=5,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def start(self) -> None:
         """Start serving; returns once the socket accepts connections."""
-        self._thread.start()
-        deadline = time.monotonic() + 60
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        """Graceful shutdown (the app's lifespan stops its scheduler and runners)."""
-        self._server.should_exit = True
-        self._thread.join(60)
+        self.__enter__()
 
 
 @pytest.fixture(scope="module")
