@@ -819,33 +819,24 @@ class _Bench:
             else:
                 cin = k1 * groups
             cout = k0
-            new = cls(
-                cin,
-                cout,
-                mod.kernel_size,
-                stride=mod.stride,
-                padding=mod.padding,
-                dilation=mod.dilation,
-                groups=groups,
-                bias=self.bias is not None,
-                padding_mode=mod.padding_mode,
-                device="meta",
-            )
+            extra: dict[str, Any] = {}
         else:
             groups = k0 if spec.depthwise else int(mod.groups)
             cin, cout = k0, k1 * groups
+            extra = {"output_padding": mod.output_padding}
+        if spec.kind != "linear":
             new = cls(
                 cin,
                 cout,
                 mod.kernel_size,
                 stride=mod.stride,
                 padding=mod.padding,
-                output_padding=mod.output_padding,
+                dilation=mod.dilation,
                 groups=groups,
                 bias=self.bias is not None,
-                dilation=mod.dilation,
                 padding_mode=mod.padding_mode,
                 device="meta",
+                **extra,
             )
         w = self.weight[:k0, :k1]
         fmt = torch.channels_last if self.channels_last and w.ndim == 4 else torch.contiguous_format
