@@ -54,7 +54,7 @@ from ._finetune import (
     distillation_loss,
     evaluate,
 )
-from ._latency import LatencyStats, latency_inputs, measure_latency
+from ._latency import LatencyStats, latency_inputs, measure_latency, measure_relative
 from ._latency_model import LatencyModel
 from ._netadapt import NetAdaptResult, NetAdaptStep, netadapt
 from ._pool import LocalPool, Outcome, Pool, Task, run_task
@@ -138,6 +138,7 @@ __all__ = [
     "iterative_prune",
     "latency_inputs",
     "measure_latency",
+    "measure_relative",
     "netadapt",
     "normalize_scores",
     "open_storage",

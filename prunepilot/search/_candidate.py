@@ -24,7 +24,7 @@ from prunepilot.core import ChannelGraph, PrunepilotError, prune_channels
 
 from ._bn import recalibrate_bn
 from ._finetune import LossFn, Trainer, evaluate
-from ._latency import LatencyStats, measure_latency
+from ._latency import LatencyStats, measure_latency, measure_relative
 from ._latency_model import LatencyModel
 from ._scoring import Scores
 from ._space import Space
@@ -194,6 +194,18 @@ class Evaluator:
         model = self.candidate(config).to("cpu")
         return measure_latency(
             model, self.work.example_inputs, target, repeats=repeats or target.repeats
+        )
+
+    def measure_anchored(
+        self,
+        config: Mapping[str, float] | None,
+        target: LatencyTarget,
+        repeats: int | None = None,
+    ) -> tuple[LatencyStats, LatencyStats]:
+        """The candidate's and the original model's latency, timed in alternating rounds."""
+        model = self.candidate(config).to("cpu")
+        return measure_relative(
+            model, self.model, self.work.example_inputs, target, repeats=repeats or target.repeats
         )
 
     def latency_model(self, target: LatencyTarget, keep_ratios: Sequence[float]) -> LatencyModel:

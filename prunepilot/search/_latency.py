@@ -9,6 +9,7 @@ around each synchronised run, so asynchronous launches are not mistaken for spee
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import logging
 import math
@@ -33,6 +34,7 @@ __all__ = [
     "first_run",
     "latency_inputs",
     "measure_latency",
+    "measure_relative",
     "prepare",
     "resolve_device",
     "target_dtype",
@@ -95,6 +97,19 @@ class LatencyStats:
             min_ms=float(a.min()),
             runs=int(a.size),
             device=device,
+        )
+
+    def scaled(self, factor: float) -> LatencyStats:
+        """These statistics with every time multiplied by ``factor`` (a change of frame)."""
+        return LatencyStats(
+            median_ms=self.median_ms * factor,
+            mean_ms=self.mean_ms * factor,
+            std_ms=self.std_ms * factor,
+            p10_ms=self.p10_ms * factor,
+            p90_ms=self.p90_ms * factor,
+            min_ms=self.min_ms * factor,
+            runs=self.runs,
+            device=self.device,
         )
 
     def __str__(self) -> str:
@@ -342,3 +357,61 @@ def measure_latency(
     stats = LatencyStats.from_times(times, str(device))
     log.debug("latency: %s", stats)
     return stats
+
+
+def measure_relative(
+    model: nn.Module,
+    reference: nn.Module,
+    example_inputs: Any,
+    target: LatencyTarget | None = None,
+    *,
+    repeats: int | None = None,
+    rounds: int = 5,
+) -> tuple[LatencyStats, LatencyStats]:
+    """Time ``model`` and ``reference`` in alternating rounds; both see the same load.
+
+    On a shared machine the speed of the device drifts by tens of percent within minutes;
+    two models timed minutes apart are not comparable, but two interleaved ones are. The
+    ratio of the medians is what a relative budget ("50% of the original") asks about.
+
+    Args:
+        model: the model to time (copied; kept as it is).
+        reference: the model to compare with (usually the original, unpruned one).
+        example_inputs: as for `measure_latency`.
+        target: device, batch, dtype, threads, memory format (default: `LatencyTarget()`).
+        repeats: timed runs of each model in all (default: ``target.repeats``).
+        rounds: alternations; each round times both models, the order flipping each round.
+
+    Returns:
+        ``(stats of model, stats of reference)``.
+
+    Raises:
+        LatencyError: as `measure_latency`.
+    """
+    target = target or LatencyTarget()
+    repeats = target.repeats if repeats is None else repeats
+    if repeats < 1 or rounds < 1:
+        raise LatencyError(f"need repeats >= 1 and rounds >= 1; got {repeats}, {rounds}")
+    rounds = min(rounds, repeats)
+    pair = [prepare(m, example_inputs, target) for m in (model, reference)]
+    device = resolve_device(target)
+    threads = target.threads if device.type == "cpu" else None
+    times: list[list[float]] = [[], []]
+    per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
+    with cpu_threads(threads):
+        for private, inputs in pair:
+            first_run(private, inputs, target)
+        try:
+            for r, n in enumerate(per_round):
+                order = (0, 1) if r % 2 == 0 else (1, 0)
+                for i in order:
+                    warm = target.warmup if r == 0 else min(target.warmup, 2)
+                    times[i] += time_calls(functools.partial(call_model, *pair[i]), device, warm, n)
+        except Exception as e:  # a forward failed after a successful first run
+            raise LatencyError(
+                f"the model failed while being timed ({type(e).__name__}: {str(e)[:300]})"
+            ) from e
+    stats = LatencyStats.from_times(times[0], str(device))
+    ref = LatencyStats.from_times(times[1], str(device))
+    log.debug("latency: %s (reference %s)", stats, ref)
+    return stats, ref

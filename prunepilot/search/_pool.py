@@ -36,6 +36,8 @@ class Task:
         config: keep ratios per dimension; ``None`` is the unpruned model.
         target: latency target for ``measure`` and ``latency_model``.
         repeats: timed runs for ``measure`` (default: the target's).
+        anchor: ``measure`` times the candidate interleaved with the original model and
+            returns both statistics (see `SearchSettings.latency_anchor`).
         keep_ratios: ratio grid for ``latency_model``.
         finetune: settings for ``finetune`` (default: the workload's).
     """
@@ -45,6 +47,7 @@ class Task:
     config: dict[str, float] | None = None
     target: LatencyTarget | None = None
     repeats: int | None = None
+    anchor: bool = False
     keep_ratios: tuple[float, ...] = ()
     finetune: FinetuneSettings | None = None
 
@@ -69,6 +72,8 @@ def run_task(evaluator: Evaluator, task: Task) -> Any:
         return evaluator.evaluate(task.config)
     if task.kind == "measure":
         assert task.target is not None
+        if task.anchor:
+            return evaluator.measure_anchored(task.config, task.target, task.repeats)
         return evaluator.measure(task.config, task.target, task.repeats)
     if task.kind == "finetune":
         return evaluator.finetune(task.config, task.finetune)

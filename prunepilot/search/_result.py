@@ -119,7 +119,8 @@ class SearchResult:
         plan: the channels removed per group (``prunepilot.prune_channels`` format).
         macs: its MACs; ``params``: its parameter count.
         latency: its latency re-measured with more repetitions (when a latency budget or
-            target applies).
+            target applies); with `SearchSettings.latency_anchor`, in the frame of the
+            original's first measurement (``baseline.latency``).
         score: its validation metric after fine-tuning.
         baseline: the unpruned model's numbers.
         limits: the absolute budgets (``flops``, ``params``, ``latency_ms``).
@@ -128,6 +129,9 @@ class SearchResult:
         finalists: the fine-tuned candidates.
         latency_model_error: median absolute percentage error of the latency model on
             the measured finalists (``None`` without a latency model).
+        device_speed: the original model's median latency beside each anchored
+            measurement, as a fraction of its first reading (min, max): how far the
+            device drifted during the search (``None``: nothing anchored).
         study_name: the Optuna study; ``storage``: where it lives.
         wall_s: the search's wall time.
     """
@@ -145,6 +149,7 @@ class SearchResult:
     pareto: list[TrialRecord] = field(default_factory=list)
     finalists: list[Finalist] = field(default_factory=list)
     latency_model_error: float | None = None
+    device_speed: tuple[float, float] | None = None
     study_name: str = ""
     storage: str | None = None
     wall_s: float = 0.0
@@ -167,6 +172,7 @@ class SearchResult:
             "pareto": [t.number for t in self.pareto],
             "finalists": [f.to_dict() for f in self.finalists],
             "latency_model_error": self.latency_model_error,
+            "device_speed": list(self.device_speed) if self.device_speed else None,
             "study_name": self.study_name,
             "wall_s": self.wall_s,
         }

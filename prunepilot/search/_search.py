@@ -99,6 +99,8 @@ class _Driver:
         self.records: dict[int, TrialRecord] = {}
         self.fit_samples: list[tuple[dict[str, list[int]], float]] = []
         self.limits: dict[str, float] = {}
+        self.baseline_latency: LatencyStats | None = None
+        self.drift: list[float] = []  # the original's speed beside each anchored measurement
         self.phase = "tracing"
         self.fill_budget = spec.search.fill_budget and spec.search.sampler == "tpe"
         self.t0 = time.perf_counter()
@@ -168,13 +170,43 @@ class _Driver:
                 return outcome
 
     def measure(self, config: Config | None, repeats: int | None = None) -> LatencyStats:
+        """Real latency of ``config`` (``None``: the original model) on the target.
+
+        With `SearchSettings.latency_anchor`, a candidate is timed interleaved with the
+        original and reported in the frame of the original's first measurement, so every
+        latency of the search compares as if measured under the same load.
+        """
+        base = self.baseline_latency
+        anchor = self.settings.latency_anchor and base is not None and config is not None
         [o] = self.run_exclusive(
-            [Task("measure", -1, dict(config) if config else None, self.target, repeats)]
+            [
+                Task(
+                    "measure",
+                    -1,
+                    dict(config) if config else None,
+                    self.target,
+                    repeats,
+                    anchor=anchor,
+                )
+            ]
         )
         if o.error:
             raise InfeasibleError(f"latency measurement failed on {self.target.device}: {o.error}")
-        value: LatencyStats = o.value
-        return value
+        if not anchor:
+            value: LatencyStats = o.value
+            return value
+        assert base is not None
+        stats, ref = o.value
+        drift = ref.median_ms / base.median_ms
+        log.debug(
+            "candidate %.3f ms beside the original at %.3f ms (%.1f%% of its first reading)",
+            stats.median_ms,
+            ref.median_ms,
+            100 * drift,
+        )
+        self.drift.append(drift)
+        anchored: LatencyStats = stats.scaled(1 / drift)
+        return anchored
 
     # ------------------------------------------------------------------ set-up
 
@@ -229,7 +261,6 @@ class _Driver:
                 )
         self.report("measuring", "starting workers")
         self.pool.start(self.work)
-        self.baseline_latency: LatencyStats | None = None
         if c.latency_ms is not None:
             self.baseline_latency = self.measure(None)
             self.limits["latency_ms"] = c.latency_ms.limit(self.baseline_latency.median_ms)
@@ -419,12 +450,46 @@ class _Driver:
                     )
                 break
             rec = self.collect(study, in_flight)
+            if self.unconfirmed_best() is rec:
+                self.confirm_best(study, in_flight)
             best = self.best_record()
             self.report(
                 message=f"trial {rec.number}: score {rec.score} macs {rec.macs} "
                 f"pred {rec.predicted_ms} ({self.done}/{s.trials}, best "
                 f"{best.score if best else None})"
             )
+
+    def unconfirmed_best(self) -> TrialRecord | None:
+        """The best feasible candidate when its latency is only predicted, else ``None``."""
+        if "latency_ms" not in self.limits or self.budgets.latency_model is None:
+            return None
+        best = self.best_record()
+        return best if best is not None and best.measured_ms is None else None
+
+    def confirm_best(
+        self,
+        study: optuna.Study,
+        in_flight: dict[int, tuple[optuna.trial.Trial, TrialRecord, dict[str, Any]]],
+    ) -> None:
+        """Measure new best candidates for real until the best feasible one is measured.
+
+        The promising candidates are the ones worth a real measurement (NetAdapt's loop):
+        each adds a sample where the search is looking and refits the latency model, so
+        later candidates are filled to the budget by better predictions; one over the
+        budget stops being the best.
+        """
+        while in_flight:  # measurements run alone on the device
+            self.collect(study, in_flight)
+        while (top := self.unconfirmed_best()) is not None:
+            stats = self.measure(top.config)
+            top.measured_ms = stats.median_ms
+            self.fit_samples.append((self.space.plan(top.config), stats.median_ms))
+            top.feasible = self.latency_ok(top)
+            self.report(
+                message=f"trial {top.number}: measured {stats.median_ms:.3f} ms (predicted "
+                f"{top.predicted_ms}), {'within' if top.feasible else 'over'} the budget"
+            )
+        self.fit_latency()
 
     def collect(
         self,
@@ -632,6 +697,7 @@ class _Driver:
             pareto=self.pareto(),
             finalists=[f for f, _ in finals],
             latency_model_error=err,
+            device_speed=(min(self.drift), max(self.drift)) if self.drift else None,
             study_name=self.study_name,
             wall_s=time.perf_counter() - self.t0,
         )

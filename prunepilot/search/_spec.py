@@ -229,6 +229,11 @@ class SearchSettings(_Frozen):
             measurement noise does not push the filled candidates over it.
         latency_fit_samples: random configs (filled to the budget) measured before the
             search to fit the latency model's correction beyond the uniform seeds.
+        latency_anchor: time every candidate interleaved with the original model and
+            express its latency in the frame of the original's first measurement
+            (``candidate / original now * original at the start``), so that a device
+            whose speed drifts under other load (a shared CPU) does not move the budget
+            during the search. Costs twice the timed runs per measurement.
     """
 
     sampler: Literal["tpe", "nsga2"] = "tpe"
@@ -246,6 +251,7 @@ class SearchSettings(_Frozen):
     fill_budget: bool = True
     latency_slack: float = Field(default=0.03, ge=0, lt=0.5)
     latency_fit_samples: int = Field(default=10, ge=0)
+    latency_anchor: bool = True
 
 
 class FinetuneSettings(_Frozen):

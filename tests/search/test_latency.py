@@ -15,6 +15,7 @@ from prunepilot.search import (
     LatencyTarget,
     latency_inputs,
     measure_latency,
+    measure_relative,
 )
 
 FAST = {"warmup": 1, "repeats": 3}
@@ -209,3 +210,25 @@ def test_latency_inputs_dict_and_slicing() -> None:
     assert latency_inputs([torch.randn(1, 2)], 2)[0].shape == (2, 2)
     with pytest.raises(LatencyError):
         latency_inputs(single, 0)
+
+
+def _convs(width: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1)
+    )
+
+
+def test_relative_measurement_interleaves_and_compares() -> None:
+    wide, narrow = _convs(64), _convs(8)
+    target = LatencyTarget(threads=1, batch_size=8, warmup=1, repeats=12)
+    x = torch.randn(1, 3, 16, 16)
+    small, ref = measure_relative(narrow, wide, x, target, rounds=4)
+    assert small.runs == 12 and ref.runs == 12
+    assert small.median_ms < ref.median_ms  # 64x fewer MACs in the second conv
+    same, ref2 = measure_relative(wide, wide, x, target, repeats=9, rounds=3)
+    assert same.runs == ref2.runs == 9
+    assert 0.5 < same.median_ms / ref2.median_ms < 2.0
+    half = ref.scaled(0.5)
+    assert half.median_ms == pytest.approx(ref.median_ms / 2) and half.runs == ref.runs
+    with pytest.raises(LatencyError, match="rounds >= 1"):
+        measure_relative(wide, wide, x, target, rounds=0)
