@@ -61,7 +61,7 @@ from ._pool import LocalPool, Outcome, Pool, Task, run_task
 from ._result import Baseline, Finalist, SearchProgress, SearchResult, TrialRecord
 from ._schedule import SCHEDULES, StepRecord, iterative_prune, sparsity_schedule
 from ._scoring import AGGREGATES, NORMALIZERS, Scores, normalize_scores, score_channels
-from ._search import open_storage, search
+from ._search import search
 from ._space import Config, Dimension, Space
 from ._spec import (
     Budget,
@@ -73,6 +73,7 @@ from ._spec import (
     SearchSpec,
 )
 from ._strategy import Plan, Strategy, ignored_groups, plan_for_macs, plan_for_ratio
+from ._study import open_storage
 
 __all__ = [
     "AGGREGATES",

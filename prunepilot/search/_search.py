@@ -5,8 +5,10 @@ for configs, rejects those whose analytic MACs/parameters or predicted latency b
 budget without running them, keeps ``pool.capacity`` evaluations in flight and tells the
 study each score with its constraint values (constrained TPE or NSGA-II). Latency is
 measured only with nothing else running on the pool: the original and smallest models, the
-uniform seeds (to fit the latency model), the finalists and the winner. The study lives in
-real storage, so an interrupted search resumes where it stopped.
+uniform seeds and a few random shapes (to fit the latency model), each new best candidate
+(so the best is never only predicted), the finalists and the winner; every candidate is
+timed beside the original, so drift of a shared device cancels. The study lives in real
+storage (`_study`), so an interrupted search resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 import torch.nn.functional as F
@@ -45,8 +47,9 @@ from ._result import (
 from ._scoring import score_channels
 from ._space import Config, Space
 from ._spec import SearchSpec
+from ._study import open_storage, open_study
 
-__all__ = ["open_storage", "search"]
+__all__ = ["search"]
 
 log = logging.getLogger("prunepilot.search")
 
@@ -58,21 +61,6 @@ _REMEASURE_PAUSE_S = 1.0
 
 def _key(config: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
     return tuple(sorted((k, round(v, 6)) for k, v in config.items()))
-
-
-def open_storage(storage: str | optuna.storages.BaseStorage | None) -> Any:
-    """An Optuna storage from a URL (``sqlite:///...``, ``postgresql://...``), a journal
-    file path (``*.log``/``*.journal``), a storage object, or ``None`` (in memory)."""
-    if storage is None or not isinstance(storage, str):
-        return storage
-    if "://" in storage:
-        kwargs: dict[str, Any] = {}
-        if storage.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": 30}
-        return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
-    from optuna.storages.journal import JournalFileBackend
-
-    return optuna.storages.JournalStorage(JournalFileBackend(storage))
 
 
 class _Driver:
@@ -300,12 +288,13 @@ class _Driver:
         for _ in range(n):
             raw = {d.name: rng.choice(self.space.choices) for d in self.space.dims}
             configs.append(self.budgets.fill(raw) if self.fill_budget else raw)
-        outcomes = self.run_exclusive(
-            [Task("measure", -3 - i, c, self.target) for i, c in enumerate(configs)]
-        )
-        for config, o in zip(configs, outcomes, strict=True):
-            if o.error is None:
-                self.fit_samples.append((self.space.plan(config), o.value.median_ms))
+        for config in configs:  # anchored like every other measurement of the search
+            try:
+                stats = self.measure(config)
+            except InfeasibleError as e:
+                log.warning("skipping a latency-model sample: %s", e)
+                continue
+            self.fit_samples.append((self.space.plan(config), stats.median_ms))
         self.fit_latency()
 
     def fit_latency(self) -> None:
@@ -315,59 +304,9 @@ class _Driver:
     # ------------------------------------------------------------------ study
 
     def open_study(self) -> optuna.Study:
-        s = self.settings
-        multi = s.sampler == "nsga2"
-        sampler: optuna.samplers.BaseSampler
-        if multi:
-            sampler = optuna.samplers.NSGAIISampler(seed=s.seed)
-        else:
-            sampler = optuna.samplers.TPESampler(
-                seed=s.seed,
-                n_startup_trials=max(5, s.uniform_seeds + 2),
-                multivariate=True,
-            )
-        directions: list[Literal["minimize", "maximize"]] = (
-            ["maximize", "minimize"] if multi else ["maximize"]
-        )
-        study = optuna.create_study(
-            storage=self.storage,
-            study_name=self.study_name,
-            sampler=sampler,
-            directions=directions,
-            load_if_exists=True,
-        )
-        existing = study.get_trials(deepcopy=False)
-        if not existing:
-            study.set_user_attr("spec", self.spec.model_dump(mode="json"))
-            for config in self.budgets.seeds():
-                study.enqueue_trial(config, user_attrs={"seed": True})
-        else:
-            log.info("resuming study %s with %d trials", self.study_name, len(existing))
-        for t in existing:
-            if t.state == optuna.trial.TrialState.RUNNING:
-                # interrupted mid-evaluation: run the same config again
-                study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
-                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-                continue
-            if t.state != optuna.trial.TrialState.COMPLETE:
-                continue
-            a = t.user_attrs
-            rec = TrialRecord(
-                number=t.number,
-                config={k: float(v) for k, v in a.get("config", t.params).items()},
-                state=a.get("state", "complete"),
-                macs=int(a.get("macs", 0)),
-                params=int(a.get("params", 0)),
-                predicted_ms=a.get("predicted_ms"),
-                measured_ms=a.get("measured_ms"),
-                score=a.get("score"),
-                feasible=bool(a.get("feasible", False)),
-                reason=a.get("reason"),
-                duplicate_of=a.get("duplicate_of"),
-                seconds=float(a.get("seconds", 0.0)),
-                worker=str(a.get("worker", "")),
-            )
-            self.records[t.number] = rec
+        study, records = open_study(self.storage, self.study_name, self.spec, self.budgets.seeds)
+        self.records.update(records)
+        for rec in records.values():
             if rec.measured_ms is not None and rec.config:
                 self.fit_samples.append((self.space.plan(rec.config), rec.measured_ms))
         self.fit_latency()
