@@ -19,11 +19,12 @@ from torch.utils._pytree import tree_flatten, tree_map
 from ._analysis import Analysis, analyze
 from ._capture import Capture, capture
 from ._errors import PlanError, TraceError
+from ._fastleaf import install
 from ._fastmeta import MetaMode, MetaRunner
 from ._graph import ChannelGraph, ChannelGroup, build_graph
-from ._modules import all_modules, sync_module_attrs
+from ._modules import all_modules, sync_modules
 from ._profile import Profile, count_params
-from ._prune import _tensors, prune_channels
+from ._prune import prune_channels
 from ._select import select
 
 __all__ = ["PruneReport", "profile", "prune", "trace"]
@@ -204,7 +205,8 @@ def _meta_copy(model: nn.Module) -> nn.Module:
 
     Equivalent to ``copy.deepcopy`` with every parameter and buffer replaced by an empty meta
     tensor, but copies standard modules attribute by attribute (plain values are shared, as
-    deepcopy would return them unchanged), which is several times faster.
+    deepcopy would return them unchanged), which is several times faster. Standard leaf
+    modules of the copy get shortcut forwards (`_fastleaf.install`).
     """
     memo: dict[int, Any] = {}
     mods = all_modules(model)
@@ -216,7 +218,9 @@ def _meta_copy(model: nn.Module) -> nn.Module:
             if b is not None and id(b) not in memo:
                 memo[id(b)] = torch.empty_like(b, device="meta")
     if not all(_plain_module(type(m)) for m in mods):
-        return copy.deepcopy(model, memo)
+        out = copy.deepcopy(model, memo)
+        install(all_modules(out))
+        return out
     for m in mods:
         memo[id(m)] = object.__new__(type(m))
 
@@ -237,26 +241,38 @@ def _meta_copy(model: nn.Module) -> nn.Module:
         }
         state.pop("_compiled_call_impl", None)  # as Module.__getstate__ drops it
         memo[id(m)].__setstate__(state)
+    install([memo[id(m)] for m in mods])
     return memo[id(model)]
 
 
-def _shrink(model: nn.Module, graph: ChannelGraph, plan: Mapping[str, Sequence[int]]) -> None:
-    """Apply ``plan`` to a meta copy by shape alone: every cut tensor becomes an empty meta
-    tensor of the pruned shape (what slicing it would give), then module attributes follow."""
-    found = _tensors(model)
-    for name, dims in graph._cuts(plan).items():
-        mod, attr, t, is_param = found[name]
+def _shrink(
+    model: nn.Module, graph: ChannelGraph, plan: Mapping[str, Sequence[int]], shared: bool = True
+) -> None:
+    """Apply ``plan`` (checked group by group, see `_probe_plan`) to a meta copy by shape
+    alone: every cut tensor becomes an empty meta tensor of the pruned shape (what slicing it
+    would give), then module attributes follow: of the modules holding cut tensors, or of
+    every module when ``shared`` (a tensor registered in several modules)."""
+    changed: dict[int, nn.Module] = {}
+    for name, dims in graph._cuts(plan, validate=False).items():
+        *path, attr = name.split(".")
+        mod = model
+        for part in path:
+            mod = mod._modules[part]  # type: ignore[assignment]
+        p = mod._parameters.get(attr)
+        t = p if p is not None else mod._buffers[attr]
+        assert t is not None
         shape = list(t.shape)
         for d, k in dims.items():
             shape[d] -= k
             if shape[d] <= 0:
                 raise PlanError(f"the plan removes every position of {name} dim {d}")
         new = torch.empty(shape, dtype=t.dtype, device="meta")
-        if is_param:
-            t.data = new
+        if p is not None:
+            p.data = new
         else:
             mod._buffers[attr] = new
-    sync_module_attrs(model)
+        changed[id(mod)] = mod
+    sync_modules(all_modules(model) if shared else changed.values())
 
 
 def _verify(model: nn.Module, run: _Traced, graph: ChannelGraph) -> dict[str, str]:
@@ -279,7 +295,7 @@ def _verify(model: nn.Module, run: _Traced, graph: ChannelGraph) -> dict[str, st
             trial = copy.deepcopy(model)
         try:
             if meta:
-                _shrink(trial, graph, plan)
+                _shrink(trial, graph, plan, run.cap.shared)
                 with torch.no_grad(), MetaMode(runner):
                     out = trial(*run.meta_inputs)
             else:

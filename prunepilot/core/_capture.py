@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from ._fastleaf import Sink, activate
 from ._fastmeta import MetaRunner
 
 __all__ = ["Capture", "OpRecord", "Ref", "capture"]
@@ -66,6 +67,7 @@ class Capture:
     output: Any = None
     params: dict[str, tuple[int, ...]] = field(default_factory=dict)  # as named_parameters
     meta: bool = False  # ran on the meta device (shapes only)
+    shared: bool = False  # some parameter or buffer is registered under several names
 
 
 _NO_TENSOR = frozenset(
@@ -108,6 +110,7 @@ class _Recorder(TorchDispatchMode):
         self.keep: list[torch.Tensor] = []  # strong refs so ids stay unique while tracing
         self.module_stack = module_stack
         self.runner = runner
+        self._outer: Sink | None = None
 
     def ref(self, t: torch.Tensor) -> Ref:
         n = self.node_of.get(id(t))
@@ -145,15 +148,21 @@ class _Recorder(TorchDispatchMode):
             return type(a)([self._arg(x, found) for x in a])
         return a
 
-    def __torch_dispatch__(
-        self,
-        func: torch._ops.OpOverload,
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        kwargs = kwargs or {}
-        # Register inputs before running: an in-place op returns the same object.
+    def __enter__(self) -> _Recorder:
+        out = super().__enter__()
+        fast = self.runner is not None and not self.runner.check
+        self._outer = activate(self if fast else None)
+        return out
+
+    def __exit__(self, *exc: object) -> None:
+        activate(self._outer)
+        super().__exit__(*exc)
+
+    def _record(
+        self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any], list[Ref]]:
+        """Register an op's tensor arguments (before it runs: an in-place op returns the same
+        object); returns the arguments with tensors as `Ref` and the refs in order."""
         arg = self._arg
         found: list[Ref] = []
         pos = _TENSOR_ARGS.get(func)
@@ -176,7 +185,16 @@ class _Recorder(TorchDispatchMode):
         else:
             rargs = tuple(args)
         rkwargs = {k: arg(v, found) for k, v in kwargs.items()} if kwargs else {}
-        out = self.runner(func, args, kwargs) if self.runner is not None else func(*args, **kwargs)
+        return rargs, rkwargs, found
+
+    def _finish(
+        self,
+        func: torch._ops.OpOverload,
+        rargs: tuple[Any, ...],
+        rkwargs: dict[str, Any],
+        found: list[Ref],
+        out: Any,
+    ) -> None:
         if isinstance(out, torch.Tensor):
             outs: list[Ref | None] = [self.ref(out)]
         else:
@@ -186,6 +204,22 @@ class _Recorder(TorchDispatchMode):
             outs = [self.ref(o) if isinstance(o, torch.Tensor) else None for o in flat]
         module = self.module_stack[-1] if self.module_stack else ""
         self.cap.ops.append(OpRecord(func, rargs, rkwargs, outs, module, found))
+
+    def note(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        """Record an op a leaf shortcut ran (`_fastleaf`) as if it had been dispatched."""
+        self._finish(func, *self._record(func, args, kwargs), out)
+
+    def __torch_dispatch__(
+        self,
+        func: torch._ops.OpOverload,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        rargs, rkwargs, found = self._record(func, args, kwargs)
+        out = self.runner(func, args, kwargs) if self.runner is not None else func(*args, **kwargs)
+        self._finish(func, rargs, rkwargs, found, out)
         return out
 
 
@@ -244,11 +278,17 @@ def capture(
         prefix = mname + "." if mname else ""
         todo.extend((prefix + n, c) for n, c in reversed(mod._modules.items()) if c is not None)
         for k, p in mod._parameters.items():
-            if p is not None and id(p) not in known:
+            if p is not None:
+                if id(p) in known:
+                    cap.shared = True
+                    continue
                 known[id(p)] = prefix + k
                 params.append((prefix + k, p))
         for k, b in mod._buffers.items():
-            if b is not None and id(b) not in known:
+            if b is not None:
+                if id(b) in known:
+                    cap.shared = True
+                    continue
                 known[id(b)] = prefix + k
                 buffers.append((prefix + k, b))
     stack: list[str] = []

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ._fastleaf import Sink, activate
+
 __all__ = ["MetaMode", "MetaRunner"]
 
 aten = torch.ops.aten
@@ -416,6 +418,27 @@ class MetaRunner:
         self._pure: dict[Any, bool] = {}
         self.check = check
 
+    def answer(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The op's outputs from a shape rule or the memo, as `__call__` gives them, without
+        running a kernel (whose own ops a dispatch mode would see); else ``NotImplemented``.
+        Call it with dispatch modes disabled (its empty outputs are ops too)."""
+        fast = SHORTCUTS.get(func)
+        if fast is not None:
+            out = fast(args, kwargs)
+            if out is not NotImplemented:
+                return out
+        if not self._pure.get(func, False):
+            return NotImplemented  # not memoizable, or never run yet
+        try:
+            got = self.memo.get((func, _sig(args), _sig(tuple(kwargs.items())) if kwargs else ()))
+        except (_NoKey, TypeError):
+            return NotImplemented
+        if got is None:
+            return NotImplemented
+        single, metas = got
+        outs = [torch.empty_strided(s, st, dtype=dt, device=_META) for s, st, dt in metas]
+        return outs[0] if single else tuple(outs)
+
     def __call__(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         fast = SHORTCUTS.get(func)
         if fast is not None:
@@ -464,7 +487,8 @@ def _same_meta(func: Any, got: Any, want: Any) -> None:
 
 
 class MetaMode(TorchDispatchMode):
-    """Runs every op of a forward through a `MetaRunner` (no recording)."""
+    """Runs every op of a forward through a `MetaRunner` (no recording); leaf-module
+    shortcuts of meta copies (`_fastleaf`) run theirs through it directly."""
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -475,6 +499,19 @@ class MetaMode(TorchDispatchMode):
     def __init__(self, runner: MetaRunner) -> None:
         super().__init__()
         self.runner = runner
+        self._outer: Sink | None = None
+
+    def __enter__(self) -> MetaMode:
+        out = super().__enter__()
+        self._outer = activate(None if self.runner.check else self)
+        return out
+
+    def __exit__(self, *exc: object) -> None:
+        activate(self._outer)
+        super().__exit__(*exc)
+
+    def note(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        """Nothing to account for: this mode only runs ops."""
 
     def __torch_dispatch__(
         self,

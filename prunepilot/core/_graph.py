@@ -212,9 +212,10 @@ class ChannelGraph:
         for gid, remove in plan.items():
             self.group(gid).check(list(remove))
 
-    def _cuts(self, plan: Plan) -> dict[str, dict[int, int]]:
-        """Positions ``plan`` removes: ``{tensor name: {dim: count}}`` (validated)."""
-        mask = self._removed(plan)
+    def _cuts(self, plan: Plan, validate: bool = True) -> dict[str, dict[int, int]]:
+        """Positions ``plan`` removes: ``{tensor name: {dim: count}}`` (validated unless
+        ``validate`` is false: every group's `ChannelGroup.check` passed already)."""
+        mask = self._removed(plan, validate)
         out: dict[str, dict[int, int]] = {}
         if not self._dims or not plan:
             return out
@@ -225,8 +226,9 @@ class ChannelGraph:
             out.setdefault(name, {})[d] = int(counts[i])
         return out
 
-    def _removed(self, plan: Plan) -> np.ndarray:
-        self.check(plan)
+    def _removed(self, plan: Plan, validate: bool = True) -> np.ndarray:
+        if validate:
+            self.check(plan)
         mask = np.zeros(self._offset[-1] + 1 if self._offset else 1, dtype=bool)
         for gid, remove in plan.items():
             base = self._offset[self._gid[gid]]

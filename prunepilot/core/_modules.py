@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from torch import nn
 
-__all__ = ["all_modules", "sync_module_attrs"]
+__all__ = ["all_modules", "sync_module_attrs", "sync_modules"]
 
 
 def all_modules(model: nn.Module) -> list[nn.Module]:
@@ -31,7 +31,12 @@ def sync_module_attrs(model: nn.Module) -> None:
     Called after slicing tensors (pruning) and after resizing them (loading a pruned
     checkpoint), so the result is a plain model of standard layers whose attributes match.
     """
-    for mod in all_modules(model):
+    sync_modules(all_modules(model))
+
+
+def sync_modules(mods: Iterable[nn.Module]) -> None:
+    """`sync_module_attrs` for the given modules only (those whose tensors changed)."""
+    for mod in mods:
         sync = _SYNC.get(type(mod), _MISSING)
         if sync is _MISSING:
             sync = _SYNC[type(mod)] = _sync_for(type(mod))

@@ -11,8 +11,9 @@ import torchvision
 from torch import nn
 
 import prunepilot as pp
-from prunepilot.core._api import _meta_copy, _shrink, _tensors
+from prunepilot.core._api import _meta_copy, _shrink
 from prunepilot.core._fastmeta import SHORTCUTS, MetaMode, MetaRunner
+from prunepilot.core._prune import _tensors
 
 aten = torch.ops.aten
 M = "meta"
@@ -207,6 +208,9 @@ def test_shape_only_prune_matches_real_prune() -> None:
     want = {n: tuple(t[2].shape) for n, t in _tensors(real).items()}
     assert got == want
     assert all(t[2].is_meta for t in _tensors(meta).values())
+    sizes = ("in_channels", "out_channels", "groups", "num_features", "in_features")
+    for a, b in zip(meta.modules(), real.modules(), strict=True):
+        assert {k: getattr(a, k, None) for k in sizes} == {k: getattr(b, k, None) for k in sizes}
 
 
 def test_group_check_still_refuses_emptying_a_layer() -> None:

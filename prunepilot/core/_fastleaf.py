@@ -1,0 +1,206 @@
+"""Shortcut forwards for standard leaf modules of prunepilot's own meta copies.
+
+A forward of a meta copy (capture, verification) runs every ATen op through a Python dispatch
+mode, a round trip of several microseconds per op. For standard leaf modules (convolutions,
+eval-mode batch norm, activations, global average pooling) the ops their forward produces are
+known: `install` gives such modules of a meta copy a forward that builds those ops' arguments
+itself, runs them through the active mode's `MetaRunner` and reports them to the mode
+(`Sink.note`), exactly as dispatch would have: same overloads, arguments, outputs and order.
+
+Only prunepilot's copies get these forwards (never a user's model). A shortcut applies only
+while a `Sink` mode is the only dispatch mode and no torch-function mode is active; anything
+unusual (other input types or ranks, padding modes, training-mode norms) or any error runs the
+module's own forward instead, so failures keep their usual messages.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from ._fastmeta import MetaRunner
+
+__all__ = ["Sink", "activate", "install"]
+
+aten = torch.ops.aten
+Tensor = torch.Tensor
+_PLAIN = frozenset({Tensor, nn.Parameter})
+_META = torch.device("meta")
+_no_dispatch = torch._C._DisableTorchDispatch
+_dispatch_depth = torch._C._len_torch_dispatch_stack
+_function_modes = torch._C._is_torch_function_mode_enabled
+
+Op = tuple[Any, tuple[Any, ...], dict[str, Any]]
+
+
+class Sink(Protocol):
+    """A dispatch mode that lets leaf shortcuts run ops through its runner."""
+
+    @property
+    def runner(self) -> MetaRunner | None:
+        """Answers the ops (`MetaRunner.answer`); no shortcuts without one."""
+
+    def note(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        """Account for one op that ran outside dispatch (as if it had been dispatched)."""
+
+
+_ACTIVE: list[Sink | None] = [None]
+
+
+def activate(sink: Sink | None) -> Sink | None:
+    """Make ``sink`` the mode shortcuts report to (``None``: none); returns the previous."""
+    prev = _ACTIVE[0]
+    _ACTIVE[0] = sink
+    return prev
+
+
+def _sink() -> Sink | None:
+    sink = _ACTIVE[0]
+    if sink is None or _dispatch_depth() != 1 or _function_modes():
+        return None
+    return sink
+
+
+def _emit(sink: Sink, ops: list[Op]) -> list[Any] | None:
+    """Answer ``ops`` from the sink runner's shape rules or memo (`MetaRunner.answer`)
+    outside dispatch, then note them in order. ``None`` (nothing noted) when one needs its
+    kernel (which may run ops of its own) or fails: the module's own forward runs them."""
+    runner = sink.runner
+    if runner is None:
+        return None
+    answer = runner.answer
+    outs: list[Any] = []
+    try:
+        with _no_dispatch():
+            for func, args, kwargs in ops:
+                out = answer(func, args, kwargs)
+                if out is NotImplemented:
+                    return None
+                outs.append(out)
+    except Exception:  # a shape rule's size check: dispatch reports it as usual
+        return None
+    for (func, args, kwargs), out in zip(ops, outs, strict=True):
+        sink.note(func, args, kwargs, out)
+    return outs
+
+
+def _plain(x: Any) -> bool:
+    return type(x) in _PLAIN and x.is_meta
+
+
+def _conv(mod: nn.modules.conv._ConvNd, x: Any) -> Any:
+    sink = _sink()
+    if sink is not None and _plain(x) and mod.padding_mode == "zeros":
+        w = mod.weight
+        pad = mod.padding
+        if not isinstance(pad, str) and x.ndim == w.ndim:
+            n = w.ndim - 2
+            args = (
+                x,
+                w,
+                mod.bias,
+                list(mod.stride),
+                list(pad),
+                list(mod.dilation),
+                False,
+                [0] * n,
+                mod.groups,
+            )
+            outs = _emit(sink, [(aten.convolution.default, args, {})])
+            if outs is not None:
+                return outs[0]
+    return type(mod).forward(mod, x)
+
+
+_BN_RANK: dict[type, tuple[int, ...]] = {
+    nn.BatchNorm1d: (2, 3),
+    nn.BatchNorm2d: (4,),
+    nn.BatchNorm3d: (5,),
+}
+
+
+def _batch_norm(mod: nn.modules.batchnorm._BatchNorm, x: Any) -> Any:
+    sink = _sink()
+    if sink is not None and _plain(x) and not mod.training and mod.eps >= 0:
+        mean, var = mod.running_mean, mod.running_var
+        if mean is not None and var is not None and x.ndim in _BN_RANK[type(mod)]:
+            momentum = 0.0 if mod.momentum is None else mod.momentum
+            reserve = {"dtype": torch.uint8, "layout": torch.strided, "device": x.device}
+            norm = (x, mod.weight, mod.bias, mean, var, False, momentum, mod.eps)
+            outs = _emit(
+                sink,
+                [
+                    (aten.empty.memory_format, ([0],), reserve),
+                    (aten.native_batch_norm.default, norm, {}),
+                ],
+            )
+            if outs is not None:
+                return outs[1][0]
+    return type(mod).forward(mod, x)
+
+
+def _pointwise(
+    op: Callable[[nn.Module], tuple[Any, dict[str, Any]]],
+) -> Callable[[nn.Module, Any], Any]:
+    """A forward running one pointwise op on its input: ``op(mod)`` gives the overload and
+    keyword arguments."""
+
+    def forward(mod: nn.Module, x: Any) -> Any:
+        sink = _sink()
+        if sink is not None and _plain(x):
+            func, kwargs = op(mod)
+            outs = _emit(sink, [(func, (x,), kwargs)])
+            if outs is not None:
+                return outs[0]
+        return type(mod).forward(mod, x)
+
+    return forward
+
+
+def _inplace(name: str) -> Callable[[nn.Module], tuple[Any, dict[str, Any]]]:
+    out, inplace = getattr(aten, name).default, getattr(aten, name + "_").default
+    return lambda mod: (inplace if mod.inplace else out, {})
+
+
+def _gelu(mod: nn.Module) -> tuple[Any, dict[str, Any]]:
+    approximate = mod.approximate
+    return aten.gelu.default, ({} if approximate == "none" else {"approximate": approximate})
+
+
+def _global_avg_pool(mod: nn.AdaptiveAvgPool2d, x: Any) -> Any:
+    sink = _sink()
+    if sink is not None and _plain(x) and x.ndim == 4 and mod.output_size in (1, (1, 1)):
+        outs = _emit(sink, [(aten.mean.dim, (x, [-1, -2], True), {})])
+        if outs is not None:
+            return outs[0]
+    return type(mod).forward(mod, x)
+
+
+FORWARDS: dict[type, Callable[[Any, Any], Any]] = {
+    nn.Conv1d: _conv,
+    nn.Conv2d: _conv,
+    nn.Conv3d: _conv,
+    **dict.fromkeys(_BN_RANK, _batch_norm),
+    nn.ReLU: _pointwise(_inplace("relu")),
+    nn.SiLU: _pointwise(_inplace("silu")),
+    nn.Hardswish: _pointwise(_inplace("hardswish")),
+    nn.Hardsigmoid: _pointwise(_inplace("hardsigmoid")),
+    nn.Sigmoid: _pointwise(lambda mod: (aten.sigmoid.default, {})),
+    nn.Tanh: _pointwise(lambda mod: (aten.tanh.default, {})),
+    nn.GELU: _pointwise(_gelu),
+    nn.AdaptiveAvgPool2d: _global_avg_pool,
+}
+
+
+def install(mods: list[nn.Module]) -> None:
+    """Give the standard leaf modules among ``mods`` (modules of a meta copy) their shortcut
+    forward (an instance attribute; the class's forward stays the fallback)."""
+    for m in mods:
+        fwd = FORWARDS.get(type(m))
+        if fwd is not None and "forward" not in m.__dict__:
+            m.__dict__["forward"] = types.MethodType(fwd, m)
