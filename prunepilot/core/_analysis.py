@@ -159,10 +159,12 @@ class Analysis:
         self.mac_terms.append(MacTerm(self.module, int(n), [s for s in scale if s is not None]))
 
 
-_SCHEMAS: dict[Any, list[tuple[str, int, bool, bool, Any]]] = {}
+SchemaArg = tuple[str, int, bool, bool, Any]  # name, position, kwarg-only, has default, default
+_SCHEMAS: dict[Any, list[SchemaArg]] = {}
 
 
-def _schema_args(func: torch._ops.OpOverload) -> list[tuple[str, int, bool, bool, Any]]:
+def schema_args(func: torch._ops.OpOverload) -> list[SchemaArg]:
+    """The op's schema arguments as `bind_schema` reads them (cached)."""
     got = _SCHEMAS.get(func)
     if got is None:
         got = _SCHEMAS[func] = [
@@ -182,9 +184,16 @@ def bind(
     func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
     """Map an op call's arguments to schema names, filling defaults."""
+    return bind_schema(schema_args(func), args, kwargs)
+
+
+def bind_schema(
+    schema: list[SchemaArg], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """`bind` given the op's schema arguments (`schema_args`)."""
     out: dict[str, Any] = {}
     n = len(args)
-    for name, i, kwarg_only, has_default, default in _schema_args(func):
+    for name, i, kwarg_only, has_default, default in schema:
         if i < n and not kwarg_only:
             out[name] = args[i]
         elif name in kwargs:

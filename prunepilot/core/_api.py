@@ -30,6 +30,7 @@ from ._select import select
 __all__ = ["PruneReport", "profile", "prune", "trace"]
 
 log = logging.getLogger("prunepilot.core")
+_META = torch.device("meta")
 
 
 def _as_inputs(example_inputs: Any) -> tuple[Any, ...]:
@@ -184,6 +185,10 @@ _CONTAINERS = frozenset({dict, OrderedDict, set})
 # Classes defining any of these copy themselves their own way (deepcopy is used for them).
 _CUSTOM_COPY = ("__deepcopy__", "__reduce_ex__", "__reduce__", "__getstate__", "__slots__")
 _PLAIN_MODULE: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+# Module.__setstate__ is ``__dict__.update`` plus adding hook registries that old pickles
+# lack (a subset of these keys).
+_MODULE_SETSTATE = nn.Module.__setstate__
+_SETSTATE_KEYS = frozenset(nn.Module().__dict__)
 
 
 def _plain_module(cls: type) -> bool:
@@ -213,10 +218,10 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     for m in mods:
         for p in m._parameters.values():
             if p is not None and id(p) not in memo:
-                memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
+                memo[id(p)] = nn.Parameter(torch.empty_like(p, device=_META), p.requires_grad)
         for b in m._buffers.values():
             if b is not None and id(b) not in memo:
-                memo[id(b)] = torch.empty_like(b, device="meta")
+                memo[id(b)] = torch.empty_like(b, device=_META)
     if not all(_plain_module(type(m)) for m in mods):
         out = copy.deepcopy(model, memo)
         install(all_modules(out))
@@ -232,15 +237,20 @@ def _meta_copy(model: nn.Module) -> nn.Module:
             return v
         return copy.deepcopy(v, memo)
 
+    atomic, containers = _ATOMIC, _CONTAINERS
     for m in mods:
-        state = {
-            k: v
-            if type(v) in _ATOMIC
-            else (type(v)() if type(v) in _CONTAINERS and not v else value(k, v))
-            for k, v in m.__dict__.items()
-        }
+        own = m.__dict__
+        state = own.copy()  # atomic values stay shared
+        for k, v in own.items():
+            t = type(v)
+            if t not in atomic:
+                state[k] = t() if t in containers and not v else value(k, v)
         state.pop("_compiled_call_impl", None)  # as Module.__getstate__ drops it
-        memo[id(m)].__setstate__(state)
+        new = memo[id(m)]
+        if type(new).__setstate__ is _MODULE_SETSTATE and state.keys() >= _SETSTATE_KEYS:
+            new.__dict__.update(state)  # what Module.__setstate__ does given all its keys
+        else:
+            new.__setstate__(state)
     install([memo[id(m)] for m in mods])
     return memo[id(model)]
 
@@ -266,7 +276,7 @@ def _shrink(
             shape[d] -= k
             if shape[d] <= 0:
                 raise PlanError(f"the plan removes every position of {name} dim {d}")
-        new = torch.empty(shape, dtype=t.dtype, device="meta")
+        new = torch.empty(shape, dtype=t.dtype, device=_META)
         if p is not None:
             p.data = new
         else:

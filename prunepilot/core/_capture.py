@@ -53,6 +53,18 @@ class OpRecord:
     module: str
     inputs: list[Ref] | None = None  # tensor arguments in order (args, then kwargs)
 
+    @property
+    def name(self) -> str:
+        """``str(func)`` (e.g. ``aten.add.Tensor``), cached per overload (rules' reasons)."""
+        func = self.func
+        got = _OP_NAMES.get(id(func))
+        if got is None or got[0] is not func:
+            got = _OP_NAMES[id(func)] = (func, str(func))
+        return got[1]
+
+
+_OP_NAMES: dict[int, tuple[Any, str]] = {}  # id(overload) -> (overload, its name)
+
 
 @dataclass
 class Capture:
@@ -105,7 +117,7 @@ class _Recorder(TorchDispatchMode):
         super().__init__()
         self.cap = cap
         self.known = known
-        self.node_of: dict[int, int] = {}
+        self.ref_of: dict[int, Ref] = {}  # id(tensor) -> its node
         self.refs: list[Ref] = []  # one Ref per node
         self.keep: list[torch.Tensor] = []  # strong refs so ids stay unique while tracing
         self.module_stack = module_stack
@@ -113,23 +125,23 @@ class _Recorder(TorchDispatchMode):
         self._outer: Sink | None = None
 
     def ref(self, t: torch.Tensor) -> Ref:
-        n = self.node_of.get(id(t))
-        if n is not None:
-            return self.refs[n]
+        key = id(t)
+        r = self.ref_of.get(key)
+        if r is not None:
+            return r
         n = len(self.refs)
-        self.node_of[id(t)] = n
-        r = Ref(n)
+        r = self.ref_of[key] = Ref(n)
         self.refs.append(r)
         self.cap.shapes.append(tuple(t.shape))
         self.keep.append(t)
-        name = self.known.get(id(t))
+        name = self.known.get(key)
         if name is not None:
             self.cap.names[n] = name
         base = t._base
         if base is not None:
-            b = self.node_of.get(id(base))
+            b = self.ref_of.get(id(base))
             if b is not None:
-                self.cap.bases[n] = b
+                self.cap.bases[n] = b.node
         return r
 
     def node(self, t: torch.Tensor) -> int:
@@ -311,6 +323,6 @@ def capture(
     cap.output = out
     cap.params = {n: tuple(p.shape) for n, p in params}  # after the forward: lazy layers
     for leaf in tree_flatten(out)[0]:
-        if isinstance(leaf, torch.Tensor) and id(leaf) in rec.node_of:
-            cap.outputs.append(rec.node_of[id(leaf)])
+        if isinstance(leaf, torch.Tensor) and id(leaf) in rec.ref_of:
+            cap.outputs.append(rec.ref_of[id(leaf)].node)
     return cap

@@ -78,7 +78,7 @@ def first_input(
 
 
 def unknown(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    name = str(rec.func)
+    name = rec.name
     an.unknown_ops[name] = an.unknown_ops.get(name, 0) + 1
     an.pin_all(record_inputs(rec), f"op {name} has no channel rule")
     for o in rec.outputs:

@@ -28,9 +28,9 @@ def _sdpa(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     an.contract(qd[-1], kd[-1], qs[-1])
     lead: Dims = []
     for i in range(len(qs) - 2):
-        lead.append(an.join([qd[i], kd[i], vd[i]], qs[i], f"{rec.func} pairs heads inconsistently"))
-    an.atoms.pin(kd[-2], f"{rec.func} attends over this dimension")
-    an.atoms.pin(vd[-2], f"{rec.func} attends over this dimension")
+        lead.append(an.join([qd[i], kd[i], vd[i]], qs[i], f"{rec.name} pairs heads inconsistently"))
+    an.atoms.pin(kd[-2], f"{rec.name} attends over this dimension")
+    an.atoms.pin(vd[-2], f"{rec.name} attends over this dimension")
     for name in ("attn_mask", "attn_bias"):
         if isinstance(b.get(name), Ref):
             an.pin_all([b[name]], "it is an attention mask")

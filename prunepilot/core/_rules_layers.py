@@ -59,7 +59,7 @@ def _conv(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
         return
     os_ = an.shape(out)
     for d in xd[c + 1 :]:
-        an.atoms.pin(d, f"{rec.func} mixes channels with spatial positions")
+        an.atoms.pin(d, f"{rec.name} mixes channels with spatial positions")
     cin = xd[c]
     k = math.prod(ws[2:])
     if not transposed:
@@ -127,7 +127,7 @@ def _matmul_like(
         if ib >= 0:
             cands.append(bd[ib])
             sizes.append(bsh[ib])
-        batch.append(an.join(cands, max(sizes), f"{rec.func} batches it with an untracked tensor"))
+        batch.append(an.join(cands, max(sizes), f"{rec.name} batches it with an untracked tensor"))
     res = [*batch, ad[-2], bd[-1]]
     if extra is not None:
         es = an.shape(extra)
@@ -144,7 +144,7 @@ def _matmul_like(
             if i < 0 or d is None:
                 continue
             if res[i] is None and es[j] > 1:
-                an.atoms.pin(d, f"{rec.func} adds it to an untracked tensor")
+                an.atoms.pin(d, f"{rec.name} adds it to an untracked tensor")
             elif (ri := res[i]) is not None and es[j] == len(ri) and ri is not d:
                 an.atoms.unite(ri, d)
     nbatch = math.prod(an.shape(out)[:-2]) if out is not None else 1
@@ -209,9 +209,9 @@ def _batch_norm(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
             d = an.adopt(t, [xd[c]])[0]
             an.tag(d)
             stats.append(d)
-    joined = an.join(stats, C, f"{rec.func} normalises channels that prunepilot cannot track")
+    joined = an.join(stats, C, f"{rec.name} normalises channels that prunepilot cannot track")
     for d in xd[c + 1 :]:
-        an.atoms.pin(d, f"{rec.func} normalises over this dimension")
+        an.atoms.pin(d, f"{rec.name} normalises over this dimension")
     for i, o in enumerate(rec.outputs):
         if o is None:
             continue
@@ -239,8 +239,8 @@ def _layer_norm(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
             an.tag(d)
             arrs.append(d)
         if len(arrs) == 1 and xd[i] is not None:
-            an.atoms.pin(xd[i], f"{rec.func} without weights fixes its normalized_shape")
-        xd[i] = an.join(arrs, an.shape(x)[i], f"{rec.func} normalises an untracked tensor")
+            an.atoms.pin(xd[i], f"{rec.name} without weights fixes its normalized_shape")
+        xd[i] = an.join(arrs, an.shape(x)[i], f"{rec.name} normalises an untracked tensor")
     for n, o in enumerate(rec.outputs):
         if o is None:
             continue
@@ -263,9 +263,9 @@ def _group_norm(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
             d = an.dims(t)[0]
             an.tag(d)
             arrs.append(d)
-    j = an.join(arrs, C, f"{rec.func} normalises an untracked tensor")
+    j = an.join(arrs, C, f"{rec.name} normalises an untracked tensor")
     for d in xd[2:]:
-        an.atoms.pin(d, f"{rec.func} normalises over this dimension")
+        an.atoms.pin(d, f"{rec.name} normalises over this dimension")
     if j is not None:
         if g == C and C > 1:
             an.atoms.pin(j, "GroupNorm with one channel per group fixes the channel count")

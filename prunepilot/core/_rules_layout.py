@@ -94,7 +94,7 @@ def _view(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     out = out_ref(rec)
     if out is None:
         return
-    an.set(out, reshape_dims(an, an.dims(x), an.shape(x), an.shape(out), str(rec.func)))
+    an.set(out, reshape_dims(an, an.dims(x), an.shape(x), an.shape(out), rec.name))
 
 
 @rule(*ops("permute", "permute_copy"))
@@ -155,7 +155,7 @@ def _expand(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
         if s == o:
             res.append(d)
         else:
-            an.atoms.pin(d, f"{rec.func} repeats a one-channel dimension")
+            an.atoms.pin(d, f"{rec.name} repeats a one-channel dimension")
             res.append(None)
             spread.add(lead + i)
     an.set(out, res)
@@ -181,7 +181,7 @@ def _slice(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
         start, stop, step = slice(start, stop, step).indices(shape[d])
         taken = a[start:stop:step]
         if taken.shape[0] != shape[d]:
-            an.atoms.pin(a, f"{rec.func} takes a fixed range of channels")
+            an.atoms.pin(a, f"{rec.name} takes a fixed range of channels")
         dims[d] = taken
     an.set(out, dims)
 
@@ -191,7 +191,7 @@ def _select(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     x, dims, _ = first_input(an, rec)
     d = b["dim"] % len(dims)
     if an.shape(x)[d] > 1:
-        an.atoms.pin(dims[d], f"{rec.func} picks one fixed channel")
+        an.atoms.pin(dims[d], f"{rec.name} picks one fixed channel")
     del dims[d]
     an.set(out_ref(rec), dims)
 
@@ -227,7 +227,7 @@ def _split(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
         if len(set(sizes)) == 1 and rec.func.overloadpacket in (aten.split, aten.unsafe_split):
             an.segments.append(segs)  # chunk(n): equal parts stay equal after pruning
         else:
-            an.atoms.pin(a, f"{rec.func} splits channels at fixed sizes {sizes}")
+            an.atoms.pin(a, f"{rec.name} splits channels at fixed sizes {sizes}")
 
 
 @rule(*ops("unbind", "unbind_copy"))
@@ -235,7 +235,7 @@ def _unbind(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     x, dims, _ = first_input(an, rec)
     d = b.get("dim", 0) % len(dims)
     if an.shape(x)[d] > 1:
-        an.atoms.pin(dims[d], f"{rec.func} picks fixed channels")
+        an.atoms.pin(dims[d], f"{rec.name} picks fixed channels")
     rest = dims[:d] + dims[d + 1 :]
     for o in rec.outputs:
         if o is not None:
@@ -268,7 +268,7 @@ def _cat(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
                 an.join(
                     [an.dims(r)[i] for r in refs],
                     oshape[i],
-                    f"{rec.func} joins it with an untracked tensor",
+                    f"{rec.name} joins it with an untracked tensor",
                 )
             )
     an.set(out, res)
@@ -289,7 +289,7 @@ def _stack(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
         an.join(
             [an.dims(r)[i] for r in refs],
             ishape[i],
-            f"{rec.func} joins it with an untracked tensor",
+            f"{rec.name} joins it with an untracked tensor",
         )
         for i in range(len(ishape))
     ]
@@ -312,7 +312,7 @@ def _roll(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     _x, dims, _ = first_input(an, rec)
     rd = b.get("dims") or []
     for d in norm_dims(rd, len(dims)) if rd else range(len(dims)):
-        an.atoms.pin(dims[d], f"{rec.func} shifts channels by a fixed amount")
+        an.atoms.pin(dims[d], f"{rec.name} shifts channels by a fixed amount")
     an.set(out_ref(rec), dims)
 
 
@@ -346,7 +346,7 @@ def _pad(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     for k in range(len(pad) // 2):
         d = len(dims) - 1 - k
         if (pad[2 * k] or pad[2 * k + 1]) and d >= 0 and dims[d] is not None:
-            an.atoms.pin(dims[d], f"{rec.func} pads a channel dimension")
+            an.atoms.pin(dims[d], f"{rec.name} pads a channel dimension")
             dims[d] = None
     out = out_ref(rec)
     if out is not None:
@@ -357,7 +357,7 @@ def _pad(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 def _index_select(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     _x, dims, _ = first_input(an, rec)
     d = b["dim"] % len(dims)
-    an.atoms.pin(dims[d], f"{rec.func} indexes channels by fixed positions")
+    an.atoms.pin(dims[d], f"{rec.name} indexes channels by fixed positions")
     dims[d] = None
     an.atoms.pin(an.dims(b["index"])[0], "it is an index")
     an.set(out_ref(rec), dims)
@@ -372,7 +372,7 @@ def _index(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
         return
     pos = [i for i, t in enumerate(idx) if t is not None]
     for i in pos:
-        an.atoms.pin(dims[i], f"{rec.func} indexes channels by fixed positions")
+        an.atoms.pin(dims[i], f"{rec.name} indexes channels by fixed positions")
         for r in tensor_refs(idx[i]):
             an.pin_all([r], "it is an index")
     oshape = an.shape(out)
@@ -384,6 +384,6 @@ def _index(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     else:
         res = [*([None] * n_idx), *rest]
     if len(res) != len(oshape):
-        an.pin_all([x], f"{rec.func} has an indexing layout prunepilot cannot follow")
+        an.pin_all([x], f"{rec.name} has an indexing layout prunepilot cannot follow")
         res = [None] * len(oshape)
     an.set(out, res)

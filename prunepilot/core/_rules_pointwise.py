@@ -27,7 +27,7 @@ def elementwise(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
             for d in dims:
                 an.tag(d)
         if len(shape) > nd:
-            an.pin_all([r], f"{rec.func} reduces a tracked tensor by broadcasting")
+            an.pin_all([r], f"{rec.name} reduces a tracked tensor by broadcasting")
             continue
         spread = an.broadcast.get(r.node, set())
         for j, (s, d) in enumerate(zip(shape, dims, strict=True)):
@@ -37,9 +37,9 @@ def elementwise(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
             if s == out_shape[i]:
                 per_dim[i].append(d)
             elif d is not None and s > 0:
-                an.atoms.pin(d, f"{rec.func} broadcasts a one-channel dimension")
+                an.atoms.pin(d, f"{rec.name} broadcasts a one-channel dimension")
     res: Dims = [
-        an.join(arrs, out_shape[i], f"{rec.func} combines it with a tensor of fixed size")
+        an.join(arrs, out_shape[i], f"{rec.name} combines it with a tensor of fixed size")
         for i, arrs in enumerate(per_dim)
     ]
     for o in rec.outputs:

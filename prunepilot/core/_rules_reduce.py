@@ -82,7 +82,7 @@ def _ordering(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     red = b.get("dim")
     rd = set(norm_dims(red, len(shape)) if red is not None else range(len(shape)))
     for i in rd:
-        an.atoms.pin(dims[i], f"{rec.func} returns positions along this dimension")
+        an.atoms.pin(dims[i], f"{rec.name} returns positions along this dimension")
     for o in rec.outputs:
         if o is None:
             continue

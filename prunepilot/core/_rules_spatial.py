@@ -57,7 +57,7 @@ def _spatial(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     _x, dims, shape = first_input(an, rec)
     keep = max(len(shape) - _SPATIAL_DIMS[rec.func.overloadpacket], 0)
     for d in dims[keep:]:
-        an.atoms.pin(d, f"{rec.func} mixes a channel dimension with spatial positions")
+        an.atoms.pin(d, f"{rec.name} mixes a channel dimension with spatial positions")
     for o in rec.outputs:
         if o is not None:
             od = an.shape(o)
@@ -81,7 +81,7 @@ def _grid_sample(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     if out is None:
         return
     for d in dims[2:]:
-        an.atoms.pin(d, f"{rec.func} mixes channels with positions")
+        an.atoms.pin(d, f"{rec.name} mixes channels with positions")
     an.set(out, dims[:2] + [None] * (len(an.shape(out)) - 2))
 
 
@@ -94,7 +94,7 @@ def _pixel_shuffle(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     oshape = an.shape(out)
     c = len(shape) - 3
     for d in dims[c + 1 :]:
-        an.atoms.pin(d, f"{rec.func} mixes channels with positions")
+        an.atoms.pin(d, f"{rec.name} mixes channels with positions")
     a = dims[c]
     res: Dims = list(dims[:c]) + [None] * 3
     if a is not None:
