@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
+import gc
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -368,6 +370,28 @@ def trace(
         TraceError: the model is not a module, the inputs are of the wrong type, or the
             model fails on them.
     """
+    with _gc_paused():
+        return _trace(model, example_inputs, ignore, verify)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: tracing allocates many small objects (op records,
+    refs) that refcounting frees, and collections triggered by them (traversing every live
+    object of the process) can cost more than the trace itself."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _trace(
+    model: nn.Module, example_inputs: Any, ignore: Iterable[nn.Module | str], verify: bool
+) -> ChannelGraph:
+    """`trace`'s work (called with the garbage collector paused)."""
     run = _run(model, example_inputs)
     ignored = _ignored_names(model, ignore)
     an = analyze(run.cap)

@@ -22,8 +22,30 @@ def components(n: int, a: np.ndarray, b: np.ndarray, lab: np.ndarray | None = No
     """Label of every node 0..n-1 (the smallest node id of its component) given edges a-b.
 
     ``lab``: labels already resolved (each a root id no larger than its node), to extend.
+    Edges usually touch a small part of the nodes: components are then found among the
+    roots they touch, numbered densely in order (so the smallest stays the smallest), and
+    every node follows its root.
     """
     lab = np.arange(n, dtype=np.int64) if lab is None else lab.astype(np.int64, copy=True)
+    if not a.size:
+        return lab
+    la, lb = lab[a], lab[b]
+    touched = np.zeros(n, dtype=bool)
+    touched[la] = True
+    touched[lb] = True
+    roots = np.flatnonzero(touched)
+    if 4 * roots.size > n:
+        return _hook_compress(lab, la, lb)
+    dense = np.zeros(n, dtype=np.int64)
+    dense[roots] = np.arange(roots.size, dtype=np.int64)
+    sub = _hook_compress(np.arange(roots.size, dtype=np.int64), dense[la], dense[lb])
+    to = np.arange(n, dtype=np.int64)
+    to[roots] = roots[sub]
+    return to[lab]
+
+
+def _hook_compress(lab: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`components` by vectorised hook-and-compress, from resolved labels ``lab`` (modified)."""
     while a.size:
         la, lb = lab[a], lab[b]
         moved = la != lb
