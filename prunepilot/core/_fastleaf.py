@@ -117,7 +117,7 @@ def _conv(mod: nn.modules.conv._ConvNd, x: Any) -> Any:
     return type(mod).forward(mod, x)
 
 
-_BN_RANK: dict[type, tuple[int, ...]] = {
+_BN_RANK: dict[type[nn.Module], tuple[int, ...]] = {
     nn.BatchNorm1d: (2, 3),
     nn.BatchNorm2d: (4,),
     nn.BatchNorm3d: (5,),
@@ -181,7 +181,7 @@ def _global_avg_pool(mod: nn.AdaptiveAvgPool2d, x: Any) -> Any:
     return type(mod).forward(mod, x)
 
 
-FORWARDS: dict[type, Callable[[Any, Any], Any]] = {
+FORWARDS: dict[type[nn.Module], Callable[[Any, Any], Any]] = {
     nn.Conv1d: _conv,
     nn.Conv2d: _conv,
     nn.Conv3d: _conv,
@@ -197,10 +197,15 @@ FORWARDS: dict[type, Callable[[Any, Any], Any]] = {
 }
 
 
+# The forwards the shortcuts stand for: a class whose forward was replaced keeps its own.
+_ORIGINAL: dict[type[nn.Module], Any] = {cls: cls.forward for cls in FORWARDS}
+
+
 def install(mods: list[nn.Module]) -> None:
     """Give the standard leaf modules among ``mods`` (modules of a meta copy) their shortcut
     forward (an instance attribute; the class's forward stays the fallback)."""
     for m in mods:
-        fwd = FORWARDS.get(type(m))
-        if fwd is not None and "forward" not in m.__dict__:
+        cls = type(m)
+        fwd = FORWARDS.get(cls)
+        if fwd is not None and "forward" not in m.__dict__ and cls.forward is _ORIGINAL[cls]:
             m.__dict__["forward"] = types.MethodType(fwd, m)

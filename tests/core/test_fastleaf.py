@@ -129,3 +129,20 @@ def test_shortcuts_stand_aside_outside_prunepilot_modes() -> None:
     assert copy(x).shape == (1, 4, 4, 4)
     with torch.no_grad(), MetaMode(MetaRunner(check=True)):
         assert copy(x).shape == (1, 4, 4, 4)
+
+
+def test_patched_classes_keep_their_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A class whose forward was replaced (e.g. by another library) gets no shortcut."""
+    calls: list[int] = []
+    own = nn.ReLU.forward
+
+    def patched(self: nn.ReLU, x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return own(self, x)
+
+    monkeypatch.setattr(nn.ReLU, "forward", patched)
+    copy = _meta_copy(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU()))
+    assert "forward" in copy[0].__dict__ and "forward" not in copy[1].__dict__
+    with torch.no_grad(), MetaMode(MetaRunner()):
+        copy(torch.empty(1, 3, 4, 4, device=M))
+    assert calls == [1]
