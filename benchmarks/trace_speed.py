@@ -10,7 +10,8 @@ op capture, channel analysis, group building, and verification (pruned meta forw
 
 Usage::
 
-    python benchmarks/trace_speed.py [--models NAME ...] [--repeats N] [--phases] [--no-write]
+    python benchmarks/trace_speed.py [--models NAME ...] [--repeats N] [--phases]
+        [--unverified] [--no-write]
 """
 
 from __future__ import annotations
@@ -44,12 +45,14 @@ def _timed(fn: Callable[[], Any]) -> float:
         return time.perf_counter() - t0
 
 
-def bench_model(name: str, repeats: int) -> dict[str, Any]:
+def bench_model(name: str, repeats: int, unverified: bool = False) -> dict[str, Any]:
     """Times both tools on one torchvision model.
 
     Args:
         name: torchvision model name.
         repeats: timed calls per tool (after one warm-up call each).
+        unverified: also time ``trace(..., verify=False)`` (key ``"nv"``), alternating with
+            the others: the cost of the verification forward that Torch-Pruning lacks.
 
     Returns:
         ``{"model", "pp": [seconds...], "tp": [seconds...], "error": str | None}``.
@@ -69,8 +72,11 @@ def bench_model(name: str, repeats: int) -> dict[str, Any]:
     def run_tp() -> None:
         tp.DependencyGraph().build_dependency(model, example_inputs=x)
 
-    res: dict[str, Any] = {"model": name, "pp": [], "tp": [], "error": None}
-    runners = {"pp": run_pp, "tp": run_tp}
+    def run_nv() -> None:
+        prunepilot.trace(model, x, verify=False)
+
+    res: dict[str, Any] = {"model": name, "pp": [], "tp": [], "nv": [], "error": None}
+    runners = {"pp": run_pp, "tp": run_tp, **({"nv": run_nv} if unverified else {})}
     failed: set[str] = set()
     for rep in range(repeats + 1):  # rep 0 is the warm-up
         for tool, fn in runners.items():
@@ -129,6 +135,7 @@ def build_report(
     repeats: int,
     load: tuple[float, float] | None = None,
     phases: dict[str, dict[str, float]] | None = None,
+    unverified: bool = False,
 ) -> str:
     """Renders the timing table and the target line.
 
@@ -138,6 +145,7 @@ def build_report(
         load: 1-minute load average before and after the run (other processes on the
             machine make CPU timings unreliable).
         phases: per model, prunepilot's CPU seconds per phase (see :func:`phase_times`).
+        unverified: add the ``trace(..., verify=False)`` columns.
 
     Returns:
         Markdown text.
@@ -157,10 +165,18 @@ def build_report(
             f"{tpt:.3f}" if tpt is not None else "error",
             f"{ratio:.2f}" if ratio is not None else "-",
         ]
+        if unverified:
+            nv = statistics.median(r["nv"]) if r.get("nv") else None
+            row[3:3] = [
+                f"{nv:.3f}" if nv is not None else "error",
+                f"{nv / tpt:.2f}" if nv is not None and tpt else "-",
+            ]
         if r["error"]:
             row[-1] += f" ({r['error']})"
         rows.append(row)
     header = ["model", "prunepilot s", "torch-pruning s", "ratio (pp/tp)"]
+    if unverified:
+        header[3:3] = ["unverified s", "unverified / tp"]
     lines = [
         format_table(header, rows),
         "",
@@ -199,16 +215,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per tool (default 3)")
     p.add_argument("--phases", action="store_true", help="add prunepilot's per-phase CPU times")
     p.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
+    p.add_argument(
+        "--unverified",
+        action="store_true",
+        help="also time trace(..., verify=False): the part of the time verification takes",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     warnings.filterwarnings("ignore")
 
     names = [n.removeprefix("tv:") for n in args.models]
     load_before = os.getloadavg()[0]
-    results = [bench_model(n, max(1, args.repeats)) for n in names]
+    results = [bench_model(n, max(1, args.repeats), args.unverified) for n in names]
     load = (load_before, os.getloadavg()[0])
     phases = {n: phase_times(n, max(1, args.repeats)) for n in names} if args.phases else None
-    report = build_report(results, max(1, args.repeats), load, phases)
+    report = build_report(results, max(1, args.repeats), load, phases, args.unverified)
     print(report)
     if not args.no_write:
         append_results("trace_speed.py", report)
