@@ -289,20 +289,14 @@ def capture(
         mod_names[id(mod)] = mname
         prefix = mname + "." if mname else ""
         todo.extend((prefix + n, c) for n, c in reversed(mod._modules.items()) if c is not None)
-        for k, p in mod._parameters.items():
-            if p is not None:
-                if id(p) in known:
-                    cap.shared = True
-                    continue
-                known[id(p)] = prefix + k
-                params.append((prefix + k, p))
-        for k, b in mod._buffers.items():
-            if b is not None:
-                if id(b) in known:
-                    cap.shared = True
-                    continue
-                known[id(b)] = prefix + k
-                buffers.append((prefix + k, b))
+        for tensors, found in ((mod._parameters, params), (mod._buffers, buffers)):
+            for k, t in tensors.items():
+                if t is not None:
+                    if id(t) in known:
+                        cap.shared = True
+                        continue
+                    known[id(t)] = prefix + k
+                    found.append((prefix + k, t))
     stack: list[str] = []
     rec = _Recorder(cap, known, stack, runner)
     for leaf in tree_flatten(inputs)[0]:

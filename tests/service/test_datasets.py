@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import zipfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -14,25 +13,13 @@ from safetensors.torch import save_file
 
 from prunepilot.service import DatasetSpec, Settings
 from prunepilot.service._datasets import describe, prepare
-from prunepilot.service._db import UploadRow
 from prunepilot.service._errors import SpecError
+
+from ._rows import upload_row
 
 
 def _settings(tmp: Path, **kw: object) -> Settings:
     return Settings(data_dir=tmp / "data", tokens={"token-12345": "t"}, **kw)  # type: ignore[arg-type]
-
-
-def _row(upload_id: str, kind: str) -> UploadRow:
-    return UploadRow(
-        id=upload_id,
-        owner="t",
-        filename="f",
-        size=1,
-        sha256="0" * 64,
-        kind=kind,
-        path=upload_id,
-        created_at=datetime.now(UTC),
-    )
 
 
 def _images(root: Path, classes: int = 2, per: int = 6, size: int = 12) -> None:
@@ -85,7 +72,7 @@ def test_safetensors_upload(tmp_path: Path) -> None:
         {"inputs": (torch.rand(50, 8, 8) * 255).to(torch.uint8), "labels": torch.arange(50) % 5},
         str(cfg.uploads_path / uid),
     )
-    uploads = {uid: _row(uid, "safetensors")}
+    uploads = {uid: upload_row(uid, "safetensors")}
     spec = DatasetSpec(source=f"upload:{uid}", batch_size=8)
     assert describe(spec, cfg, uploads.get).sample_shape == (1, 8, 8)
     data = prepare(spec, cfg, uploads.get, tmp_path)
@@ -94,7 +81,8 @@ def test_safetensors_upload(tmp_path: Path) -> None:
     bad = "b" * 24
     save_file({"x": torch.zeros(3)}, str(cfg.uploads_path / bad))
     with pytest.raises(SpecError, match="'inputs' and 'labels'"):
-        describe(DatasetSpec(source=f"upload:{bad}"), cfg, {bad: _row(bad, "safetensors")}.get)
+        rows = {bad: upload_row(bad, "safetensors")}
+        describe(DatasetSpec(source=f"upload:{bad}"), cfg, rows.get)
 
 
 def test_image_folder_dir_and_archive(tmp_path: Path) -> None:
@@ -116,7 +104,7 @@ def test_image_folder_dir_and_archive(tmp_path: Path) -> None:
     with zipfile.ZipFile(cfg.uploads_path / uid, "w") as zf:
         for p in sorted((root / "set").rglob("*.png")):
             zf.write(p, str(p.relative_to(root)))
-    uploads = {uid: _row(uid, "archive")}
+    uploads = {uid: upload_row(uid, "archive")}
     spec = DatasetSpec(source=f"upload:{uid}", image_size=8, batch_size=4)
     assert describe(spec, cfg, uploads.get) == describe(spec, cfg, uploads.get)
     assert describe(spec, cfg, uploads.get).sample_shape == (3, 8, 8)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +10,10 @@ import torch
 from safetensors.torch import save_file
 
 from prunepilot.service import ModelSpec, Settings, _models, _runner
-from prunepilot.service._db import UploadRow
 from prunepilot.service._errors import Forbidden, SpecError
 from prunepilot.service.zoo import digits_cnn
 
-
-def _row(upload_id: str, kind: str) -> UploadRow:
-    return UploadRow(
-        id=upload_id,
-        owner="t",
-        filename="f",
-        size=1,
-        sha256="0" * 64,
-        kind=kind,
-        path=upload_id,
-        created_at=datetime.now(UTC),
-    )
+from ._rows import upload_row
 
 
 def _cfg(tmp: Path, **kw: Any) -> Settings:
@@ -41,7 +28,7 @@ def test_untrusted_upload_is_checked_without_loading_and_built_only_by_the_runne
     cfg = _cfg(tmp_path, allow_untrusted_models=True)
     uid = "d" * 24
     torch.save(digits_cnn(width=8), cfg.uploads_path / uid)
-    uploads = {uid: _row(uid, "pickle")}.get
+    uploads = {uid: upload_row(uid, "pickle")}.get
     spec = ModelSpec(source=f"upload:{uid}", input_shape=(1, 8, 8))
 
     def no_load(*_a: Any, **_k: Any) -> None:
@@ -66,7 +53,7 @@ def test_pt2_upload_builds_a_graph_module(tmp_path: Path) -> None:
     with (cfg.uploads_path / uid).open("wb") as f:
         torch.export.save(program, f)
     spec = ModelSpec(source=f"upload:{uid}", input_shape=(1, 8, 8))
-    built = _models.build(spec, cfg, {uid: _row(uid, "pt2")}.get)
+    built = _models.build(spec, cfg, {uid: upload_row(uid, "pt2")}.get)
     x = torch.randn(1, 1, 8, 8)
     assert torch.allclose(built.model(x), model(x), atol=1e-5)
 
@@ -104,7 +91,7 @@ def test_names_allowlist_and_weights(tmp_path: Path) -> None:
         input_shape=(1, 8, 8),
     )
     with pytest.raises(SpecError, match=r"missing keys \['head.bias'\].*unexpected keys"):
-        _models.check(spec, cfg, {uid: _row(uid, "safetensors")}.get, (1, 8, 8), 10)
+        _models.check(spec, cfg, {uid: upload_row(uid, "safetensors")}.get, (1, 8, 8), 10)
 
 
 def test_onnx_export_failure_is_recorded_not_raised(
