@@ -16,8 +16,10 @@ from ._errors import ServiceError
 from ._metrics import Metrics
 from ._scheduler import Scheduler
 from ._settings import Settings
+from .schemas import ErrorBody
 
 __all__ = [
+    "OWNED_RESOURCE_ERRORS",
     "OwnerDep",
     "Service",
     "ServiceDep",
@@ -28,6 +30,12 @@ __all__ = [
 ]
 
 _OPEN_OWNER = "local"
+
+# The errors every route on a token's own resources can answer (OpenAPI documentation).
+OWNED_RESOURCE_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing or invalid bearer token"},
+    404: {"model": ErrorBody, "description": "no such resource for this token"},
+}
 
 
 class Unauthorized(ServiceError):

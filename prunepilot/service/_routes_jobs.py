@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from . import _trials
 from ._db import ACTIVE, IntegrityError, JobRow, job_info
-from ._deps import OwnerDep, Service, ServiceDep
+from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, Service, ServiceDep
 from ._errors import Conflict, NotFound, SpecError, TooMany
 from ._runner import study_name
 from ._validation import validate_job
@@ -34,14 +34,7 @@ __all__ = ["router"]
 
 log = logging.getLogger("prunepilot.service")
 
-router = APIRouter(
-    prefix="/jobs",
-    tags=["jobs"],
-    responses={
-        401: {"model": ErrorBody, "description": "missing or invalid bearer token"},
-        404: {"model": ErrorBody, "description": "no such resource for this token"},
-    },
-)
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=OWNED_RESOURCE_ERRORS)
 
 JobId = Annotated[str, Path(min_length=1, max_length=64, description="the job id")]
 _HEARTBEAT_S = 15.0

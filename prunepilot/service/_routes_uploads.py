@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from ._db import UploadRow, upload_info, utcnow
-from ._deps import OwnerDep, ServiceDep
+from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, ServiceDep
 from ._errors import NotFound, ServiceError, TooLarge
 from ._uploads import (
     UploadError,
@@ -25,14 +25,7 @@ __all__ = ["router"]
 
 log = logging.getLogger("prunepilot.service")
 
-router = APIRouter(
-    prefix="/uploads",
-    tags=["uploads"],
-    responses={
-        401: {"model": ErrorBody, "description": "missing or invalid bearer token"},
-        404: {"model": ErrorBody, "description": "no such resource for this token"},
-    },
-)
+router = APIRouter(prefix="/uploads", tags=["uploads"], responses=OWNED_RESOURCE_ERRORS)
 
 _BODY = {
     "required": True,
