@@ -76,6 +76,7 @@ class Row:
     latency_ms: float
     latency_kept: float
     search_s: float
+    acc_sd: float = 0.0  # over fine-tune seeds (--ft-seeds)
 
 
 @dataclass
@@ -87,7 +88,7 @@ class Bench:
     example: torch.Tensor
     macs: int
     scores: ps.Scores
-    train: Callable[[], Batches]
+    train: Callable[[int], Batches]  # training batches; the argument shifts their order
     score: Batches
     test: Batches
     target: ps.LatencyTarget
@@ -101,14 +102,26 @@ def measure(b: Bench, model: nn.Module, repeats: int | None = None) -> float:
     return ps.measure_latency(model, b.example, b.target, repeats=repeats).median_ms
 
 
-def finetune(b: Bench, model: nn.Module) -> nn.Module:
-    """The recipe every baseline row gets (the same as `Evaluator.finetune` in the search)."""
+def finetune(b: Bench, model: nn.Module, seed: int = 0) -> nn.Module:
+    """The recipe every baseline row gets (the same as `Evaluator.finetune` in the search);
+    ``seed`` shifts the data order and torch's seed (fine-tune noise, --ft-seeds)."""
     model = contiguous(model)
-    ps.recalibrate_bn(model, b.train(), steps=BN_BATCHES)
-    torch.manual_seed(b.seed)
+    ps.recalibrate_bn(model, b.train(seed), steps=BN_BATCHES)
+    torch.manual_seed(b.seed + seed)
     tr = ps.Trainer(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
-    tr.fit(b.train(), epochs=None, max_steps=b.ft_steps)
+    tr.fit(b.train(seed), epochs=None, max_steps=b.ft_steps)
     return model.eval()
+
+
+def seeded(b: Bench, row: Row, untuned: nn.Module, seeds: int) -> float:
+    """Re-fine-tune ``untuned`` with ``seeds`` seeds; the row's accuracy becomes their mean
+    (and ``acc_sd`` their spread). Returns the accuracy the row had before."""
+    before = row.acc
+    accs = [
+        ps.evaluate(finetune(b, copy.deepcopy(untuned), seed), b.test).top1 for seed in range(seeds)
+    ]
+    row.acc, row.acc_sd = statistics.mean(accs), statistics.stdev(accs)
+    return before
 
 
 def interleaved(b: Bench, models: list[nn.Module], rounds: int = 7) -> list[float]:
@@ -274,7 +287,7 @@ def run_search(b: Bench, spec: ps.SearchSpec, workers: int) -> tuple[ps.SearchRe
         if p.phase == "searching" and p.trials_done and p.trials_done % 10 == 0:
             print(f"    {p.trials_done}/{p.trials_planned} trials, best {p.best_score}", flush=True)
 
-    data = ps.SearchData(train=b.train(), val=b.score, score=b.score)
+    data = ps.SearchData(train=b.train(0), val=b.score, score=b.score)
     pool = RayPool(workers, device="cpu", threads=1)
     t0 = time.perf_counter()
     try:
@@ -309,6 +322,14 @@ def main(argv: list[str] | None = None) -> int:
         "report their test top-1 (how much a better pick among them could gain)",
     )
     ap.add_argument("--no-throughput", action="store_true", help="skip the 1-vs-2 workers runs")
+    ap.add_argument(
+        "--ft-seeds",
+        type=int,
+        default=1,
+        metavar="K",
+        help="K > 1: fine-tune every row (the searched config too) with K seeds in this "
+        "process and compare mean accuracies",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
@@ -335,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         example=example,
         macs=graph.macs(),
         scores=ps.score_channels(base, graph, "l2"),
-        train=lambda: Batches(xft, yft, 128, shuffle=True, augment=True, seed=args.seed + 1),
+        train=lambda shift=0: Batches(
+            xft, yft, 128, shuffle=True, augment=True, seed=args.seed + 1 + shift
+        ),
         score=Batches(xtr[held].contiguous(), ytr[held].contiguous(), 500),
         test=Batches(xte, yte, 1000, limit=2 if args.quick else None),
         target=target,
@@ -360,6 +383,13 @@ def main(argv: list[str] | None = None) -> int:
         res, total_s, _ = run_search(b, spec, args.workers)
         print(f"  searched config: {res.config}", flush=True)
         s_row = finish(b, scenario, "searched", res.model, total_s)
+        if args.ft_seeds > 1:
+            own = seeded(b, s_row, pruned(b, res.plan), args.ft_seeds)
+            notes.append(
+                f"- {scenario}: accuracies are means over {args.ft_seeds} fine-tune seeds in "
+                f"this process, every row alike (searched: its config re-fine-tuned; the "
+                f"search's own returned model scored {own:.4f})."
+            )
         rows.append(s_row)
         kept_models = [res.model]
         print(f"  searched: {s_row}", flush=True)
@@ -376,8 +406,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 m = bisect_latency(build, LATENCY_KEEP, b)
             found = time.perf_counter() - t0
+            untuned = copy.deepcopy(m) if args.ft_seeds > 1 else m
             tuned = finetune(b, m)
             row = finish(b, scenario, name, tuned, found)
+            if args.ft_seeds > 1:
+                seeded(b, row, untuned, args.ft_seeds)
             rows.append(row)
             kept_models.append(tuned)
             print(f"  {name}: {row}", flush=True)
@@ -505,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 r.scenario,
                 r.method,
-                f"{r.acc:.4f}",
+                f"{r.acc:.4f}" + (f" ± {r.acc_sd:.4f}" if args.ft_seeds > 1 else ""),
                 f"{r.macs_kept:.3f}",
                 f"{r.latency_ms:.2f}",
                 f"{r.latency_kept:.3f}",
