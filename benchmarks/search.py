@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             final_lat = res.latency.median_ms if res.latency else float("nan")
             base0 = res.baseline.latency.median_ms if res.baseline.latency else base_now
             ratio = s_row.latency_ms / eq_lat
-            speed = res.device_speed or (1.0, 1.0)
+            drift = res.latency_drift or (1.0, 1.0)
             notes.append(
                 f"- latency: uniform model with the searched model's MACs "
                 f"({pp.profile(eq, b.example).macs / b.macs:.3f} of the original) takes "
@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"in the round-robin pass (budget {LATENCY_KEEP}); the search's own anchored "
                 f"re-measurement {final_lat:.2f} ms vs its budget "
                 f"{res.limits['latency_ms']:.2f} ms (original {base0:.2f} ms at its start; "
-                f"the original ran at {speed[0]:.0%}-{speed[1]:.0%} of that speed during "
+                f"the original's latency was {drift[0]:.0%}-{drift[1]:.0%} of that during "
                 "the search)."
             )
             checks.append(("latency: searched <= 0.85x uniform of equal FLOPs", ratio <= 0.85))

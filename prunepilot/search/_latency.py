@@ -289,6 +289,18 @@ def time_calls(
     return times
 
 
+def _time_model(
+    model: nn.Module, inputs: Any, device: torch.device, warmup: int, repeats: int
+) -> list[float]:
+    """`time_calls` of ``model(inputs)``; a failure becomes a `LatencyError`."""
+    try:
+        return time_calls(functools.partial(call_model, model, inputs), device, warmup, repeats)
+    except Exception as e:  # the forward failed after a successful first run
+        raise LatencyError(
+            f"the model failed while being timed ({type(e).__name__}: {str(e)[:300]})"
+        ) from e
+
+
 def first_run(model: nn.Module, inputs: Any, target: LatencyTarget) -> None:
     """Run once, turning any failure into a `LatencyError` that says what to change."""
     device = resolve_device(target)
@@ -346,14 +358,7 @@ def measure_latency(
     threads = target.threads if device.type == "cpu" else None
     with cpu_threads(threads):
         first_run(private, inputs, target)
-        try:
-            times = time_calls(
-                lambda: call_model(private, inputs), device, max(warmup - 1, 0), repeats
-            )
-        except Exception as e:  # the forward failed after a successful first run
-            raise LatencyError(
-                f"the model failed while being timed ({type(e).__name__}: {str(e)[:300]})"
-            ) from e
+        times = _time_model(private, inputs, device, max(warmup - 1, 0), repeats)
     stats = LatencyStats.from_times(times, str(device))
     log.debug("latency: %s", stats)
     return stats
@@ -401,16 +406,10 @@ def measure_relative(
     with cpu_threads(threads):
         for private, inputs in pair:
             first_run(private, inputs, target)
-        try:
-            for r, n in enumerate(per_round):
-                order = (0, 1) if r % 2 == 0 else (1, 0)
-                for i in order:
-                    warm = target.warmup if r == 0 else min(target.warmup, 2)
-                    times[i] += time_calls(functools.partial(call_model, *pair[i]), device, warm, n)
-        except Exception as e:  # a forward failed after a successful first run
-            raise LatencyError(
-                f"the model failed while being timed ({type(e).__name__}: {str(e)[:300]})"
-            ) from e
+        for r, n in enumerate(per_round):
+            for i in (0, 1) if r % 2 == 0 else (1, 0):
+                warm = target.warmup if r == 0 else min(target.warmup, 2)
+                times[i] += _time_model(*pair[i], device, warm, n)
     stats = LatencyStats.from_times(times[0], str(device))
     ref = LatencyStats.from_times(times[1], str(device))
     log.debug("latency: %s (reference %s)", stats, ref)

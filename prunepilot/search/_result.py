@@ -129,9 +129,9 @@ class SearchResult:
         finalists: the fine-tuned candidates.
         latency_model_error: median absolute percentage error of the latency model on
             the measured finalists (``None`` without a latency model).
-        device_speed: the original model's median latency beside each anchored
-            measurement, as a fraction of its first reading (min, max): how far the
-            device drifted during the search (``None``: nothing anchored).
+        latency_drift: (min, max) over the anchored measurements of the original model's
+            median latency beside the candidate divided by its first reading: how far the
+            device drifted during the search (1.5: 50% slower; ``None``: nothing anchored).
         study_name: the Optuna study; ``storage``: where it lives.
         wall_s: the search's wall time.
     """
@@ -149,7 +149,7 @@ class SearchResult:
     pareto: list[TrialRecord] = field(default_factory=list)
     finalists: list[Finalist] = field(default_factory=list)
     latency_model_error: float | None = None
-    device_speed: tuple[float, float] | None = None
+    latency_drift: tuple[float, float] | None = None
     study_name: str = ""
     storage: str | None = None
     wall_s: float = 0.0
@@ -172,7 +172,7 @@ class SearchResult:
             "pareto": [t.number for t in self.pareto],
             "finalists": [f.to_dict() for f in self.finalists],
             "latency_model_error": self.latency_model_error,
-            "device_speed": list(self.device_speed) if self.device_speed else None,
+            "latency_drift": list(self.latency_drift) if self.latency_drift else None,
             "study_name": self.study_name,
             "wall_s": self.wall_s,
         }

@@ -53,6 +53,9 @@ __all__ = ["search"]
 
 log = logging.getLogger("prunepilot.search")
 
+# Evaluations in flight: trial number -> (trial, its record, its analytic estimate).
+_InFlight = dict[int, tuple[optuna.trial.Trial, TrialRecord, dict[str, Any]]]
+
 _MAX_ASKS_PER_TRIAL = 20
 _FINAL_REPEAT_FACTOR = 3
 _REMEASURE_ATTEMPTS = 3
@@ -196,6 +199,12 @@ class _Driver:
         anchored: LatencyStats = stats.scaled(1 / drift)
         return anchored
 
+    def measure_sample(self, config: Config, repeats: int | None = None) -> float:
+        """Measure ``config`` for real and keep it as a latency-model sample (median ms)."""
+        ms = self.measure(config, repeats).median_ms
+        self.fit_samples.append((self.space.plan(config), ms))
+        return ms
+
     # ------------------------------------------------------------------ set-up
 
     def prepare(self) -> None:
@@ -290,11 +299,9 @@ class _Driver:
             configs.append(self.budgets.fill(raw) if self.fill_budget else raw)
         for config in configs:  # anchored like every other measurement of the search
             try:
-                stats = self.measure(config)
+                self.measure_sample(config)
             except InfeasibleError as e:
                 log.warning("skipping a latency-model sample: %s", e)
-                continue
-            self.fit_samples.append((self.space.plan(config), stats.median_ms))
         self.fit_latency()
 
     def fit_latency(self) -> None:
@@ -342,7 +349,7 @@ class _Driver:
         s = self.settings
         self.report("searching", f"{self.done}/{s.trials} trials done")
         # measure the uniform seeds first: real latencies to fit the latency model
-        in_flight: dict[int, tuple[optuna.trial.Trial, TrialRecord, dict[str, Any]]] = {}
+        in_flight: _InFlight = {}
         asks = 0
         max_asks = s.trials * _MAX_ASKS_PER_TRIAL
         while self.done < s.trials or in_flight:
@@ -408,7 +415,7 @@ class _Driver:
     def confirm_best(
         self,
         study: optuna.Study,
-        in_flight: dict[int, tuple[optuna.trial.Trial, TrialRecord, dict[str, Any]]],
+        in_flight: _InFlight,
     ) -> None:
         """Measure new best candidates for real until the best feasible one is measured.
 
@@ -417,23 +424,29 @@ class _Driver:
         later candidates are filled to the budget by better predictions; one over the
         budget stops being the best.
         """
-        while in_flight:  # measurements run alone on the device
-            self.collect(study, in_flight)
+        self.drain(study, in_flight)
         while (top := self.unconfirmed_best()) is not None:
-            stats = self.measure(top.config)
-            top.measured_ms = stats.median_ms
-            self.fit_samples.append((self.space.plan(top.config), stats.median_ms))
+            top.measured_ms = self.measure_sample(top.config)
             top.feasible = self.latency_ok(top)
             self.report(
-                message=f"trial {top.number}: measured {stats.median_ms:.3f} ms (predicted "
+                message=f"trial {top.number}: measured {top.measured_ms:.3f} ms (predicted "
                 f"{top.predicted_ms}), {'within' if top.feasible else 'over'} the budget"
             )
         self.fit_latency()
 
+    def drain(
+        self,
+        study: optuna.Study,
+        in_flight: _InFlight,
+    ) -> None:
+        """Collect every evaluation in flight: measurements run alone on the device."""
+        while in_flight:
+            self.collect(study, in_flight)
+
     def collect(
         self,
         study: optuna.Study,
-        in_flight: dict[int, tuple[optuna.trial.Trial, TrialRecord, dict[str, Any]]],
+        in_flight: _InFlight,
     ) -> TrialRecord:
         """Wait for one evaluation and tell the study its result."""
         outcome = self.wait_one()
@@ -452,16 +465,13 @@ class _Driver:
         study: optuna.Study,
         rec: TrialRecord,
         est: dict[str, Any],
-        in_flight: dict[int, tuple[optuna.trial.Trial, TrialRecord, dict[str, Any]]],
+        in_flight: _InFlight,
     ) -> None:
         """Measure a seed for real (after draining the pool) and refit the latency model."""
-        while in_flight:
-            self.collect(study, in_flight)
-        stats = self.measure(rec.config)
-        rec.measured_ms = stats.median_ms
-        self.fit_samples.append((est["plan"], stats.median_ms))
+        self.drain(study, in_flight)
+        rec.measured_ms = self.measure_sample(rec.config)
         self.fit_latency()
-        est["constraints"]["latency_ms"] = stats.median_ms / self.limits["latency_ms"] - 1
+        est["constraints"]["latency_ms"] = rec.measured_ms / self.limits["latency_ms"] - 1
 
     # ------------------------------------------------------------------ finish
 
@@ -490,8 +500,7 @@ class _Driver:
             return True
         if rec.measured_ms is None:
             reps = self.target.repeats * _FINAL_REPEAT_FACTOR
-            rec.measured_ms = self.measure(rec.config, repeats=reps).median_ms
-            self.fit_samples.append((self.space.plan(rec.config), rec.measured_ms))
+            rec.measured_ms = self.measure_sample(rec.config, repeats=reps)
         # headroom for the winner's re-measurement: a finalist right at the limit would
         # fail it on noise alone
         return rec.measured_ms <= lim * (1 - self.settings.latency_slack)
@@ -636,7 +645,7 @@ class _Driver:
             pareto=self.pareto(),
             finalists=[f for f, _ in finals],
             latency_model_error=err,
-            device_speed=(min(self.drift), max(self.drift)) if self.drift else None,
+            latency_drift=(min(self.drift), max(self.drift)) if self.drift else None,
             study_name=self.study_name,
             wall_s=time.perf_counter() - self.t0,
         )

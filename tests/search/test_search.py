@@ -94,7 +94,7 @@ def test_latency_budget_is_met_on_cpu(wide_model: nn.Module) -> None:
     ok = [t for t in res.trials if t.state == "complete" and t.feasible]
     assert max(ok, key=lambda t: t.score or 0.0).measured_ms is not None
     # every candidate was timed beside the original: the device's drift is reported
-    assert res.device_speed is not None and 0.2 < res.device_speed[0] <= res.device_speed[1] < 5
+    assert res.latency_drift is not None and 0.2 < res.latency_drift[0] <= res.latency_drift[1] < 5
     measured = [f for f in res.finalists if f.measured_ms is not None]
     assert measured and all(f.predicted_ms is not None for f in measured)
 
