@@ -25,6 +25,7 @@ from prunepilot.search import (
     LatencyModel,
     LatencyTarget,
     measure_latency,
+    measure_relative,
     plan_for_ratio,
     score_channels,
 )
@@ -72,11 +73,18 @@ def built() -> Setup:
     return model, x, graph, lm
 
 
+_FIRST_READING: dict[int, float] = {}  # model id -> its latency when first measured
+
+
 def _measure(model: nn.Module, graph: pp.ChannelGraph, x: torch.Tensor, plan: dict) -> float:
+    """The plan's latency timed beside the unpruned model, in the frame of the model's first
+    reading (as the search measures): load changes on a shared CI machine cancel out."""
     pruned = copy.deepcopy(model)
     if plan:
         prune_channels(pruned, graph, plan)
-    return min(measure_latency(pruned, x, TARGET).median_ms for _ in range(3))
+    first = _FIRST_READING.setdefault(id(model), measure_latency(model, x, TARGET).median_ms)
+    stats, ref = measure_relative(pruned, model, x, TARGET, repeats=18, rounds=6)
+    return stats.median_ms / ref.median_ms * first
 
 
 def _uniform(model: nn.Module, graph: pp.ChannelGraph, keep: float) -> dict[str, list[int]]:
