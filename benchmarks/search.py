@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import math
 import statistics
 import sys
 import time
@@ -249,6 +250,48 @@ def top_check(
     )
 
 
+def spread_check(
+    b: Bench, spec: ps.SearchSpec, n: int, uniform_acc: float, seed: int = 0
+) -> str:
+    """Fine-tune ``n`` random configs filled to the FLOPs budget like every row; a note line.
+
+    Keep ratios are drawn log-uniformly in [0.15, 1] per dimension, then scaled by one
+    factor (capped at 1) bisected so that MACs fill the budget: a spread of allocations,
+    from near-uniform to lopsided, that bounds what any ratio choice gains here.
+    """
+    space = ps.Space(b.base, b.graph, b.scores, spec.space)
+    gen = torch.Generator().manual_seed(1000 + seed)
+    accs: list[float] = []
+    shapes: list[str] = []
+    for _ in range(n):
+        raw = {
+            d.name: float(torch.exp(torch.empty(1).uniform_(math.log(0.15), 0.0, generator=gen)))
+            for d in space.dims
+        }
+
+        def config(s: float, raw: dict[str, float] = raw) -> dict[str, float]:
+            return {k: min(1.0, max(0.05, v * s)) for k, v in raw.items()}
+
+        lo, hi = 0.0, 1.0 / min(raw.values())
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            if b.graph.macs(space.plan(config(mid))) <= FLOPS_KEEP * b.macs:
+                lo = mid
+            else:
+                hi = mid
+        cfg = config(lo)
+        model = finetune(b, pruned(b, space.plan(cfg)))
+        accs.append(ps.evaluate(model, b.test).top1)
+        shapes.append("/".join(f"{v:.2f}" for v in cfg.values()))
+        print(f"    spread {len(accs)}/{n}: keep {shapes[-1]} -> {accs[-1]:.4f}", flush=True)
+    pairs = ", ".join(f"{c} -> {a:.4f}" for c, a in zip(shapes, accs, strict=True))
+    return (
+        f"{n} random allocations filled to the FLOPs budget, each fine-tuned like the rows "
+        f"(keep ratio per dimension -> test top-1): {pairs}; max {max(accs):.4f} = uniform "
+        f"{max(accs) - uniform_acc:+.4f}, median {statistics.median(accs):.4f}"
+    )
+
+
 def spec_for(
     scenario: str, b: Bench, trials: int, ft_steps: int, top_k: int, score_steps: int = 0
 ) -> ps.SearchSpec:
@@ -320,6 +363,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="also fine-tune the N best candidates by cheap score with the rows' recipe and "
         "report their test top-1 (how much a better pick among them could gain)",
+    )
+    ap.add_argument(
+        "--spread",
+        type=int,
+        default=0,
+        metavar="N",
+        help="flops scenario: also fine-tune N random allocations filled to the budget (what "
+        "any choice of ratios can gain over uniform on this model)",
     )
     ap.add_argument("--no-throughput", action="store_true", help="skip the 1-vs-2 workers runs")
     ap.add_argument(
@@ -430,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         uni = next(r for r in others if r.method == "uniform")
         if args.top_check:
             notes.append(f"- {scenario}: {top_check(b, spec, res, args.top_check, uni.acc)}")
+        if args.spread and scenario == "flops":
+            notes.append(f"- {scenario}: {spread_check(b, spec, args.spread, uni.acc)}")
         checks.append(
             (f"{scenario}: searched beats uniform by >= 1 point", s_row.acc >= uni.acc + 0.01)
         )
