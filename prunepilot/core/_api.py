@@ -324,25 +324,27 @@ def _verify(model: nn.Module, run: _Traced, graph: ChannelGraph) -> dict[str, st
         plan = _probe_plan(groups)
         return trial_run(plan) if plan else None
 
-    def bisect(groups: Sequence[ChannelGroup], err: str) -> None:
+    # Bisect depth first with a worklist (a recursive closure would be a reference cycle
+    # holding the capture and its meta copy until the cyclic collector runs): each entry
+    # is a set of groups and the failure it is known to give (None: not tried yet).
+    todo: list[tuple[Sequence[ChannelGroup], str | None]] = [(graph.prunable, None)]
+    while todo:
+        groups, err = todo.pop()
+        if err is None:
+            err = attempt(groups)
+            if err is None:
+                continue
         if len(groups) == 1:
             failures[groups[0].id] = err
-            return
+            continue
         half = len(groups) // 2
         first, second = groups[:half], groups[half:]
         e = attempt(first)
         if e is not None:
-            bisect(first, e)
-            e = attempt(second)
+            todo.append((second, None))
+            todo.append((first, e))
         else:  # the whole failed and the first half is fine: the second half fails
-            e = err
-        if e is not None:
-            bisect(second, e)
-
-    candidates = graph.prunable
-    err = attempt(candidates)
-    if err is not None:
-        bisect(candidates, err)
+            todo.append((second, err))
     return failures
 
 

@@ -15,7 +15,7 @@ module's own forward instead, so failures keep their usual messages.
 
 from __future__ import annotations
 
-import types
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -201,6 +201,21 @@ FORWARDS: dict[type[nn.Module], Callable[[Any, Any], Any]] = {
 _ORIGINAL: dict[type[nn.Module], Any] = {cls: cls.forward for cls in FORWARDS}
 
 
+class _Shortcut:
+    """A module's shortcut forward, holding the module weakly: a bound method in the
+    module's own ``__dict__`` would make a reference cycle, keeping every meta copy (and
+    the capture hanging off it) alive until the cyclic garbage collector traverses them."""
+
+    __slots__ = ("fwd", "mod")
+
+    def __init__(self, fwd: Callable[[Any, Any], Any], mod: nn.Module) -> None:
+        self.fwd = fwd
+        self.mod = weakref.ref(mod)
+
+    def __call__(self, x: Any) -> Any:
+        return self.fwd(self.mod(), x)
+
+
 def install(mods: list[nn.Module]) -> None:
     """Give the standard leaf modules among ``mods`` (modules of a meta copy) their shortcut
     forward (an instance attribute; the class's forward stays the fallback)."""
@@ -208,4 +223,4 @@ def install(mods: list[nn.Module]) -> None:
         cls = type(m)
         fwd = FORWARDS.get(cls)
         if fwd is not None and "forward" not in m.__dict__ and cls.forward is _ORIGINAL[cls]:
-            m.__dict__["forward"] = types.MethodType(fwd, m)
+            m.__dict__["forward"] = _Shortcut(fwd, m)

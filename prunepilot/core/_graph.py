@@ -98,7 +98,30 @@ class Member:
         return self._chan.copy()
 
 
-@dataclass(frozen=True)
+class _MemberRows:
+    """What a traced graph's members are built from, shared by its groups: per member dim
+    its name, dim, role, atom class roots and span (see `Member`)."""
+
+    __slots__ = ("consumer", "dims", "names", "roots", "spans")
+
+    def __init__(
+        self,
+        names: list[str],
+        dims: list[int],
+        consumer: list[bool],
+        roots: list[np.ndarray],
+        spans: list[int],
+    ) -> None:
+        self.names, self.dims, self.consumer, self.roots, self.spans = (
+            names,
+            dims,
+            consumer,
+            roots,
+            spans,
+        )
+
+
+@dataclass(frozen=True, eq=False)
 class ChannelGroup:
     """Channels that must be removed together.
 
@@ -107,7 +130,7 @@ class ChannelGroup:
         channels: number of removable channels.
         prunable: whether any channel may be removed.
         reason: why not (or why some positions are pinned), else ``None``.
-        members: every parameter/buffer slice the channels occupy.
+        members: every parameter/buffer slice the channels occupy (built on first use).
         blocks: channels form this many blocks (e.g. groups of a grouped conv, parts of a
             ``chunk``); a valid plan removes the same fraction of every block, so for equal
             blocks the same number from each (see `cells` and `quantum`).
@@ -119,14 +142,53 @@ class ChannelGroup:
     channels: int
     prunable: bool
     reason: str | None
-    members: tuple[Member, ...]
     blocks: int = 1
     unit: int = 1
     pinned: int = 0
-    _cells: tuple[tuple[int, ...], ...] = field(default=(), repr=False, compare=False)
-    _constraints: tuple[tuple[tuple[int, ...], ...], ...] = field(
-        default=(), repr=False, compare=False
-    )
+    _cells: tuple[tuple[int, ...], ...] = field(default=(), repr=False)
+    _constraints: tuple[tuple[tuple[int, ...], ...], ...] = field(default=(), repr=False)
+    # Members are built on first use (tracing alone never needs them): the shared rows,
+    # this group's entries in them, its channel map; and the smallest positive span.
+    _rows: _MemberRows | None = field(default=None, repr=False)
+    _entries: tuple[int, ...] = field(default=(), repr=False)
+    _chans: _Channels | None = field(default=None, repr=False)
+    _min_span: int = field(default=0, repr=False)
+
+    @functools.cached_property
+    def members(self) -> tuple[Member, ...]:
+        """Every parameter/buffer slice the channels occupy: producers first, trace order."""
+        rows, chans = self._rows, self._chans
+        if rows is None or chans is None:
+            return ()
+        names, dims, consumer, roots, spans = (
+            rows.names,
+            rows.dims,
+            rows.consumer,
+            rows.roots,
+            rows.spans,
+        )
+        return tuple(
+            _member(names[i], dims[i], "in" if consumer[i] else "out", roots[i], chans, spans[i])
+            for i in self._entries
+        )
+
+    def _key(self) -> tuple[Any, ...]:
+        return (
+            self.id,
+            self.channels,
+            self.prunable,
+            self.reason,
+            self.blocks,
+            self.unit,
+            self.pinned,
+            self.members,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is ChannelGroup and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.channels))
 
     def check(self, remove: Sequence[int]) -> None:
         """Raise `PlanError` unless removing ``remove`` keeps this group's structure valid."""
@@ -149,6 +211,8 @@ class ChannelGroup:
                     f"Remove the same fraction of every block: {self.quantum} channels at a time"
                 )
         idx = np.fromiter((int(c) for c in remove), dtype=np.int64)
+        if not 0 < self._min_span <= idx.size:
+            return  # every member keeps positions of other groups or more channels
         for m in self.members:
             if m._span == 0 or m._span > idx.size:
                 continue  # positions of other groups, pinned or not removed remain
@@ -186,8 +250,8 @@ class ChannelGraph:
     _offset: list[int] = field(repr=False, default_factory=list)
     _terms: list[tuple[int, list[np.ndarray]]] = field(repr=False, default_factory=list)
     _tensors: list[tuple[str, list[np.ndarray]]] = field(repr=False, default_factory=list)
-    # every traced parameter/buffer dim (name, dim); [channel slot of all their positions,
-    # where each dim starts]
+    # every traced parameter/buffer dim (name, dim); [channel slot of every position of each
+    # distinct atom array, where each array starts, the array of every dim]
     _dims: list[tuple[str, int]] = field(repr=False, default_factory=list)
     _dim_slots: list[np.ndarray] = field(repr=False, default_factory=list)
 
@@ -219,8 +283,8 @@ class ChannelGraph:
         out: dict[str, dict[int, int]] = {}
         if not self._dims or not plan:
             return out
-        slots, starts = self._dim_slots
-        counts = np.add.reduceat(mask[slots].astype(np.int64), starts)
+        slots, starts, dim_array = self._dim_slots
+        counts = np.add.reduceat(mask[slots].astype(np.int64), starts)[dim_array]
         for i in np.flatnonzero(counts).tolist():
             name, d = self._dims[i]
             out.setdefault(name, {})[d] = int(counts[i])
@@ -309,30 +373,42 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     ]
     raw: list[tuple[str, int, np.ndarray, bool, bool]] = []
     raw_src: list[int] = []  # the atom array each member dim reads (shared when adopted)
-    starts = np.zeros(0, dtype=np.int64)
-    r_all = np.zeros(0, dtype=np.int64)
+    # Dims sharing one atom array (a norm's weight, bias and statistics) are read once:
+    # ``u_arrays`` holds each array once, ``cand_u`` the array of every dim.
+    u_index: dict[int, int] = {}
+    u_arrays: list[np.ndarray] = []
+    cand_u: list[int] = []
+    for _, _, arr in cands:
+        k = u_index.setdefault(id(arr), len(u_arrays))
+        if k == len(u_arrays):
+            u_arrays.append(arr)
+        cand_u.append(k)
+    starts_u = np.zeros(0, dtype=np.int64)
+    r_u = np.zeros(0, dtype=np.int64)
     if cands:
-        sizes = np.fromiter((c[2].size for c in cands), dtype=np.int64, count=len(cands))
-        starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        every = cat([c[2] for c in cands])
-        r_all = all_roots[every]
+        sizes = np.fromiter((a.size for a in u_arrays), dtype=np.int64, count=len(u_arrays))
+        starts_u = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        every = cat(u_arrays)
+        r_u = all_roots[every]
 
         def per_dim(flag: np.ndarray) -> list[bool]:
-            return (np.add.reduceat(flag.astype(np.int64), starts) > 0).tolist()
+            per_u = (np.add.reduceat(flag.astype(np.int64), starts_u) > 0).tolist()
+            return [per_u[k] for k in cand_u]
 
         any_prod, any_tag = per_dim(produces[every]), per_dim(tagged[every])
-        any_in, any_coupled = per_dim(inward[every]), per_dim(class_size[r_all] > 1)
+        any_in, any_coupled = per_dim(inward[every]), per_dim(class_size[r_u] > 1)
         if an.adopted:  # dims sharing another tensor's atoms read as their own tagged atoms
             for i, node_dim in enumerate(cand_keys):
                 if node_dim in an.adopted:
                     any_prod[i], any_tag[i], any_in[i] = False, True, False
+        lo_u = starts_u.tolist()
         for i, (name, d, arr) in enumerate(cands):
             if arr.size == 1 and not any_prod[i]:
                 continue  # a size-1 dim that no layer creates is never a channel to remove
             if not (any_tag[i] or any_coupled[i]):
                 continue
-            r = r_all[starts[i] : starts[i] + arr.size]
-            raw.append((name, d, r, any_in[i], any_prod[i]))
+            lo = lo_u[cand_u[i]]
+            raw.append((name, d, r_u[lo : lo + arr.size], any_in[i], any_prod[i]))
             raw_src.append(id(arr))
 
     # Dims reading the same atoms with the same role (a norm's weight, bias and statistics)
@@ -444,7 +520,9 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     raw_name = [name for name, _, _, _, _ in raw]
     raw_dim = [d for _, d, _, _, _ in raw]
     consumer_l = consumer.tolist()
+    rows = _MemberRows(raw_name, raw_dim, consumer_l, [r for _, _, r, _, _ in raw], span)
     groups: list[ChannelGroup] = []
+    first_name: list[str] = []  # per group: its first member's tensor
     group_roots: list[np.ndarray] = []  # per group: class root of every channel
     lookup = np.full(n, -1, dtype=np.int64)  # class root -> channel (of the current group)
     stamp = np.full(n, -1, dtype=np.int64)  # class root -> last run that marked it
@@ -472,12 +550,6 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         pinned_roots = in_order[pin_mask]
         nch = int(order.size)
         chans = _Channels(order)
-        members = [
-            _member(
-                raw_name[i], raw_dim[i], "in" if consumer_l[i] else "out", raw[i][2], chans, span[i]
-            )
-            for i in ordered
-        ]
         has_out = not consumer_l[ordered[0]]  # producers come first
         reason = None
         if pinned_roots.size:
@@ -485,7 +557,8 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         if not has_out and nch:
             reason = "no layer produces these channels"
         prunable = bool(nch) and has_out
-        head = next((m for m in members if m.role == "out"), members[0])
+        head = next((i for i in ordered if not consumer_l[i]), ordered[0])
+        spans = [span[i] for i in ordered if span[i] > 0]
         split: tuple[Any, Any] | None = ((), ())
         if key in seg_of:
             lookup[order] = np.arange(nch)
@@ -502,17 +575,21 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         g0 = glabel[r0]
         groups.append(
             ChannelGroup(
-                id=f"{head.name}:{head.dim}",
+                id=f"{raw_name[head]}:{raw_dim[head]}",
                 channels=nch,
                 prunable=prunable,
                 reason=reason,
-                members=tuple(members),
                 blocks=max(len(cells), 1),
                 pinned=int((pinned_flag[r0] & ((g0 == key) | (g0 == -2))).sum()),
                 _cells=cells,
                 _constraints=constraints,
+                _rows=rows,
+                _entries=tuple(ordered),
+                _chans=chans,
+                _min_span=min(spans, default=0),
             )
         )
+        first_name.append(raw_name[ordered[0]])
         group_roots.append(order)
     # Stable order: by the trace order of each group's first member.
     first_seen = {
@@ -520,7 +597,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     }
     perm = sorted(
         range(len(groups)),
-        key=lambda i: (first_seen.get(groups[i].members[0].name, 0), groups[i].id),
+        key=lambda i: (first_seen.get(first_name[i], 0), groups[i].id),
     )
     groups = [groups[i] for i in perm]
     ids: dict[str, int] = {}
@@ -537,11 +614,12 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         roots = group_roots[old_i]
         slot[roots] = np.arange(offset[new_i], offset[new_i] + roots.size)
     terms = [(t.macs, [slot[all_roots[s]] for s in t.scale]) for t in an.mac_terms]
-    # Channel slot of every parameter/buffer position (dims in trace order).
-    slots_all = slot[r_all]
+    # Channel slot of every parameter/buffer position (each shared atom array once).
+    slots_u = slot[r_u]
+    lo_u = starts_u.tolist()
     per_name: dict[str, list[np.ndarray]] = {}
-    for (name, _, arr), lo in zip(cands, starts.tolist(), strict=True):
-        per_name.setdefault(name, []).append(slots_all[lo : lo + arr.size])
+    for (name, _, arr), k in zip(cands, cand_u, strict=True):
+        per_name.setdefault(name, []).append(slots_u[lo_u[k] : lo_u[k] + arr.size])
     tensors = [(name, per_name.get(name, [])) for name in per_name if name in params]
     traced = {name for name, _ in tensors}
     tensors += [(name, []) for name in params if name not in traced]  # unused by the forward
@@ -557,7 +635,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         _terms=terms,
         _tensors=tensors,
         _dims=[(name, d) for name, d, _ in cands],
-        _dim_slots=[slots_all, starts] if cands else [],
+        _dim_slots=[slots_u, starts_u, np.asarray(cand_u, dtype=np.int64)] if cands else [],
     )
 
 
