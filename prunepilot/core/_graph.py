@@ -356,8 +356,8 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     flags = []
     for arrays in (atoms.tagged, atoms.inward, atoms.producers):
         f = np.zeros(n, dtype=bool)
-        if arrays:
-            f[cat(arrays)] = True
+        if arrays:  # a norm's weight, bias and statistics tag one shared array: once each
+            f[cat(list({id(a): a for a in arrays}.values()))] = True
         flags.append(f)
     tagged, inward, produces = flags
 
