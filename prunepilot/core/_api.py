@@ -68,9 +68,11 @@ def _run(model: Any, example_inputs: Any, modules: bool = False) -> _Traced:
     if not isinstance(model, nn.Module):
         raise TraceError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     inputs = _as_inputs(example_inputs)
+    mods = all_modules(model)
+    _refuse_lazy(model, mods)
     try:
         runner = MetaRunner()
-        meta_model, meta_inputs = _meta_copy(model), _to_meta(inputs)
+        meta_model, meta_inputs = _meta_copy(model, mods), _to_meta(inputs)
         cap = capture(meta_model, meta_inputs, runner=runner, modules=modules)
         cap.meta = True
         return _Traced(inputs, cap, meta_model, meta_inputs, runner)
@@ -84,6 +86,25 @@ def _run(model: Any, example_inputs: Any, modules: bool = False) -> _Traced:
             "that model(*example_inputs) accepts"
         ) from e
     return _Traced(inputs, cap)
+
+
+def _refuse_lazy(model: nn.Module, mods: list[nn.Module]) -> None:
+    """Lazy modules get their sizes from the first forward, which tracing must not run on
+    the user's model (it never modifies it): ask for that forward first."""
+
+    def uninitialized(m: nn.Module) -> bool:
+        tensors = (*m._parameters.values(), *m._buffers.values())
+        return any(t is not None and nn.parameter.is_lazy(t) for t in tensors)
+
+    if not any(uninitialized(m) for m in mods):
+        return
+    lazy = [(n, type(m).__name__) for n, m in model.named_modules() if uninitialized(m)]
+    if lazy:
+        name, kind = lazy[0]
+        raise TraceError(
+            f"{len(lazy)} lazy module(s) are not initialized yet (e.g. {name or 'the model'!r}, "
+            f"a {kind}); run model(*example_inputs) once so they get their sizes, then trace"
+        )
 
 
 def _ignored_names(model: nn.Module, ignore: Iterable[nn.Module | str]) -> set[str]:
@@ -207,16 +228,17 @@ def _plain_module(cls: type) -> bool:
     return got
 
 
-def _meta_copy(model: nn.Module) -> nn.Module:
+def _meta_copy(model: nn.Module, mods: list[nn.Module] | None = None) -> nn.Module:
     """A copy whose tensors live on the meta device: shapes only, no data, no compute.
 
     Equivalent to ``copy.deepcopy`` with every parameter and buffer replaced by an empty meta
     tensor, but copies standard modules attribute by attribute (plain values are shared, as
     deepcopy would return them unchanged), which is several times faster. Standard leaf
-    modules of the copy get shortcut forwards (`_fastleaf.install`).
+    modules of the copy get shortcut forwards (`_fastleaf.install`). ``mods``: the model's
+    `all_modules` when the caller has them.
     """
     memo: dict[int, Any] = {}
-    mods = all_modules(model)
+    mods = all_modules(model) if mods is None else mods
     for m in mods:
         for p in m._parameters.values():
             if p is not None and id(p) not in memo:

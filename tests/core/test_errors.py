@@ -240,3 +240,19 @@ def test_zero_channels_on_changed_model(traced: tuple[nn.Module, ChannelGraph]) 
     with pytest.raises(PlanError):
         pp.zero_channels(model, graph, {"conv1.weight:0": [1]})
     assert state_equal(before, snapshot(model))
+
+
+def test_uninitialized_lazy_modules_are_refused_with_what_to_do() -> None:
+    """Lazy layers get their sizes from a first forward that trace must not run: the error
+    says which module and what to run; after that forward the model traces."""
+    model = nn.Sequential(
+        nn.LazyConv2d(8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(288, 4)
+    )
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(TraceError, match=r"lazy module.*'0'.*LazyConv2d.*run model"):
+        pp.trace(model, x)
+    with pytest.raises(TraceError, match="lazy module"):
+        pp.prune(model, x, ratio=0.5)
+    model(x)  # materializes the lazy layer (it becomes a plain Conv2d)
+    graph = pp.trace(model, x)
+    assert [g.channels for g in graph.prunable] == [8]
