@@ -99,12 +99,11 @@ def _refuse_lazy(model: nn.Module, mods: list[nn.Module]) -> None:
     if not any(uninitialized(m) for m in mods):
         return
     lazy = [(n, type(m).__name__) for n, m in model.named_modules() if uninitialized(m)]
-    if lazy:
-        name, kind = lazy[0]
-        raise TraceError(
-            f"{len(lazy)} lazy module(s) are not initialized yet (e.g. {name or 'the model'!r}, "
-            f"a {kind}); run model(*example_inputs) once so they get their sizes, then trace"
-        )
+    name, kind = lazy[0]
+    raise TraceError(
+        f"{len(lazy)} lazy module(s) are not initialized yet (e.g. {name or 'the model'!r}, "
+        f"a {kind}); run model(*example_inputs) once so they get their sizes, then trace"
+    )
 
 
 def _ignored_names(model: nn.Module, ignore: Iterable[nn.Module | str]) -> set[str]:

@@ -112,13 +112,11 @@ class _MemberRows:
         roots: list[np.ndarray],
         spans: list[int],
     ) -> None:
-        self.names, self.dims, self.consumer, self.roots, self.spans = (
-            names,
-            dims,
-            consumer,
-            roots,
-            spans,
-        )
+        self.names = names
+        self.dims = dims
+        self.consumer = consumer
+        self.roots = roots
+        self.spans = spans
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,18 +155,18 @@ class ChannelGroup:
     @functools.cached_property
     def members(self) -> tuple[Member, ...]:
         """Every parameter/buffer slice the channels occupy: producers first, trace order."""
-        rows, chans = self._rows, self._chans
-        if rows is None or chans is None:
+        r, chans = self._rows, self._chans
+        if r is None or chans is None:
             return ()
-        names, dims, consumer, roots, spans = (
-            rows.names,
-            rows.dims,
-            rows.consumer,
-            rows.roots,
-            rows.spans,
-        )
         return tuple(
-            _member(names[i], dims[i], "in" if consumer[i] else "out", roots[i], chans, spans[i])
+            _member(
+                r.names[i],
+                r.dims[i],
+                "in" if r.consumer[i] else "out",
+                r.roots[i],
+                chans,
+                r.spans[i],
+            )
             for i in self._entries
         )
 
