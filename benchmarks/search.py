@@ -58,6 +58,7 @@ from torch import nn
 
 import prunepilot as pp
 from prunepilot import search as ps
+from prunepilot.search._budget import Budgets
 from prunepilot.worker import RayPool
 
 log = logging.getLogger("search_bench")
@@ -241,6 +242,11 @@ def bisect_macs(build: Callable[[float], nn.Module], keep: float, b: Bench) -> n
     return best
 
 
+def tuned_top1(b: Bench, space: ps.Space, config: dict[str, float]) -> float:
+    """Test top-1 of a config's pruned model after the rows' fine-tune recipe."""
+    return ps.evaluate(finetune(b, pruned(b, space.plan(config))), b.test).top1
+
+
 def top_check(
     b: Bench, spec: ps.SearchSpec, res: ps.SearchResult, n: int, uniform_acc: float
 ) -> str:
@@ -250,7 +256,7 @@ def top_check(
         (t for t in res.trials if t.state == "complete" and t.feasible and t.duplicate_of is None),
         key=lambda t: -(t.score or 0),
     )[:n]
-    accs = [ps.evaluate(finetune(b, pruned(b, space.plan(t.config))), b.test).top1 for t in top]
+    accs = [tuned_top1(b, space, t.config) for t in top]
     pairs = ", ".join(
         f"#{t.number} {t.score:.4f} -> {a:.4f}" for t, a in zip(top, accs, strict=True)
     )
@@ -264,11 +270,13 @@ def top_check(
 def spread_check(b: Bench, spec: ps.SearchSpec, n: int, uniform_acc: float, seed: int = 0) -> str:
     """Fine-tune ``n`` random configs filled to the FLOPs budget like every row; a note line.
 
-    Keep ratios are drawn log-uniformly in [0.15, 1] per dimension, then scaled by one
-    factor (capped at 1) bisected so that MACs fill the budget: a spread of allocations,
-    from near-uniform to lopsided, that bounds what any ratio choice gains here.
+    Keep ratios are drawn log-uniformly in [0.15, 1] per dimension, then filled to the
+    budget as the search fills its candidates (`Budgets.fill`: one factor for all, snapped
+    onto the search grid): a spread of allocations, from near-uniform to lopsided, that
+    bounds what any ratio choice gains here.
     """
     space = ps.Space(b.base, b.graph, b.scores, spec.space)
+    budgets = Budgets(space, b.graph, {"flops": FLOPS_KEEP * b.macs}, spec.search)
     gen = torch.Generator().manual_seed(1000 + seed)
     accs: list[float] = []
     shapes: list[str] = []
@@ -277,20 +285,8 @@ def spread_check(b: Bench, spec: ps.SearchSpec, n: int, uniform_acc: float, seed
             d.name: float(torch.exp(torch.empty(1).uniform_(math.log(0.15), 0.0, generator=gen)))
             for d in space.dims
         }
-
-        def config(s: float, raw: dict[str, float] = raw) -> dict[str, float]:
-            return {k: min(1.0, max(0.05, v * s)) for k, v in raw.items()}
-
-        lo, hi = 0.0, 1.0 / min(raw.values())
-        for _ in range(30):
-            mid = (lo + hi) / 2
-            if b.graph.macs(space.plan(config(mid))) <= FLOPS_KEEP * b.macs:
-                lo = mid
-            else:
-                hi = mid
-        cfg = config(lo)
-        model = finetune(b, pruned(b, space.plan(cfg)))
-        accs.append(ps.evaluate(model, b.test).top1)
+        cfg = budgets.fill(raw)
+        accs.append(tuned_top1(b, space, cfg))
         shapes.append("/".join(f"{v:.2f}" for v in cfg.values()))
         print(f"    spread {len(accs)}/{n}: keep {shapes[-1]} -> {accs[-1]:.4f}", flush=True)
     pairs = ", ".join(f"{c} -> {a:.4f}" for c, a in zip(shapes, accs, strict=True))

@@ -47,6 +47,7 @@ from ._result import (
 from ._scoring import score_channels
 from ._space import Config, Space
 from ._spec import SearchSpec
+from ._strategy import Plan
 from ._study import open_storage, open_study
 
 __all__ = ["search"]
@@ -199,10 +200,13 @@ class _Driver:
         anchored: LatencyStats = stats.scaled(1 / drift)
         return anchored
 
-    def measure_sample(self, config: Config, repeats: int | None = None) -> float:
-        """Measure ``config`` for real and keep it as a latency-model sample (median ms)."""
+    def measure_sample(
+        self, config: Config, repeats: int | None = None, plan: Plan | None = None
+    ) -> float:
+        """Measure ``config`` for real and keep it as a latency-model sample (median ms);
+        ``plan``: its plan when the caller has it."""
         ms = self.measure(config, repeats).median_ms
-        self.fit_samples.append((self.space.plan(config), ms))
+        self.fit_samples.append((self.space.plan(config) if plan is None else plan, ms))
         return ms
 
     # ------------------------------------------------------------------ set-up
@@ -434,11 +438,7 @@ class _Driver:
             )
         self.fit_latency()
 
-    def drain(
-        self,
-        study: optuna.Study,
-        in_flight: _InFlight,
-    ) -> None:
+    def drain(self, study: optuna.Study, in_flight: _InFlight) -> None:
         """Collect every evaluation in flight: measurements run alone on the device."""
         while in_flight:
             self.collect(study, in_flight)
@@ -469,7 +469,7 @@ class _Driver:
     ) -> None:
         """Measure a seed for real (after draining the pool) and refit the latency model."""
         self.drain(study, in_flight)
-        rec.measured_ms = self.measure_sample(rec.config)
+        rec.measured_ms = self.measure_sample(rec.config, plan=est["plan"])
         self.fit_latency()
         est["constraints"]["latency_ms"] = rec.measured_ms / self.limits["latency_ms"] - 1
 
