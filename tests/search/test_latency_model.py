@@ -146,7 +146,7 @@ def test_unpruned_prediction_matches_measurement(built: Setup) -> None:
     build time), so a tighter bound tests the machine, not the code; 2x still catches timing the
     wrong thing (a table, a pruned copy, the wrong thread count).
     """
-    model, x, graph, lm = built
+    model, x, _, lm = built
     assert lm.predict({}) == pytest.approx(lm.full_ms, rel=1e-9)
     measured = min(measure_latency(model, x, TARGET).median_ms for _ in range(3))
     assert 0.5 <= lm.predict({}) / measured <= 2.0
