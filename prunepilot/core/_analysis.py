@@ -44,7 +44,9 @@ class Analysis:
     mac_terms: list[MacTerm] = field(default_factory=list)
     unknown_ops: dict[str, int] = field(default_factory=dict)
     broadcast: dict[int, set[int]] = field(default_factory=dict)  # node -> expanded dims
-    adopted: set[tuple[int, int]] = field(default_factory=set)  # (node, dim) sharing atoms
+    # (node, dim) of parameter dims sharing another tensor's atoms -> whether they consume
+    # and whether they produce channels (their roles cannot live on the shared atoms)
+    adopted: dict[tuple[int, int], tuple[bool, bool]] = field(default_factory=dict)
     module: str = ""
 
     # -- access ---------------------------------------------------------------------------
@@ -68,13 +70,14 @@ class Analysis:
         self.vals[node] = d
         return list(d)
 
-    def adopt(self, ref: Any, like: Dims) -> Dims:
+    def adopt(self, ref: Any, like: Dims, inward: bool = False, produces: bool = False) -> Dims:
         """Atom arrays of a parameter that the op unites position by position with ``like``.
 
-        A parameter first seen here (a norm's weight, a bias) shares the atoms of ``like``
-        where given instead of getting fresh atoms that would only be united with them: the
-        same classes with fewer atoms. Its shared dims count as tagged channel dims that
-        neither consume nor produce channels, as its own fresh atoms would.
+        A parameter first seen here (a norm's weight, a bias, a convolution's input dim, a
+        depthwise convolution's output dim) shares the atoms of ``like`` where given instead
+        of getting fresh atoms that would only be united with them: the same classes with
+        fewer atoms. Its shared dims count as tagged channel dims with the roles given
+        (``inward``: consumes channels; ``produces``), as its own fresh atoms tagged so would.
         """
         node = ref.node
         if node in self.vals or node not in self.cap.names:
@@ -86,7 +89,7 @@ class Analysis:
         for i, (a, s) in enumerate(zip(like, shape, strict=True)):
             if a is not None and a.shape == (s,):
                 fresh.append(a)
-                self.adopted.add((node, i))
+                self.adopted[node, i] = (inward, produces)
             else:
                 fresh.append(self.atoms.new(s))
         self.param_atoms[node] = fresh

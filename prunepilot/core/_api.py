@@ -139,7 +139,9 @@ def _pin_ignored(an: Analysis, names: set[str]) -> None:
     for node, dims in an.param_atoms.items():
         if an.cap.names[node] not in names:
             continue
-        for a in dims:
+        for d, a in enumerate(dims):
+            if an.adopted.get((node, d), (False, False))[0]:
+                continue  # consumes its input's channels (shared atoms)
             if a is not None and not (set(a.tolist()) & inward_set):
                 an.atoms.pin(a, "its layer is ignored")
 

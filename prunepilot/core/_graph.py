@@ -396,9 +396,12 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         any_prod, any_tag = per_dim(produces[every]), per_dim(tagged[every])
         any_in, any_coupled = per_dim(inward[every]), per_dim(class_size[r_u] > 1)
         if an.adopted:  # dims sharing another tensor's atoms read as their own tagged atoms
+            adopted = an.adopted
             for i, node_dim in enumerate(cand_keys):
-                if node_dim in an.adopted:
-                    any_prod[i], any_tag[i], any_in[i] = False, True, False
+                role = adopted.get(node_dim)
+                if role is not None:
+                    any_in[i], any_prod[i] = role
+                    any_tag[i] = True
         lo_u = starts_u.tolist()
         for i, (name, d, arr) in enumerate(cands):
             if arr.size == 1 and not any_prod[i]:

@@ -52,26 +52,38 @@ def _conv(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     transposed = bool(b.get("transposed", False)) or rec.func.overloadpacket in _TRANSPOSED
     groups = int(b.get("groups") or 1)
     xs, ws = an.shape(x), an.shape(w)
-    xd, wd = an.dims(x), an.wdims(w)
+    xd = an.dims(x)
     c = len(xs) - (len(ws) - 1)  # channel dim of the input (0 when unbatched)
+    cin = xd[c]
+    if not transposed and cin is not None and isinstance(w, Ref):
+        # Weight dims that would only be united with the input's channels share its atoms:
+        # the input dim of a dense convolution, the output dim of a depthwise one.
+        rest = [None] * (len(ws) - 2)
+        if groups == 1:
+            an.adopt(w, [None, cin, *rest], inward=True)
+        elif ws[1] == 1 and groups == ws[0]:
+            an.adopt(w, [cin, None, *rest], produces=True)
+    wd = an.wdims(w)
     out = out_ref(rec)
     if out is None:
         return
     os_ = an.shape(out)
     for d in xd[c + 1 :]:
         an.atoms.pin(d, f"{rec.name} mixes channels with spatial positions")
-    cin = xd[c]
     k = math.prod(ws[2:])
     if not transposed:
         n_out, ig = ws[0], ws[1]
-        an.tag(wd[0], produces=True)
+        if wd[0] is not cin:  # shared atoms: the roles are noted on adoption
+            an.tag(wd[0], produces=True)
         if groups == 1:
-            an.contract(cin, wd[1], ig)
-            an.tag(wd[1], inward=True)
+            if wd[1] is not cin:
+                an.contract(cin, wd[1], ig)
+                an.tag(wd[1], inward=True)
         elif ig == 1:
-            mult = n_out // groups
-            src = cin if cin is not None else np.full(groups, FIXED)
-            an.atoms.unite(np.repeat(src, mult), wd[0])
+            if wd[0] is not cin:
+                mult = n_out // groups
+                src = cin if cin is not None else np.full(groups, FIXED)
+                an.atoms.unite(np.repeat(src, mult), wd[0])
         else:
             an.contract(cin, np.tile(wd[1], groups), ig * groups)
             an.tag(wd[1], inward=True)
