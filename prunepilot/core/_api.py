@@ -288,11 +288,15 @@ def _shrink(
     would give), then module attributes follow: of the modules holding cut tensors, or of
     every module when ``shared`` (a tensor registered in several modules)."""
     changed: dict[int, nn.Module] = {}
+    at: dict[str, nn.Module] = {"": model}  # module path -> module (tensors come in runs)
     for name, dims in graph._cuts(plan, validate=False).items():
-        *path, attr = name.split(".")
-        mod = model
-        for part in path:
-            mod = mod._modules[part]  # type: ignore[assignment]
+        path, _, attr = name.rpartition(".")
+        mod = at.get(path)  # type: ignore[assignment]
+        if mod is None:
+            mod = model
+            for part in path.split("."):
+                mod = mod._modules[part]  # type: ignore[assignment]
+            at[path] = mod
         p = mod._parameters.get(attr)
         t = p if p is not None else mod._buffers[attr]
         assert t is not None

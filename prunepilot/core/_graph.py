@@ -38,18 +38,21 @@ def _member(
 class _Channels:
     """A group's map from atom class roots to its channel numbers."""
 
-    __slots__ = ("_keys", "_vals", "n")
+    __slots__ = ("_keys", "_order", "_vals", "n")
 
     def __init__(self, order: np.ndarray) -> None:
         self.n = int(order.size)
-        o = np.argsort(order, kind="stable")
-        self._keys = order[o]
-        self._vals = o
+        self._order = order
+        self._keys: np.ndarray | None = None  # sorted on first use (members are lazy too)
+        self._vals: np.ndarray | None = None
 
     def of(self, roots: np.ndarray) -> np.ndarray:
         """The channel of every root (-1 for roots that are not this group's channels)."""
         if self.n == 0:
             return np.full(roots.size, -1, dtype=np.int64)
+        if self._keys is None or self._vals is None:
+            self._vals = np.argsort(self._order, kind="stable")
+            self._keys = self._order[self._vals]
         i = np.minimum(np.searchsorted(self._keys, roots), self.n - 1)
         return np.where(self._keys[i] == roots, self._vals[i], -1)
 
@@ -464,10 +467,13 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     ea: list[np.ndarray] = []
     eb: list[np.ndarray] = []
     for sel in (prod_rows, neither_rows & ~produced[ur], ~covered[ur]):
-        idx = np.flatnonzero(sel)  # chain each dim's selected roots together
-        same = ue[idx[1:]] == ue[idx[:-1]]
-        ea.append(ur[idx[:-1][same]])
-        eb.append(ur[idx[1:][same]])
+        idx = np.flatnonzero(sel)  # link each dim's selected roots to its first one
+        e = ue[idx]
+        later = np.zeros(idx.size, dtype=bool)
+        later[1:] = e[1:] == e[:-1]
+        head = idx[np.maximum.accumulate(np.where(later, 0, np.arange(idx.size)))]
+        ea.append(ur[head[later]])
+        eb.append(ur[idx[later]])
     label = components(n, cat(ea), cat(eb))
     glabel = np.full(n, -2, dtype=np.int64)  # -2: FIXED, shared by every group
     glabel[ur] = label[ur]
@@ -526,35 +532,81 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     first_name: list[str] = []  # per group: its first member's tensor
     group_roots: list[np.ndarray] = []  # per group: class root of every channel
     lookup = np.full(n, -1, dtype=np.int64)  # class root -> channel (of the current group)
-    stamp = np.full(n, -1, dtype=np.int64)  # class root -> last run that marked it
+    # Per run (group), vectorised over all rows: its member dims in order (`ent_l` between
+    # `hb` bounds); whether its first member holds every root of the group (a layer's output
+    # channels: then its channels are that member's unpinned roots in order, `chan_rows`
+    # between `cb` bounds, and its smallest pinned root is `pin_lo`); whether it touches
+    # FIXED; and the pinned positions of its first member that are its own or FIXED.
+    nrows = row_r.size
+    starts_run = np.asarray(bounds[:-1], dtype=np.int64)
+    new_entry = np.ones(nrows, dtype=bool)
+    new_entry[1:] = (row_e[1:] != row_e[:-1]) | (row_k[1:] != row_k[:-1])
+    ehead = np.flatnonzero(new_entry)
+    ent_l = row_e[ehead].tolist()
+    hb = np.searchsorted(ehead, bounds).tolist()
+    ehead_l = [*ehead.tolist(), nrows]
+    first_end = [ehead_l[hb[j] + 1] for j in range(len(run_keys))]
+    step = np.zeros(nrows + 1, dtype=np.int64)
+    np.add.at(step, starts_run, 1)
+    np.add.at(step, np.asarray(first_end, dtype=np.int64), -1)
+    in_first = np.cumsum(step[:-1]) > 0
+    marked = np.zeros(n, dtype=bool)
+    marked[row_r[in_first]] = True
+    row_pin = pinned_flag[row_r]
+    first_holds = (
+        np.logical_and.reduceat(marked[row_r], starts_run).tolist() if nrows else []
+    )
+    touches_fixed = (
+        np.logical_or.reduceat(has_fixed[row_e], starts_run).tolist() if nrows else []
+    )
+    chan_sel = in_first & ~row_pin
+    chan_rows = row_r[chan_sel]
+    cb = [0, *np.cumsum(np.add.reduceat(chan_sel, starts_run)).tolist()] if nrows else [0]
+    big = np.iinfo(np.int64).max
+    pin_lo = (
+        np.minimum.reduceat(np.where(in_first & row_pin, row_r, big), starts_run).tolist()
+        if nrows
+        else []
+    )
+    firsts = row_e[starts_run].tolist() if nrows else []
+    first_pos = [raw[e][2] for e in firsts]
+    if first_pos:
+        fp = cat(first_pos)
+        fk = np.repeat(np.asarray(run_keys, dtype=np.int64), [a.size for a in first_pos])
+        gk = glabel[fp]
+        own_pinned = pinned_flag[fp] & ((gk == fk) | (gk == -2))
+        fp_starts = np.cumsum([0, *[a.size for a in first_pos[:-1]]])
+        pinned_first = np.add.reduceat(own_pinned, fp_starts).tolist()
+    else:
+        pinned_first = []
     for run in runs:
-        key, lo, hi = run_keys[run], bounds[run], bounds[run + 1]
-        rs, es = row_r[lo:hi], row_e[lo:hi]
-        heads = np.flatnonzero(np.concatenate(([True], es[1:] != es[:-1])))
-        ordered = es[heads].tolist()
+        key = run_keys[run]
+        ordered = ent_l[hb[run] : hb[run + 1]]
         if dups:
             more = [d for c in ordered for d in dups.get(c, ())]
             if more:  # same roots and role: they sort in by trace order
                 ordered = sorted(ordered + more, key=lambda e: (consumer_l[e], e))
-        # The group's roots in order of first appearance; usually its first member holds
-        # them all (a layer's output channels).
-        stamp[rs[: heads[1] if heads.size > 1 else rs.size]] = run
-        if (stamp[rs] == run).all():
-            in_order = rs[: heads[1] if heads.size > 1 else rs.size]
-        else:
+        if first_holds[run]:
+            order = chan_rows[cb[run] : cb[run + 1]]
+            lo_pin = pin_lo[run]
+            if touches_fixed[run]:
+                lo_pin = min(lo_pin, fixed_root)
+            pinned_root = lo_pin if lo_pin != big else None
+        else:  # the group's roots in order of first appearance
+            rs = row_r[bounds[run] : bounds[run + 1]]
             _, fi = first_index(rs)
             in_order = rs[np.sort(fi)]
-        if has_fixed[ordered].any():
-            in_order = np.concatenate((in_order, [fixed_root]))
-        pin_mask = pinned_flag[in_order]
-        order = in_order[~pin_mask]
-        pinned_roots = in_order[pin_mask]
+            if touches_fixed[run]:
+                in_order = np.concatenate((in_order, [fixed_root]))
+            pin_mask = pinned_flag[in_order]
+            order = in_order[~pin_mask]
+            pinned_root = int(in_order[pin_mask].min()) if pin_mask.any() else None
         nch = int(order.size)
         chans = _Channels(order)
         has_out = not consumer_l[ordered[0]]  # producers come first
         reason = None
-        if pinned_roots.size:
-            reason = texts[max(int(why[int(pinned_roots.min())]), 0)]
+        if pinned_root is not None:
+            reason = texts[max(int(why[pinned_root]), 0)]
         if not has_out and nch:
             reason = "no layer produces these channels"
         prunable = bool(nch) and has_out
@@ -572,8 +624,6 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
             reason = "it is split into equal parts together with another group's channels"
             split = ((), ())
         cells, constraints = split
-        r0 = raw[ordered[0]][2]
-        g0 = glabel[r0]
         groups.append(
             ChannelGroup(
                 id=f"{raw_name[head]}:{raw_dim[head]}",
@@ -581,7 +631,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
                 prunable=prunable,
                 reason=reason,
                 blocks=max(len(cells), 1),
-                pinned=int((pinned_flag[r0] & ((g0 == key) | (g0 == -2))).sum()),
+                pinned=pinned_first[run],
                 _cells=cells,
                 _constraints=constraints,
                 _rows=rows,
