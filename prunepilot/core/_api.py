@@ -10,7 +10,7 @@ import logging
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,7 @@ class _Traced:
     meta_model: nn.Module | None = None  # the meta copy the capture ran (meta only)
     meta_inputs: tuple[Any, ...] = ()
     runner: MetaRunner | None = None
+    modules: list[nn.Module] = field(default_factory=list)  # the model's, as all_modules
 
 
 def _run(model: Any, example_inputs: Any, modules: bool = False) -> _Traced:
@@ -75,7 +76,7 @@ def _run(model: Any, example_inputs: Any, modules: bool = False) -> _Traced:
         meta_model, meta_inputs = _meta_copy(model, mods), _to_meta(inputs)
         cap = capture(meta_model, meta_inputs, runner=runner, modules=modules)
         cap.meta = True
-        return _Traced(inputs, cap, meta_model, meta_inputs, runner)
+        return _Traced(inputs, cap, meta_model, meta_inputs, runner, mods)
     except Exception as e:  # any failure on meta: fall back to a real run
         log.debug("meta capture failed (%s: %s); running on real tensors", type(e).__name__, e)
     try:
@@ -85,7 +86,7 @@ def _run(model: Any, example_inputs: Any, modules: bool = False) -> _Traced:
             f"the model failed on the example inputs ({type(e).__name__}: {e}); pass inputs "
             "that model(*example_inputs) accepts"
         ) from e
-    return _Traced(inputs, cap)
+    return _Traced(inputs, cap, modules=mods)
 
 
 def _refuse_lazy(model: nn.Module, mods: list[nn.Module]) -> None:
@@ -151,10 +152,13 @@ _FIXED_MODULES: dict[type[nn.Module], str] = {
 }
 
 
-def _pin_fixed_modules(model: nn.Module, an: Analysis) -> None:
-    """Pin every tensor of modules whose forward checks sizes against fixed attributes."""
+def _pin_fixed_modules(
+    model: nn.Module, an: Analysis, mods: list[nn.Module] | None = None
+) -> None:
+    """Pin every tensor of modules whose forward checks sizes against fixed attributes
+    (``mods``: the model's `all_modules` when the caller has them)."""
     kinds = tuple(_FIXED_MODULES)
-    if not any(isinstance(m, kinds) for m in all_modules(model)):
+    if not any(isinstance(m, kinds) for m in (all_modules(model) if mods is None else mods)):
         return
     fixed = [
         (prefix, mod, reason)
@@ -426,7 +430,7 @@ def _trace(
     an = analyze(run.cap)
     if ignored:
         _pin_ignored(an, ignored)
-    _pin_fixed_modules(model, an)
+    _pin_fixed_modules(model, an, run.modules)
     params = run.cap.params  # the model's parameter shapes (the capture ran it or its copy)
     graph = build_graph(an, params)
     if an.unknown_ops:
