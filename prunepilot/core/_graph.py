@@ -415,17 +415,13 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
             raw.append((name, d, r_u[lo : lo + arr.size], any_in[i], any_prod[i]))
             raw_src.append(id(arr))
 
-    # Dims reading the same atoms with the same role (a norm's weight, bias and statistics)
-    # group identically: only the first of them ("canonical") goes through the row passes.
-    canon: list[int] = []
-    dups: dict[int, list[int]] = {}
-    first_of: dict[tuple[int, bool, bool], int] = {}
-    for i, (src, (_, _, _, inw, prod)) in enumerate(zip(raw_src, raw, strict=True)):
-        c = first_of.setdefault((src, inw, prod), i)
-        if c == i:
-            canon.append(i)
-        else:
-            dups.setdefault(c, []).append(i)
+    # Dims reading the same atoms (a conv's output channels, the norm after it and the next
+    # conv's input, all sharing one atom array) have the same rows: only the first of them
+    # ("canonical") goes through the row passes, with the roles of them all.
+    first_of: dict[int, int] = {}
+    canon_l = [first_of.setdefault(src, i) for i, src in enumerate(raw_src)]
+    canon = list(first_of.values())  # in order: each is its own canonical
+    canon_of = np.asarray(canon_l, dtype=np.int64)  # every dim -> its canonical
 
     # Rows (entry, root): the distinct roots of each member dim in order of first appearance.
     # Most dims' roots strictly increase along the dim: they hold each root once, in order.
@@ -452,14 +448,23 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     distinct = np.bincount(row_e, minlength=nraw)
     consumer = np.fromiter((inw and not prod for _, _, _, inw, prod in raw), bool, nraw)
     is_prod = np.fromiter((prod for _, _, _, _, prod in raw), bool, nraw)
-    is_in = np.fromiter((inw for _, _, _, inw, _ in raw), bool, nraw)
+    neither = ~consumer & ~is_prod
+    # Per canonical dim: whether any dim sharing its rows produces channels, or neither
+    # produces nor consumes them (a norm's weight), and where its rows sort within a group:
+    # by the first of its dims in (consumer, trace order), as the dims themselves sort.
+    rank_key = consumer.astype(np.int64) * nraw + np.arange(nraw)
+    is_prod = np.bincount(canon_of, weights=is_prod, minlength=nraw) > 0
+    neither = np.bincount(canon_of, weights=neither, minlength=nraw) > 0
+    np.minimum.at(rank_key, canon_of, rank_key.copy())
+    rank = np.zeros(nraw, dtype=np.int64)
+    rank[np.argsort(rank_key, kind="stable")] = np.arange(nraw)
 
     # Classes created by the same layer (conv/linear output dim) form one group; classes
     # no layer creates group by the per-channel tensors they share. Consumers (a conv
     # reading a concatenation) are members of every group whose channels they read.
     free = row_r != fixed_root
     ue, ur = row_e[free], row_r[free]
-    prod_rows, neither_rows = is_prod[ue], ~is_in[ue] & ~is_prod[ue]
+    prod_rows, neither_rows = is_prod[ue], neither[ue]
     produced = np.zeros(n, dtype=bool)
     produced[ur[prod_rows]] = True
     covered = produced.copy()
@@ -479,22 +484,23 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     glabel[ur] = label[ur]
 
     # Rows of group roots sorted by group, then producers ("out") before consumers, then
-    # trace order.
+    # trace order (by `rank`).
     if raw:
         row_k = glabel[row_r]
         has_fixed = np.zeros(nraw, dtype=bool)
         has_fixed[row_e[row_k == -2]] = True
-        for c, ds in dups.items():
-            has_fixed[ds] = has_fixed[c]
-            distinct[ds] = distinct[c]
+        has_fixed = has_fixed[canon_of]
+        distinct = distinct[canon_of]
         keep = row_k >= 0
         row_e, row_r, row_k = row_e[keep], row_r[keep], row_k[keep]
         present = np.zeros(n, dtype=bool)
         present[row_k] = True
         dense = np.cumsum(present) - 1  # group key -> 0, 1, ...
-        sort_key = dense[row_k] * 2 + consumer[row_e]
+        sort_key = dense[row_k] * nraw + rank[row_e]
         if sort_key.size and sort_key.max() < (1 << 16):  # radix sort
             sort_key = sort_key.astype(np.uint16)
+        elif sort_key.size and sort_key.max() < (1 << 32):
+            sort_key = sort_key.astype(np.uint32)
         o = np.argsort(sort_key, kind="stable")
         row_e, row_r, row_k = row_e[o], row_r[o], row_k[o]
         # A member dim whose positions all hold one group's unpinned channels (others never
@@ -503,8 +509,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         lo_k = np.minimum.reduceat(pos_k, pos_start)
         whole = np.zeros(nraw, dtype=bool)
         whole[canon_e] = (lo_k == np.maximum.reduceat(pos_k, pos_start)) & (lo_k >= 0)
-        for c, ds in dups.items():
-            whole[ds] = whole[c]
+        whole = whole[canon_of]
         span = np.where(whole, distinct, 0).tolist()
     else:
         row_e = row_r = row_k = np.zeros(0, np.int64)
@@ -542,8 +547,28 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     new_entry = np.ones(nrows, dtype=bool)
     new_entry[1:] = (row_e[1:] != row_e[:-1]) | (row_k[1:] != row_k[:-1])
     ehead = np.flatnonzero(new_entry)
-    ent_l = row_e[ehead].tolist()
     hb = np.searchsorted(ehead, bounds).tolist()
+    # Each run's member dims: every dim sharing the rows of its canonical dims, sorted by
+    # (consumer, trace order), between `ob` bounds of `ordered_all`.
+    head_src = row_e[ehead]
+    head_run = np.repeat(np.arange(len(run_keys), dtype=np.int64), np.diff(hb))
+    by_canon = np.argsort(canon_of, kind="stable")
+    per_canon = np.bincount(canon_of, minlength=nraw)
+    per_head = per_canon[head_src]
+    head_end = np.cumsum(per_head)
+    take = np.repeat(np.cumsum(per_canon)[head_src] - head_end, per_head) + np.arange(
+        int(head_end[-1]) if head_end.size else 0
+    )
+    dims_e = by_canon[take]
+    dims_run = np.repeat(head_run, per_head)
+    dims_e = dims_e[np.argsort((dims_run * 2 + consumer[dims_e]) * nraw + dims_e, kind="stable")]
+    ordered_all = dims_e.tolist()
+    ob = [
+        0,
+        *np.cumsum(np.bincount(head_run, weights=per_head, minlength=len(run_keys)))
+        .astype(np.int64)
+        .tolist(),
+    ]
     ehead_l = [*ehead.tolist(), nrows]
     first_end = [ehead_l[hb[j] + 1] for j in range(len(run_keys))]
     step = np.zeros(nrows + 1, dtype=np.int64)
@@ -553,12 +578,8 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     marked = np.zeros(n, dtype=bool)
     marked[row_r[in_first]] = True
     row_pin = pinned_flag[row_r]
-    first_holds = (
-        np.logical_and.reduceat(marked[row_r], starts_run).tolist() if nrows else []
-    )
-    touches_fixed = (
-        np.logical_or.reduceat(has_fixed[row_e], starts_run).tolist() if nrows else []
-    )
+    first_holds = np.logical_and.reduceat(marked[row_r], starts_run).tolist() if nrows else []
+    touches_fixed = np.logical_or.reduceat(has_fixed[row_e], starts_run).tolist() if nrows else []
     chan_sel = in_first & ~row_pin
     chan_rows = row_r[chan_sel]
     cb = [0, *np.cumsum(np.add.reduceat(chan_sel, starts_run)).tolist()] if nrows else [0]
@@ -581,11 +602,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         pinned_first = []
     for run in runs:
         key = run_keys[run]
-        ordered = ent_l[hb[run] : hb[run + 1]]
-        if dups:
-            more = [d for c in ordered for d in dups.get(c, ())]
-            if more:  # same roots and role: they sort in by trace order
-                ordered = sorted(ordered + more, key=lambda e: (consumer_l[e], e))
+        ordered = ordered_all[ob[run] : ob[run + 1]]
         if first_holds[run]:
             order = chan_rows[cb[run] : cb[run + 1]]
             lo_pin = pin_lo[run]
