@@ -295,12 +295,15 @@ def _shrink(
     at: dict[str, nn.Module] = {"": model}  # module path -> module (tensors come in runs)
     for name, dims in graph._cuts(plan, validate=False).items():
         path, _, attr = name.rpartition(".")
-        mod = at.get(path)  # type: ignore[assignment]
-        if mod is None:
-            mod = model
+        found = at.get(path)
+        if found is None:
+            found = model
             for part in path.split("."):
-                mod = mod._modules[part]  # type: ignore[assignment]
-            at[path] = mod
+                child = found._modules[part]
+                assert child is not None
+                found = child
+            at[path] = found
+        mod = found
         p = mod._parameters.get(attr)
         t = p if p is not None else mod._buffers[attr]
         assert t is not None

@@ -362,81 +362,84 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         flags.append(f)
     tagged, inward, produces = flags
 
-    # Relevant member dims: tagged by a rule or coupled to anything.
-    cands = [
-        (an.cap.names[node], d, arr)
-        for node, dims in an.param_atoms.items()
-        for d, arr in enumerate(dims)
-        if arr.size
-    ]
-    cand_keys = [
-        (node, d) for node, dims in an.param_atoms.items() for d, arr in enumerate(dims) if arr.size
-    ]
-    raw: list[tuple[str, int, np.ndarray, bool, bool]] = []
-    raw_src: list[int] = []  # the atom array each member dim reads (shared when adopted)
-    # Dims sharing one atom array (a norm's weight, bias and statistics) are read once:
-    # ``u_arrays`` holds each array once, ``cand_u`` the array of every dim.
+    # Every traced parameter/buffer dim with positions ("candidate"), in trace order, as
+    # parallel lists. Dims sharing one atom array (a norm's weight, bias and statistics) are
+    # read once: ``u_arrays`` holds each array once, ``c_u`` the array of every dim.
+    names = an.cap.names
+    adopted = an.adopted
+    c_name: list[str] = []
+    c_dim: list[int] = []
+    c_u: list[int] = []
     u_index: dict[int, int] = {}
     u_arrays: list[np.ndarray] = []
-    cand_u: list[int] = []
-    for _, _, arr in cands:
-        k = u_index.setdefault(id(arr), len(u_arrays))
-        if k == len(u_arrays):
-            u_arrays.append(arr)
-        cand_u.append(k)
-    starts_u = np.zeros(0, dtype=np.int64)
-    r_u = np.zeros(0, dtype=np.int64)
-    if cands:
-        sizes = np.fromiter((a.size for a in u_arrays), dtype=np.int64, count=len(u_arrays))
-        starts_u = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        every = cat(u_arrays)
-        r_u = all_roots[every]
-
-        def per_dim(flag: np.ndarray) -> list[bool]:
-            per_u = (np.add.reduceat(flag.astype(np.int64), starts_u) > 0).tolist()
-            return [per_u[k] for k in cand_u]
-
-        any_prod, any_tag = per_dim(produces[every]), per_dim(tagged[every])
-        any_in, any_coupled = per_dim(inward[every]), per_dim(class_size[r_u] > 1)
-        if an.adopted:  # dims sharing another tensor's atoms read as their own tagged atoms
-            adopted = an.adopted
-            for i, node_dim in enumerate(cand_keys):
-                role = adopted.get(node_dim)
-                if role is not None:
-                    any_in[i], any_prod[i] = role
-                    any_tag[i] = True
-        lo_u = starts_u.tolist()
-        for i, (name, d, arr) in enumerate(cands):
-            if arr.size == 1 and not any_prod[i]:
-                continue  # a size-1 dim that no layer creates is never a channel to remove
-            if not (any_tag[i] or any_coupled[i]):
+    roles: list[tuple[int, bool, bool]] = []  # adopted dims: (candidate, inward, produces)
+    for node, dims in an.param_atoms.items():
+        name = names[node]
+        for d, arr in enumerate(dims):
+            if not arr.size:
                 continue
-            lo = lo_u[cand_u[i]]
-            raw.append((name, d, r_u[lo : lo + arr.size], any_in[i], any_prod[i]))
-            raw_src.append(id(arr))
+            k = u_index.setdefault(id(arr), len(u_arrays))
+            if k == len(u_arrays):
+                u_arrays.append(arr)
+            if adopted:
+                role = adopted.get((node, d))
+                if role is not None:
+                    roles.append((len(c_u), *role))
+            c_name.append(name)
+            c_dim.append(d)
+            c_u.append(k)
+    cand_u = np.asarray(c_u, dtype=np.int64)
+    sizes_u = np.fromiter((a.size for a in u_arrays), dtype=np.int64, count=len(u_arrays))
+    starts_u = np.concatenate(([0], np.cumsum(sizes_u)[:-1])).astype(np.int64)
+    every = cat(u_arrays) if u_arrays else np.zeros(0, np.int64)
+    r_u = all_roots[every]
+
+    # Relevant member dims ("raw"): tagged by a rule or coupled to anything; a size-1 dim
+    # that no layer creates is never a channel to remove. Dims sharing another tensor's
+    # atoms read as their own tagged atoms with the roles noted on adoption.
+    if u_arrays:
+        stacked = np.stack((produces[every], tagged[every], inward[every], class_size[r_u] > 1))
+        per_u = np.add.reduceat(stacked, starts_u, axis=1) > 0
+        any_prod, any_tag, any_in, any_coupled = per_u[:, cand_u]
+    else:
+        any_prod = any_tag = any_in = any_coupled = np.zeros(0, dtype=bool)
+    if roles:
+        idx_a, in_a, prod_a = zip(*roles, strict=True)
+        any_in[list(idx_a)] = in_a
+        any_prod[list(idx_a)] = prod_a
+        any_tag[list(idx_a)] = True
+    keep = (any_tag | any_coupled) & ~((sizes_u[cand_u] == 1) & ~any_prod)
+    sel = np.flatnonzero(keep)
+    sel_l = sel.tolist()
+    raw_u = cand_u[sel]
+    lo_u = starts_u.tolist()
+    raw_name = [c_name[i] for i in sel_l]
+    raw_dim = [c_dim[i] for i in sel_l]
+    hi_u = (starts_u + sizes_u).tolist()
+    raw_roots = [r_u[lo_u[k] : hi_u[k]] for k in raw_u.tolist()]
+    is_in, is_prod = any_in[sel], any_prod[sel]
 
     # Dims reading the same atoms (a conv's output channels, the norm after it and the next
     # conv's input, all sharing one atom array) have the same rows: only the first of them
     # ("canonical") goes through the row passes, with the roles of them all.
-    first_of: dict[int, int] = {}
-    canon_l = [first_of.setdefault(src, i) for i, src in enumerate(raw_src)]
-    canon = list(first_of.values())  # in order: each is its own canonical
-    canon_of = np.asarray(canon_l, dtype=np.int64)  # every dim -> its canonical
+    nraw = len(sel_l)
+    _, first_at, inverse = np.unique(raw_u, return_index=True, return_inverse=True)
+    canon_of = first_at[inverse].astype(np.int64)  # every dim -> its canonical
+    canon = np.sort(first_at).tolist()  # in order: each is its own canonical
 
     # Rows (entry, root): the distinct roots of each member dim in order of first appearance.
     # Most dims' roots strictly increase along the dim: they hold each root once, in order.
-    nraw = len(raw)
     canon_e = np.asarray(canon, dtype=np.int64)
-    sizes_raw = [raw[i][2].size for i in canon]
-    pos_r = cat([raw[i][2] for i in canon]) if raw else np.zeros(0, np.int64)
-    pos_start = np.cumsum([0, *sizes_raw[:-1]]) if raw else np.zeros(0, np.int64)
+    sizes_raw = [raw_roots[i].size for i in canon]
+    pos_r = cat([raw_roots[i] for i in canon]) if nraw else np.zeros(0, np.int64)
+    pos_start = np.cumsum([0, *sizes_raw[:-1]]) if nraw else np.zeros(0, np.int64)
     pos_e = np.repeat(canon_e, sizes_raw)
     back = np.flatnonzero(pos_r[1:] <= pos_r[:-1]) + 1
     unordered = set(pos_e[back[pos_e[back] == pos_e[back - 1]]].tolist())
     if unordered:
         apps = []
         for i in canon:
-            r = raw[i][2]
+            r = raw_roots[i]
             if i in unordered:
                 _, first = first_index(r)
                 r = r[np.sort(first)]
@@ -446,8 +449,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     else:
         row_e, row_r = pos_e, pos_r
     distinct = np.bincount(row_e, minlength=nraw)
-    consumer = np.fromiter((inw and not prod for _, _, _, inw, prod in raw), bool, nraw)
-    is_prod = np.fromiter((prod for _, _, _, _, prod in raw), bool, nraw)
+    consumer = is_in & ~is_prod
     neither = ~consumer & ~is_prod
     # Per canonical dim: whether any dim sharing its rows produces channels, or neither
     # produces nor consumes them (a norm's weight), and where its rows sort within a group:
@@ -485,7 +487,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
 
     # Rows of group roots sorted by group, then producers ("out") before consumers, then
     # trace order (by `rank`).
-    if raw:
+    if nraw:
         row_k = glabel[row_r]
         has_fixed = np.zeros(nraw, dtype=bool)
         has_fixed[row_e[row_k == -2]] = True
@@ -529,10 +531,8 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         for key in unique(gl[(gl >= 0) & ~pinned_flag[xs]]).tolist():
             seg_of.setdefault(key, []).append(j)
 
-    raw_name = [name for name, _, _, _, _ in raw]
-    raw_dim = [d for _, d, _, _, _ in raw]
     consumer_l = consumer.tolist()
-    rows = _MemberRows(raw_name, raw_dim, consumer_l, [r for _, _, r, _, _ in raw], span)
+    rows = _MemberRows(raw_name, raw_dim, consumer_l, raw_roots, span)
     groups: list[ChannelGroup] = []
     first_name: list[str] = []  # per group: its first member's tensor
     group_roots: list[np.ndarray] = []  # per group: class root of every channel
@@ -590,7 +590,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         else []
     )
     firsts = row_e[starts_run].tolist() if nrows else []
-    first_pos = [raw[e][2] for e in firsts]
+    first_pos = [raw_roots[e] for e in firsts]
     if first_pos:
         fp = cat(first_pos)
         fk = np.repeat(np.asarray(run_keys, dtype=np.int64), [a.size for a in first_pos])
@@ -627,7 +627,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         if not has_out and nch:
             reason = "no layer produces these channels"
         prunable = bool(nch) and has_out
-        head = next((i for i in ordered if not consumer_l[i]), ordered[0])
+        head = ordered[0]  # producers sort first
         spans = [span[i] for i in ordered if span[i] > 0]
         split: tuple[Any, Any] | None = ((), ())
         if key in seg_of:
@@ -681,13 +681,23 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     for new_i, old_i in enumerate(perm):
         roots = group_roots[old_i]
         slot[roots] = np.arange(offset[new_i], offset[new_i] + roots.size)
-    terms = [(t.macs, [slot[all_roots[s]] for s in t.scale]) for t in an.mac_terms]
+    # every cost term's scaling channels, looked up in one pass
+    scales_all = [s for t in an.mac_terms for s in t.scale]
+    flat = slot[all_roots[cat(scales_all)]] if scales_all else np.zeros(0, np.int64)
+    at = 0
+    terms: list[tuple[int, list[np.ndarray]]] = []
+    for t in an.mac_terms:
+        scales = []
+        for s in t.scale:
+            scales.append(flat[at : at + s.size])
+            at += s.size
+        terms.append((t.macs, scales))
     # Channel slot of every parameter/buffer position (each shared atom array once).
     slots_u = slot[r_u]
-    lo_u = starts_u.tolist()
+    hi_u = (starts_u + sizes_u).tolist()
     per_name: dict[str, list[np.ndarray]] = {}
-    for (name, _, arr), k in zip(cands, cand_u, strict=True):
-        per_name.setdefault(name, []).append(slots_u[lo_u[k] : lo_u[k] + arr.size])
+    for name, k in zip(c_name, c_u, strict=True):
+        per_name.setdefault(name, []).append(slots_u[lo_u[k] : hi_u[k]])
     tensors = [(name, per_name.get(name, [])) for name in per_name if name in params]
     traced = {name for name, _ in tensors}
     tensors += [(name, []) for name in params if name not in traced]  # unused by the forward
@@ -702,8 +712,8 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         _offset=offset,
         _terms=terms,
         _tensors=tensors,
-        _dims=[(name, d) for name, d, _ in cands],
-        _dim_slots=[slots_u, starts_u, np.asarray(cand_u, dtype=np.int64)] if cands else [],
+        _dims=list(zip(c_name, c_dim, strict=True)),
+        _dim_slots=[slots_u, starts_u, cand_u] if c_u else [],
     )
 
 
