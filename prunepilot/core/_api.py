@@ -22,7 +22,7 @@ from ._analysis import Analysis, analyze
 from ._capture import Capture, capture
 from ._errors import PlanError, TraceError
 from ._fastleaf import install
-from ._fastmeta import MetaMode, MetaRunner
+from ._fastmeta import MetaMode, MetaRunner, meta_empty
 from ._graph import ChannelGraph, ChannelGroup, build_graph
 from ._modules import all_modules, sync_modules
 from ._profile import Profile, count_params
@@ -152,9 +152,7 @@ _FIXED_MODULES: dict[type[nn.Module], str] = {
 }
 
 
-def _pin_fixed_modules(
-    model: nn.Module, an: Analysis, mods: list[nn.Module] | None = None
-) -> None:
+def _pin_fixed_modules(model: nn.Module, an: Analysis, mods: list[nn.Module] | None = None) -> None:
     """Pin every tensor of modules whose forward checks sizes against fixed attributes
     (``mods``: the model's `all_modules` when the caller has them)."""
     kinds = tuple(_FIXED_MODULES)
@@ -233,6 +231,13 @@ def _plain_module(cls: type) -> bool:
     return got
 
 
+def _meta_like(t: torch.Tensor) -> torch.Tensor:
+    """``torch.empty_like(t, device="meta")``, faster for the usual contiguous tensor."""
+    if type(t) in (torch.Tensor, nn.Parameter) and t.is_contiguous():
+        return meta_empty(t.shape, t.dtype)
+    return torch.empty_like(t, device=_META)
+
+
 def _meta_copy(model: nn.Module, mods: list[nn.Module] | None = None) -> nn.Module:
     """A copy whose tensors live on the meta device: shapes only, no data, no compute.
 
@@ -247,10 +252,10 @@ def _meta_copy(model: nn.Module, mods: list[nn.Module] | None = None) -> nn.Modu
     for m in mods:
         for p in m._parameters.values():
             if p is not None and id(p) not in memo:
-                memo[id(p)] = nn.Parameter(torch.empty_like(p, device=_META), p.requires_grad)
+                memo[id(p)] = nn.Parameter(_meta_like(p), p.requires_grad)
         for b in m._buffers.values():
             if b is not None and id(b) not in memo:
-                memo[id(b)] = torch.empty_like(b, device=_META)
+                memo[id(b)] = _meta_like(b)
     if not all(_plain_module(type(m)) for m in mods):
         out = copy.deepcopy(model, memo)
         install(all_modules(out))
@@ -312,7 +317,7 @@ def _shrink(
             shape[d] -= k
             if shape[d] <= 0:
                 raise PlanError(f"the plan removes every position of {name} dim {d}")
-        new = torch.empty(shape, dtype=t.dtype, device=_META)
+        new = meta_empty(shape, t.dtype)
         if p is not None:
             p.data = new
         else:

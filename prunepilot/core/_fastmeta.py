@@ -20,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ._fastleaf import Sink, activate
 
-__all__ = ["MetaMode", "MetaRunner"]
+__all__ = ["MetaMode", "MetaRunner", "meta_empty"]
 
 aten = torch.ops.aten
 Tensor = torch.Tensor
@@ -49,7 +49,7 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return got
 
 
-def _empty(shape: Sequence[int], dtype: torch.dtype) -> Tensor:
+def meta_empty(shape: Sequence[int], dtype: torch.dtype) -> Tensor:
     """``torch.empty(shape, dtype, device="meta")``; ``empty_strided`` with cached strides
     skips the stride computation and is about twice as fast."""
     shape = tuple(shape)
@@ -184,7 +184,7 @@ def _make_pointwise(inplace: bool) -> Shortcut:
                     f"{list(shape)}"
                 )
             return self
-        return _empty(shape, dtype)
+        return meta_empty(shape, dtype)
 
     return run
 
@@ -210,7 +210,7 @@ def _batch_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not _check_vec(_get(args, kwargs, i, name, None), c, name):
             return NotImplemented
     acc = _acc(x.dtype)
-    return _empty(x.shape, x.dtype), _empty((c,), acc), _empty((c,), acc)
+    return meta_empty(x.shape, x.dtype), meta_empty((c,), acc), meta_empty((c,), acc)
 
 
 def _layer_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -237,7 +237,7 @@ def _layer_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             )
     stats = (*x.shape[: x.ndim - k], *([1] * k))
     acc = _acc(x.dtype)
-    return _empty(x.shape, x.dtype), _empty(stats, acc), _empty(stats, acc)
+    return meta_empty(x.shape, x.dtype), meta_empty(stats, acc), meta_empty(stats, acc)
 
 
 def _ints(v: Any, n: int) -> list[int] | None:
@@ -277,7 +277,7 @@ def _convolution(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if size <= 0:
             raise RuntimeError(f"convolution output size is too small ({size})")
         spatial.append(size)
-    return _empty((x.shape[0], out_c, *spatial), x.dtype)
+    return meta_empty((x.shape[0], out_c, *spatial), x.dtype)
 
 
 def _addmm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -294,7 +294,7 @@ def _addmm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     shape = (m1.shape[0], m2.shape[1])
     if _broadcast([tuple(bias.shape), shape]) != shape:
         raise RuntimeError(f"bias of shape {list(bias.shape)} does not broadcast to {list(shape)}")
-    return _empty(shape, m1.dtype)
+    return meta_empty(shape, m1.dtype)
 
 
 def _softmax(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -305,7 +305,7 @@ def _softmax(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     dim = _get(args, kwargs, 1, "dim", None)
     if not isinstance(dim, int) or not -max(x.ndim, 1) <= dim < max(x.ndim, 1):
         return NotImplemented
-    return _empty(x.shape, x.dtype)
+    return meta_empty(x.shape, x.dtype)
 
 
 def _mean(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -322,7 +322,7 @@ def _mean(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if len(red) != len(dims):
         return NotImplemented
     shape = [1 if i in red else s for i, s in enumerate(x.shape) if keep or i not in red]
-    return _empty(shape, x.dtype)
+    return meta_empty(shape, x.dtype)
 
 
 def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -350,7 +350,7 @@ def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                 )
         total += shape[dim]
     ref[dim] = total
-    return _empty(ref, first.dtype)
+    return meta_empty(ref, first.dtype)
 
 
 def _empty_like_kernel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -365,7 +365,7 @@ def _empty_like_kernel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         or not all(isinstance(s, int) and s >= 0 for s in size)
     ):
         return NotImplemented
-    return _empty(size, dtype if dtype is not None else torch.get_default_dtype())
+    return meta_empty(size, dtype if dtype is not None else torch.get_default_dtype())
 
 
 def _shortcuts() -> dict[Any, Shortcut]:
