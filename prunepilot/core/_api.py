@@ -231,13 +231,6 @@ def _plain_module(cls: type) -> bool:
     return got
 
 
-def _meta_like(t: torch.Tensor) -> torch.Tensor:
-    """``torch.empty_like(t, device="meta")``, faster for the usual contiguous tensor."""
-    if type(t) in (torch.Tensor, nn.Parameter) and t.is_contiguous():
-        return meta_empty(t.shape, t.dtype)
-    return torch.empty_like(t, device=_META)
-
-
 def _meta_copy(model: nn.Module, mods: list[nn.Module] | None = None) -> nn.Module:
     """A copy whose tensors live on the meta device: shapes only, no data, no compute.
 
@@ -252,10 +245,10 @@ def _meta_copy(model: nn.Module, mods: list[nn.Module] | None = None) -> nn.Modu
     for m in mods:
         for p in m._parameters.values():
             if p is not None and id(p) not in memo:
-                memo[id(p)] = nn.Parameter(_meta_like(p), p.requires_grad)
+                memo[id(p)] = nn.Parameter(torch.empty_like(p, device=_META), p.requires_grad)
         for b in m._buffers.values():
             if b is not None and id(b) not in memo:
-                memo[id(b)] = _meta_like(b)
+                memo[id(b)] = torch.empty_like(b, device=_META)
     if not all(_plain_module(type(m)) for m in mods):
         out = copy.deepcopy(model, memo)
         install(all_modules(out))
