@@ -71,7 +71,7 @@ class Capture:
     """Everything recorded while the model ran once."""
 
     ops: list[OpRecord] = field(default_factory=list)
-    shapes: list[tuple[int, ...]] = field(default_factory=list)
+    shapes: list[tuple[int, ...]] = field(default_factory=list)  # torch.Size per node
     names: dict[int, str] = field(default_factory=dict)  # node -> parameter/buffer FQN
     bases: dict[int, int] = field(default_factory=dict)  # view node -> base node
     inputs: list[int] = field(default_factory=list)
@@ -132,7 +132,7 @@ class _Recorder(TorchDispatchMode):
         n = len(self.refs)
         r = self.ref_of[key] = Ref(n)
         self.refs.append(r)
-        self.cap.shapes.append(tuple(t.shape))
+        self.cap.shapes.append(t.shape)  # a torch.Size: a tuple
         self.keep.append(t)
         name = self.known.get(key)
         if name is not None:

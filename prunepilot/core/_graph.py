@@ -701,7 +701,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     tensors = [(name, per_name.get(name, [])) for name in per_name if name in params]
     traced = {name for name, _ in tensors}
     tensors += [(name, []) for name in params if name not in traced]  # unused by the forward
-    shapes = {an.cap.names[n]: an.cap.shapes[n] for n in an.param_atoms}
+    shapes = {an.cap.names[n]: tuple(an.cap.shapes[n]) for n in an.param_atoms}
     shapes.update({name: tuple(s) for name, s in params.items() if name not in shapes})
     return ChannelGraph(
         groups=groups,
