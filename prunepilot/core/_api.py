@@ -192,7 +192,10 @@ def _same_structure(ref: Any, out: Any) -> bool:
 def _probe_plan(groups: Sequence[ChannelGroup]) -> dict[str, list[int]]:
     plan: dict[str, list[int]] = {}
     for g in groups:
-        remove = [c for cell, k in zip(g.cells, g.per_cell(1), strict=True) for c in cell[:k]]
+        if g._cells:
+            remove = [c for cell, k in zip(g.cells, g.per_cell(1), strict=True) for c in cell[:k]]
+        else:
+            remove = [0]  # one block: the smallest step removes one channel
         try:
             g.check(remove)
         except PlanError:

@@ -223,7 +223,7 @@ class ChannelGroup:
                     f"{m.name} dim {m.dim}; keep at least one channel"
                 )
 
-    @property
+    @functools.cached_property
     def cells(self) -> tuple[tuple[int, ...], ...]:
         """Channel indices of each block (one block holding all channels when unconstrained)."""
         return self._cells or (tuple(range(self.channels)),)
