@@ -331,26 +331,30 @@ def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if not isinstance(tensors, (list, tuple)) or not tensors or not isinstance(dim, int):
         return NotImplemented
     first = tensors[0]
-    if not all(_plain(t) and t.dtype == first.dtype and t.ndim == first.ndim for t in tensors):
+    if not _plain(first):
         return NotImplemented
-    nd = first.ndim
+    dtype, nd = first.dtype, first.ndim
+    if not all(
+        type(t) in _PLAIN and t.is_meta and t.dtype == dtype and t.ndim == nd and t.is_contiguous()
+        for t in tensors
+    ):
+        return NotImplemented
     if nd == 0 or not -nd <= dim < nd:
         return NotImplemented
     dim %= nd
-    total = 0
-    ref = list(first.shape)
-    for t in tensors:
-        shape = list(t.shape)
-        for i in range(nd):
-            if i != dim and shape[i] != ref[i]:
-                raise RuntimeError(
-                    f"Sizes of tensors must match except in dimension {dim}. Expected size "
-                    f"{ref[i]} but got size {shape[i]} for tensor number {tensors.index(t)} "
-                    "in the list."
-                )
-        total += shape[dim]
-    ref[dim] = total
-    return meta_empty(ref, first.dtype)
+    shapes = [t.shape for t in tensors]
+    ref = shapes[0]
+    head, tail = ref[:dim], ref[dim + 1 :]
+    for k, shape in enumerate(shapes):
+        if shape[:dim] != head or shape[dim + 1 :] != tail:
+            i = next(i for i in range(nd) if i != dim and shape[i] != ref[i])
+            raise RuntimeError(
+                f"Sizes of tensors must match except in dimension {dim}. Expected size "
+                f"{ref[i]} but got size {shape[i]} for tensor number {k} in the list."
+            )
+    out = list(ref)
+    out[dim] = sum(shape[dim] for shape in shapes)
+    return meta_empty(out, dtype)
 
 
 def _empty_like_kernel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

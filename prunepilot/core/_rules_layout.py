@@ -250,10 +250,11 @@ def _cat(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
         return
     oshape = an.shape(out)
     d = b.get("dim", 0) % len(oshape)
+    dims = [an.dims(r) for r in refs]
     parts: list[np.ndarray] = []
     any_tracked = False
-    for r in refs:
-        a = an.dims(r)[d]
+    for r, rd in zip(refs, dims, strict=True):
+        a = rd[d]
         if a is None:
             parts.append(np.full(an.shape(r)[d], FIXED, dtype=np.int64))
         else:
@@ -266,7 +267,7 @@ def _cat(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
         else:
             res.append(
                 an.join(
-                    [an.dims(r)[i] for r in refs],
+                    [rd[i] for rd in dims],
                     oshape[i],
                     f"{rec.name} joins it with an untracked tensor",
                 )
