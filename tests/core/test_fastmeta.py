@@ -12,7 +12,7 @@ from torch import nn
 
 import prunepilot as pp
 from prunepilot.core._api import _meta_copy, _shrink
-from prunepilot.core._fastmeta import SHORTCUTS, MetaMode, MetaRunner
+from prunepilot.core._fastmeta import SHORTCUTS, MetaMode, MetaRunner, meta_empty
 from prunepilot.core._prune import _tensors
 
 aten = torch.ops.aten
@@ -115,6 +115,22 @@ def test_shape_rules_reject_what_the_kernels_reject(func: Any, args: tuple[Any, 
     assert rejected
     with pytest.raises(RuntimeError):
         MetaRunner()(func, args, {})
+
+
+@pytest.mark.parametrize(
+    "shape", [(), (0,), (1,), (3, 0, 2), (2, 1, 5), (1, 1, 1), (4, 3, 2, 1), (2, 0, 1, 3)]
+)
+def test_meta_empty_matches_torch_empty(shape: tuple[int, ...]) -> None:
+    """The cached strides are the ones ``torch.empty`` gives, size 0 and 1 dims included."""
+    got = meta_empty(shape, torch.float16)
+    want = torch.empty(shape, dtype=torch.float16, device=M)
+    assert (got.shape, got.stride(), got.dtype, got.device) == (
+        want.shape,
+        want.stride(),
+        want.dtype,
+        want.device,
+    )
+    assert meta_empty(list(shape), torch.float16).stride() == want.stride()
 
 
 def test_shortcuts_leave_unusual_calls_to_the_kernel() -> None:
