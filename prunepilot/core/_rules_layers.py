@@ -64,6 +64,9 @@ def _conv(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
         elif ws[1] == 1 and groups == ws[0]:
             an.adopt(w, [cin, None, *rest], produces=True)
     wd = an.wdims(w)
+    # Dims sharing another tensor's atoms have their roles noted on adoption: tagging them
+    # (a shared weight called again on another input) would tag that tensor's atoms too.
+    shared = [isinstance(w, Ref) and (w.node, i) in an.adopted for i in range(2)]
     out = out_ref(rec)
     if out is None:
         return
@@ -73,12 +76,13 @@ def _conv(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     k = math.prod(ws[2:])
     if not transposed:
         n_out, ig = ws[0], ws[1]
-        if wd[0] is not cin:  # shared atoms: the roles are noted on adoption
+        if not shared[0]:
             an.tag(wd[0], produces=True)
         if groups == 1:
             if wd[1] is not cin:
                 an.contract(cin, wd[1], ig)
-                an.tag(wd[1], inward=True)
+                if not shared[1]:
+                    an.tag(wd[1], inward=True)
         elif ig == 1:
             if wd[0] is not cin:
                 mult = n_out // groups

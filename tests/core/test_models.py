@@ -367,6 +367,37 @@ def test_shared_module_called_twice() -> None:
     assert pruned.shared.in_channels == pruned.shared.out_channels == 4
 
 
+class SharedOnParam(nn.Module):
+    """A conv applied first to a broadcast parameter, then to a layer's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(1, 8, 1, 1))
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.shared = nn.Conv2d(8, 8, 1)
+        self.b = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.shared(self.pos.expand(x.shape[0], -1, x.shape[2], x.shape[3]))
+        y = self.shared(F.relu(self.a(x)))
+        return self.b(F.relu(y + p))
+
+
+def test_shared_conv_keeps_roles_of_its_inputs() -> None:
+    """The conv's input dim is a consumer of both inputs; the parameter it read first stays a
+    per-channel tensor of the group ("out"), not a consumer."""
+    graph, _, pruned = zero_check(SharedOnParam(), torch.randn(IMG16))
+    g = find_group(graph, "a.weight")
+    roles = {(m.name, m.dim): m.role for m in g.members}
+    assert roles == {
+        ("pos", 1): "out",
+        ("a.weight", 0): "out",
+        ("a.bias", 0): "out",
+        ("shared.weight", 1): "in",
+    }
+    assert pruned.shared.in_channels == pruned.pos.shape[1] == pruned.a.out_channels < 8
+
+
 def test_bare_parameters_functional() -> None:
     """Bare parameters used through F.conv2d / F.linear are pruned like layers."""
     model = BareParams()
