@@ -352,7 +352,11 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     why, texts = atoms.class_reasons()  # per class root: index of its pin reason, -1: free
     pinned_flag = why >= 0
     pinned_flag[fixed_root] = True
+    # Atoms per class, counting each adopted dim's positions as the fresh atoms they stand
+    # for: a parameter dim another one shares is coupled to it.
     class_size = np.bincount(all_roots, minlength=n)
+    if an.shared:
+        class_size += np.bincount(all_roots[np.concatenate(an.shared)], minlength=n)
     cat = np.concatenate
     flags = []
     for arrays in (atoms.tagged, atoms.inward, atoms.producers):

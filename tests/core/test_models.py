@@ -398,6 +398,31 @@ def test_shared_conv_keeps_roles_of_its_inputs() -> None:
     assert pruned.shared.in_channels == pruned.pos.shape[1] == pruned.a.out_channels < 8
 
 
+class ConvOnParam(nn.Module):
+    """A conv (dense or depthwise) whose only input is a broadcast parameter."""
+
+    def __init__(self, depthwise: bool) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(1, 8, 1, 1))
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.c = nn.Conv2d(8, 8, 3, padding=1, groups=8 if depthwise else 1, bias=False)
+        self.b = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.c(self.pos.expand(x.shape[0], -1, x.shape[2], x.shape[3]))
+        return self.b(F.relu(self.a(x) + p))
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_parameter_read_only_by_a_conv_is_a_member(depthwise: bool) -> None:
+    """A parameter whose channels only a convolution reads prunes with that conv's input."""
+    graph, _, pruned = zero_check(ConvOnParam(depthwise), torch.randn(IMG16))
+    g = find_group(graph, "pos", 1)
+    assert g.prunable
+    assert ("c.weight", 0 if depthwise else 1) in member_names(g)
+    assert pruned.pos.shape[1] == pruned.c.in_channels < 8
+
+
 def test_bare_parameters_functional() -> None:
     """Bare parameters used through F.conv2d / F.linear are pruned like layers."""
     model = BareParams()
