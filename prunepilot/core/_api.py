@@ -141,9 +141,9 @@ def _pin_ignored(an: Analysis, names: set[str]) -> None:
         if an.cap.names[node] not in names:
             continue
         for d, a in enumerate(dims):
-            if an.adopted.get((node, d), (False, False))[0]:
-                continue  # consumes its input's channels (shared atoms)
-            if a is not None and not (set(a.tolist()) & inward_set):
+            role = an.adopted.get((node, d))  # shared atoms: the role noted on adoption
+            consumes = role[0] if role is not None else bool(set(a.tolist()) & inward_set)
+            if not consumes:
                 an.atoms.pin(a, "its layer is ignored")
 
 
