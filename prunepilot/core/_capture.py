@@ -42,7 +42,7 @@ class Ref:
         return f"Ref(node={self.node})"
 
 
-@dataclass
+@dataclass(slots=True)
 class OpRecord:
     """One ATen op call: its overload, arguments (tensors as `Ref`) and outputs."""
 
@@ -118,7 +118,8 @@ class _Recorder(TorchDispatchMode):
         self.cap = cap
         self.known = known
         self.ref_of: dict[int, Ref] = {}  # id(tensor) -> its node
-        self.refs: list[Ref] = []  # one Ref per node
+        self.shapes = cap.shapes  # one per node
+        self.names = cap.names
         self.keep: list[torch.Tensor] = []  # strong refs so ids stay unique while tracing
         self.module_stack = module_stack
         self.runner = runner
@@ -129,14 +130,14 @@ class _Recorder(TorchDispatchMode):
         r = self.ref_of.get(key)
         if r is not None:
             return r
-        n = len(self.refs)
+        shapes = self.shapes
+        n = len(shapes)
         r = self.ref_of[key] = Ref(n)
-        self.refs.append(r)
-        self.cap.shapes.append(t.shape)  # a torch.Size: a tuple
+        shapes.append(t.shape)  # a torch.Size: a tuple
         self.keep.append(t)
         name = self.known.get(key)
         if name is not None:
-            self.cap.names[n] = name
+            self.names[n] = name
         base = t._base
         if base is not None:
             b = self.ref_of.get(id(base))
