@@ -482,8 +482,8 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         e = ue[idx]
         later = np.zeros(idx.size, dtype=bool)
         later[1:] = e[1:] == e[:-1]
-        head = idx[np.maximum.accumulate(np.where(later, 0, np.arange(idx.size)))]
-        ea.append(ur[head[later]])
+        lead = idx[np.maximum.accumulate(np.where(later, 0, np.arange(idx.size)))]
+        ea.append(ur[lead[later]])
         eb.append(ur[idx[later]])
     label = components(n, cat(ea), cat(eb))
     glabel = np.full(n, -2, dtype=np.int64)  # -2: FIXED, shared by every group
@@ -541,38 +541,18 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     first_name: list[str] = []  # per group: its first member's tensor
     group_roots: list[np.ndarray] = []  # per group: class root of every channel
     lookup = np.full(n, -1, dtype=np.int64)  # class root -> channel (of the current group)
-    # Per run (group), vectorised over all rows: its member dims in order (`ent_l` between
-    # `hb` bounds); whether its first member holds every root of the group (a layer's output
-    # channels: then its channels are that member's unpinned roots in order, `chan_rows`
-    # between `cb` bounds, and its smallest pinned root is `pin_lo`); whether it touches
-    # FIXED; and the pinned positions of its first member that are its own or FIXED.
+    # Per run (group), vectorised over all rows: its member dims in order (`ordered_all`
+    # between `ob` bounds); whether its first member holds every root of the group (a
+    # layer's output channels: then its channels are that member's unpinned roots in order,
+    # `chan_rows` between `cb` bounds, and its smallest pinned root is `pin_lo`); whether it
+    # touches FIXED; and the pinned positions of its first member that are its own or FIXED.
     nrows = row_r.size
     starts_run = np.asarray(bounds[:-1], dtype=np.int64)
     new_entry = np.ones(nrows, dtype=bool)
     new_entry[1:] = (row_e[1:] != row_e[:-1]) | (row_k[1:] != row_k[:-1])
-    ehead = np.flatnonzero(new_entry)
+    ehead = np.flatnonzero(new_entry)  # first row of each (run, canonical dim)
     hb = np.searchsorted(ehead, bounds).tolist()
-    # Each run's member dims: every dim sharing the rows of its canonical dims, sorted by
-    # (consumer, trace order), between `ob` bounds of `ordered_all`.
-    head_src = row_e[ehead]
-    head_run = np.repeat(np.arange(len(run_keys), dtype=np.int64), np.diff(hb))
-    by_canon = np.argsort(canon_of, kind="stable")
-    per_canon = np.bincount(canon_of, minlength=nraw)
-    per_head = per_canon[head_src]
-    head_end = np.cumsum(per_head)
-    take = np.repeat(np.cumsum(per_canon)[head_src] - head_end, per_head) + np.arange(
-        int(head_end[-1]) if head_end.size else 0
-    )
-    dims_e = by_canon[take]
-    dims_run = np.repeat(head_run, per_head)
-    dims_e = dims_e[np.argsort((dims_run * 2 + consumer[dims_e]) * nraw + dims_e, kind="stable")]
-    ordered_all = dims_e.tolist()
-    ob = [
-        0,
-        *np.cumsum(np.bincount(head_run, weights=per_head, minlength=len(run_keys)))
-        .astype(np.int64)
-        .tolist(),
-    ]
+    ordered_all, ob = _member_order(row_e[ehead], np.diff(hb), canon_of, consumer)
     ehead_l = [*ehead.tolist(), nrows]
     first_end = [ehead_l[hb[j] + 1] for j in range(len(run_keys))]
     step = np.zeros(nrows + 1, dtype=np.int64)
@@ -719,6 +699,34 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         _dims=list(zip(c_name, c_dim, strict=True)),
         _dim_slots=[slots_u, starts_u, cand_u] if c_u else [],
     )
+
+
+def _member_order(
+    head_dim: np.ndarray, heads_per_run: np.ndarray, canon_of: np.ndarray, consumer: np.ndarray
+) -> tuple[list[int], list[int]]:
+    """Every run's member dims: all dims sharing the rows of its canonical dims, sorted by
+    (consumer, trace order); returned flat with the bounds of each run.
+
+    Args:
+        head_dim: the canonical dim of each (run, canonical dim) pair, runs in order.
+        heads_per_run: how many such pairs each run has.
+        canon_of: the canonical dim of every dim.
+        consumer: whether every dim consumes its channels (role "in").
+    """
+    nraw = canon_of.size
+    head_run = np.repeat(np.arange(heads_per_run.size, dtype=np.int64), heads_per_run)
+    by_canon = np.argsort(canon_of, kind="stable")  # dims grouped by canonical, in order
+    per_canon = np.bincount(canon_of, minlength=nraw)
+    per_head = per_canon[head_dim]
+    head_end = np.cumsum(per_head)
+    take = np.repeat(np.cumsum(per_canon)[head_dim] - head_end, per_head) + np.arange(
+        int(head_end[-1]) if head_end.size else 0
+    )
+    dims = by_canon[take]
+    dims_run = np.repeat(head_run, per_head)
+    dims = dims[np.argsort((dims_run * 2 + consumer[dims]) * nraw + dims, kind="stable")]
+    per_run = np.bincount(head_run, weights=per_head, minlength=heads_per_run.size)
+    return dims.tolist(), [0, *np.cumsum(per_run).astype(np.int64).tolist()]
 
 
 def _runs(s: np.ndarray) -> tuple[list[int], list[int]]:
