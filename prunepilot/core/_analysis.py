@@ -47,7 +47,6 @@ class Analysis:
     # (node, dim) of parameter dims sharing another tensor's atoms -> whether they consume
     # and whether they produce channels (their roles cannot live on the shared atoms)
     adopted: dict[tuple[int, int], tuple[bool, bool]] = field(default_factory=dict)
-    shared: list[np.ndarray] = field(default_factory=list)  # one entry per adopted dim
     module: str = ""
 
     # -- access ---------------------------------------------------------------------------
@@ -91,7 +90,6 @@ class Analysis:
             if a is not None and a.shape == (s,):
                 fresh.append(a)
                 self.adopted[node, i] = (inward, produces)
-                self.shared.append(a)
             else:
                 fresh.append(self.atoms.new(s))
         self.param_atoms[node] = fresh

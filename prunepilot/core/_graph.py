@@ -355,8 +355,9 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     # Atoms per class, counting each adopted dim's positions as the fresh atoms they stand
     # for: a parameter dim another one shares is coupled to it.
     class_size = np.bincount(all_roots, minlength=n)
-    if an.shared:
-        class_size += np.bincount(all_roots[np.concatenate(an.shared)], minlength=n)
+    if an.adopted:
+        shared = np.concatenate([an.param_atoms[node][d] for node, d in an.adopted])
+        class_size += np.bincount(all_roots[shared], minlength=n)
     cat = np.concatenate
     flags = []
     for arrays in (atoms.tagged, atoms.inward, atoms.producers):
