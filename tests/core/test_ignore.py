@@ -13,6 +13,7 @@ import prunepilot as pp
 from prunepilot import TraceError
 
 from ._helpers import find_group, run, snapshot, state_equal
+from .test_rules import Depthwise
 
 X = torch.randn(2, 3, 8, 8)
 
@@ -101,21 +102,10 @@ def test_bad_ignore(ignore: list[Any], words: str) -> None:
     assert state_equal(before, snapshot(model))
 
 
-class _Depthwise(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.pw = nn.Conv2d(3, 8, 1)
-        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
-        self.head = nn.Conv2d(8, 4, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(F.relu(self.dw(F.relu(self.pw(x)))))
-
-
 def test_ignore_depthwise_pins_the_channels_it_carries() -> None:
     """A depthwise conv's outputs are its inputs' channels: ignoring it fixes them all."""
-    model = _Depthwise().eval()
-    assert find_group(pp.trace(model, X), "pw.weight").prunable
-    g = find_group(pp.trace(model, X, ignore=[model.dw]), "pw.weight")
+    model = Depthwise(mult=1).eval()
+    assert find_group(pp.trace(model, X), "a.weight").prunable
+    g = find_group(pp.trace(model, X, ignore=[model.dw]), "a.weight")
     assert not g.prunable and g.reason and "ignore" in g.reason
     assert ("dw.weight", 0) in {(m.name, m.dim) for m in g.members}
