@@ -88,13 +88,14 @@ def from_study(storage: Any, study: str) -> TrialsPage:
     for t in storage.get_all_trials(sid, deepcopy=False):
         if t.state == optuna.trial.TrialState.WAITING:
             continue
+        # The runner writes a trial's attributes one by one and then tells the study, so
+        # they are whole only once the trial is finished: a running trial (or one that was
+        # interrupted while being told) may hold a state without its score.
         a = dict(t.user_attrs)
-        if "state" not in a:
-            if t.state == optuna.trial.TrialState.RUNNING:
-                a["state"] = "running"
-            else:
-                a["state"] = "failed"
-                a.setdefault("reason", "interrupted (evaluated again as a new trial)")
+        if t.state == optuna.trial.TrialState.RUNNING:
+            a = {"state": "running"}
+        elif t.state != optuna.trial.TrialState.COMPLETE and a.get("state") != "failed":
+            a = {"state": "failed", "reason": "interrupted (evaluated again as a new trial)"}
         a["number"] = t.number
         a.setdefault("config", t.params)
         out.append(_trial(a))
