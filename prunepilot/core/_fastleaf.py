@@ -66,6 +66,37 @@ def _sink() -> Sink | None:
     return sink
 
 
+def _emit1(sink: Sink, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """`_emit` of one op: its output, or ``NotImplemented`` (nothing noted)."""
+    runner = sink.runner
+    if runner is None:
+        return NotImplemented
+    try:
+        with _no_dispatch():
+            out = runner.answer(func, args, kwargs)
+    except Exception:  # a shape rule's size check: dispatch reports it as usual
+        return NotImplemented
+    if out is not NotImplemented:
+        sink.note(func, args, kwargs, out)
+    return out
+
+
+def _attr(mod: nn.Module, name: str) -> Any:
+    """``getattr(mod, name)`` for a standard module, looking in its tensor tables directly
+    rather than through ``Module.__getattr__`` (a plain attribute, such as an old-style
+    weight norm's weight, still comes first)."""
+    d = mod.__dict__
+    if name in d:
+        return d[name]
+    got = mod._parameters.get(name, _NONE)
+    if got is _NONE:
+        got = mod._buffers.get(name, _NONE)
+    return getattr(mod, name) if got is _NONE else got
+
+
+_NONE = object()
+
+
 def _emit(sink: Sink, ops: list[Op]) -> list[Any] | None:
     """Answer ``ops`` from the sink runner's shape rules or memo (`MetaRunner.answer`)
     outside dispatch, then note them in order. ``None`` (nothing noted) when one needs its
@@ -96,14 +127,14 @@ def _plain(x: Any) -> bool:
 def _conv(mod: nn.modules.conv._ConvNd, x: Any) -> Any:
     sink = _sink()
     if sink is not None and _plain(x) and mod.padding_mode == "zeros":
-        w = mod.weight
+        w = _attr(mod, "weight")
         pad = mod.padding
         if not isinstance(pad, str) and x.ndim == w.ndim:
             n = w.ndim - 2
             args = (
                 x,
                 w,
-                mod.bias,
+                _attr(mod, "bias"),
                 list(mod.stride),
                 list(pad),
                 list(mod.dilation),
@@ -111,9 +142,9 @@ def _conv(mod: nn.modules.conv._ConvNd, x: Any) -> Any:
                 [0] * n,
                 mod.groups,
             )
-            outs = _emit(sink, [(aten.convolution.default, args, {})])
-            if outs is not None:
-                return outs[0]
+            out = _emit1(sink, aten.convolution.default, args, {})
+            if out is not NotImplemented:
+                return out
     return type(mod).forward(mod, x)
 
 
@@ -127,11 +158,20 @@ _BN_RANK: dict[type[nn.Module], tuple[int, ...]] = {
 def _batch_norm(mod: nn.modules.batchnorm._BatchNorm, x: Any) -> Any:
     sink = _sink()
     if sink is not None and _plain(x) and not mod.training and mod.eps >= 0:
-        mean, var = mod.running_mean, mod.running_var
+        mean, var = _attr(mod, "running_mean"), _attr(mod, "running_var")
         if mean is not None and var is not None and x.ndim in _BN_RANK[type(mod)]:
             momentum = 0.0 if mod.momentum is None else mod.momentum
             reserve = {"dtype": torch.uint8, "layout": torch.strided, "device": x.device}
-            norm = (x, mod.weight, mod.bias, mean, var, False, momentum, mod.eps)
+            norm = (
+                x,
+                _attr(mod, "weight"),
+                _attr(mod, "bias"),
+                mean,
+                var,
+                False,
+                momentum,
+                mod.eps,
+            )
             outs = _emit(
                 sink,
                 [
@@ -154,9 +194,9 @@ def _pointwise(
         sink = _sink()
         if sink is not None and _plain(x):
             func, kwargs = op(mod)
-            outs = _emit(sink, [(func, (x,), kwargs)])
-            if outs is not None:
-                return outs[0]
+            out = _emit1(sink, func, (x,), kwargs)
+            if out is not NotImplemented:
+                return out
         return type(mod).forward(mod, x)
 
     return forward
@@ -175,9 +215,9 @@ def _gelu(mod: nn.Module) -> tuple[Any, dict[str, Any]]:
 def _global_avg_pool(mod: nn.AdaptiveAvgPool2d, x: Any) -> Any:
     sink = _sink()
     if sink is not None and _plain(x) and x.ndim == 4 and mod.output_size in (1, (1, 1)):
-        outs = _emit(sink, [(aten.mean.dim, (x, [-1, -2], True), {})])
-        if outs is not None:
-            return outs[0]
+        out = _emit1(sink, aten.mean.dim, (x, [-1, -2], True), {})
+        if out is not NotImplemented:
+            return out
     return type(mod).forward(mod, x)
 
 

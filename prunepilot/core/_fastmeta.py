@@ -52,15 +52,15 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
 def meta_empty(shape: Sequence[int], dtype: torch.dtype) -> Tensor:
     """``torch.empty(shape, dtype, device="meta")``; ``empty_strided`` with cached strides
     skips the stride computation and is about twice as fast."""
-    shape = tuple(shape)
+    if type(shape) is not tuple and type(shape) is not torch.Size:
+        shape = tuple(shape)
     return torch.empty_strided(shape, _contiguous_strides(shape), dtype=dtype, device=_META)
 
 
 def _plain(t: Any) -> bool:
     """A contiguous floating tensor on the meta device."""
     return (
-        isinstance(t, Tensor)
-        and type(t) in _PLAIN
+        type(t) in _PLAIN  # exact types: no subclass with a dispatch of its own
         and t.is_meta
         and t.is_floating_point()
         and t.is_contiguous()
@@ -168,6 +168,8 @@ def _make_pointwise(inplace: bool) -> Shortcut:
         if not _plain(self):
             return NotImplemented
         dtype = self.dtype
+        if len(args) == 1 and not kwargs:  # unary: the input's shape
+            return self if inplace else meta_empty(self.shape, dtype)
         shapes = [tuple(self.shape)]
         for a in (*args[1:], *kwargs.values()):
             if isinstance(a, Tensor):
@@ -201,16 +203,23 @@ def _check_vec(t: Any, n: int, what: str, dtype: torch.dtype | None = None) -> b
     return dtype is None or t.dtype == dtype
 
 
+_BN_VECS = tuple(enumerate(("weight", "bias", "running_mean", "running_var"), start=1))
+
+
 def _batch_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     x = args[0]
-    if not _plain(x) or x.ndim < 2:
+    if not _plain(x):
         return NotImplemented
-    c = x.shape[1]
-    for i, name in enumerate(("weight", "bias", "running_mean", "running_var"), start=1):
-        if not _check_vec(_get(args, kwargs, i, name, None), c, name):
+    shape = x.shape
+    if len(shape) < 2:
+        return NotImplemented
+    c = shape[1]
+    for i, name in _BN_VECS:
+        if not _check_vec(args[i] if i < len(args) else kwargs.get(name), c, name):
             return NotImplemented
-    acc = _acc(x.dtype)
-    return meta_empty(x.shape, x.dtype), meta_empty((c,), acc), meta_empty((c,), acc)
+    dtype = x.dtype
+    acc = _acc(dtype)
+    return meta_empty(shape, dtype), meta_empty((c,), acc), meta_empty((c,), acc)
 
 
 def _layer_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -240,44 +249,53 @@ def _layer_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return meta_empty(x.shape, x.dtype), meta_empty(stats, acc), meta_empty(stats, acc)
 
 
-def _ints(v: Any, n: int) -> list[int] | None:
-    v = list(v) if isinstance(v, (list, tuple)) else [v]
-    if not all(isinstance(i, int) for i in v):
-        return None
-    if len(v) == 1:
-        v = v * n
-    return v if len(v) == n else None
+def _ints(v: Any, n: int) -> Sequence[int] | None:
+    """``v`` as ``n`` ints (one int or a one-element sequence is repeated); else ``None``."""
+    t = type(v)
+    if t is list or t is tuple:
+        if len(v) == 1:
+            v = v[0]
+        elif len(v) == n:
+            for i in v:
+                if not isinstance(i, int):
+                    return None
+            return v
+        else:
+            return None
+    return [v] * n if isinstance(v, int) else None
 
 
 def _convolution(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    x, w, b, stride, padding, dilation, transposed, _, groups = (
-        *args,
-        *([None] * (9 - len(args))),
-    )[:9]
-    if kwargs or transposed is not False or not isinstance(groups, int):
+    if len(args) != 9 or kwargs:
         return NotImplemented
-    if not (_plain(x) and _plain(w)) or x.dtype != w.dtype or x.ndim != w.ndim or x.ndim < 3:
+    x, w, b, stride, padding, dilation, transposed, _, groups = args
+    if transposed is not False or not isinstance(groups, int):
         return NotImplemented
-    n = x.ndim - 2
+    if not (_plain(x) and _plain(w)):
+        return NotImplemented
+    xs, ws, dtype = x.shape, w.shape, x.dtype
+    if dtype != w.dtype or len(xs) != len(ws) or len(xs) < 3:
+        return NotImplemented
+    n = len(xs) - 2
     s, p, d = _ints(stride, n), _ints(padding, n), _ints(dilation, n)
     if s is None or p is None or d is None:
         return NotImplemented
-    out_c = w.shape[0]
-    if groups < 1 or out_c % groups or x.shape[1] != w.shape[1] * groups:
+    out_c = ws[0]
+    if groups < 1 or out_c % groups or xs[1] != ws[1] * groups:
         raise RuntimeError(
-            f"Given groups={groups}, weight of size {list(w.shape)}, expected input"
-            f"{list(x.shape)} to have {w.shape[1] * groups} channels, but got {x.shape[1]} "
+            f"Given groups={groups}, weight of size {list(ws)}, expected input"
+            f"{list(xs)} to have {ws[1] * groups} channels, but got {xs[1]} "
             "channels instead"
         )
-    if b is not None and not _check_vec(b, out_c, "bias", x.dtype):
+    if b is not None and not _check_vec(b, out_c, "bias", dtype):
         return NotImplemented
-    spatial = []
+    out = [xs[0], out_c]
     for i in range(n):
-        size = (x.shape[2 + i] + 2 * p[i] - d[i] * (w.shape[2 + i] - 1) - 1) // s[i] + 1
+        size = (xs[2 + i] + 2 * p[i] - d[i] * (ws[2 + i] - 1) - 1) // s[i] + 1
         if size <= 0:
             raise RuntimeError(f"convolution output size is too small ({size})")
-        spatial.append(size)
-    return meta_empty((x.shape[0], out_c, *spatial), x.dtype)
+        out.append(size)
+    return meta_empty(out, dtype)
 
 
 def _addmm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
