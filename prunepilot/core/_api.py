@@ -93,9 +93,13 @@ def _refuse_lazy(model: nn.Module, mods: list[nn.Module]) -> None:
     """Lazy modules get their sizes from the first forward, which tracing must not run on
     the user's model (it never modifies it): ask for that forward first."""
 
+    lazy = nn.parameter.UninitializedTensorMixin  # type: ignore[attr-defined]  # is_lazy's test
+
     def uninitialized(m: nn.Module) -> bool:
-        tensors = (*m._parameters.values(), *m._buffers.values())
-        return any(t is not None and nn.parameter.is_lazy(t) for t in tensors)
+        for t in m._parameters.values():
+            if isinstance(t, lazy):
+                return True
+        return any(isinstance(t, lazy) for t in m._buffers.values())
 
     if not any(uninitialized(m) for m in mods):
         return
@@ -206,6 +210,7 @@ def _probe_plan(groups: Sequence[ChannelGroup]) -> dict[str, list[int]]:
 
 # Values deepcopy returns unchanged; module dicts holding tensors or submodules; containers
 # copied as new empty ones when empty (module hook registries).
+_make_subclass = torch.Tensor._make_subclass
 _ATOMIC = frozenset(
     {int, float, bool, str, bytes, type(None), torch.dtype, torch.device, torch.memory_format}
 )
@@ -245,13 +250,17 @@ def _meta_copy(model: nn.Module, mods: list[nn.Module] | None = None) -> nn.Modu
     """
     memo: dict[int, Any] = {}
     mods = all_modules(model) if mods is None else mods
+    empty_like = torch.empty_like
     for m in mods:
         for p in m._parameters.values():
             if p is not None and id(p) not in memo:
-                memo[id(p)] = nn.Parameter(torch.empty_like(p, device=_META), p.requires_grad)
+                # what nn.Parameter(data, requires_grad) returns, without its Python detour
+                memo[id(p)] = _make_subclass(
+                    nn.Parameter, empty_like(p, device=_META), p.requires_grad
+                )
         for b in m._buffers.values():
             if b is not None and id(b) not in memo:
-                memo[id(b)] = torch.empty_like(b, device=_META)
+                memo[id(b)] = empty_like(b, device=_META)
     if not all(_plain_module(type(m)) for m in mods):
         out = copy.deepcopy(model, memo)
         install(all_modules(out))

@@ -107,6 +107,8 @@ class _Recorder(TorchDispatchMode):
     def _should_skip_dynamo(cls) -> bool:
         return False  # see MetaMode: an eager recording mode, no torch._disable_dynamo wrapper
 
+    records = True  # leaf shortcuts note every op
+
     def __init__(
         self,
         cap: Capture,

@@ -45,6 +45,11 @@ class Sink(Protocol):
     def runner(self) -> MetaRunner | None:
         """Answers the ops (`MetaRunner.answer`); no shortcuts without one."""
 
+    @property
+    def records(self) -> bool:
+        """Whether it keeps the ops it is told of; if not, a shortcut may skip ops whose
+        outputs the module's result does not depend on (batch norm's saved statistics)."""
+
     def note(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """Account for one op that ran outside dispatch (as if it had been dispatched)."""
 
@@ -160,6 +165,17 @@ def _batch_norm(mod: nn.modules.batchnorm._BatchNorm, x: Any) -> Any:
     if sink is not None and _plain(x) and not mod.training and mod.eps >= 0:
         mean, var = _attr(mod, "running_mean"), _attr(mod, "running_var")
         if mean is not None and var is not None and x.ndim in _BN_RANK[type(mod)]:
+            if not sink.records:  # the output alone: no reserve buffer or saved statistics
+                runner = sink.runner
+                if runner is None:
+                    return type(mod).forward(mod, x)
+                try:
+                    with _no_dispatch():
+                        args = (x, _attr(mod, "weight"), _attr(mod, "bias"), mean, var)
+                        out = runner.batch_norm_output(args)
+                except Exception:  # a size check: the module's forward reports it as usual
+                    out = NotImplemented
+                return type(mod).forward(mod, x) if out is NotImplemented else out
             momentum = 0.0 if mod.momentum is None else mod.momentum
             reserve = {"dtype": torch.uint8, "layout": torch.strided, "device": x.device}
             norm = (

@@ -206,7 +206,8 @@ def _check_vec(t: Any, n: int, what: str, dtype: torch.dtype | None = None) -> b
 _BN_VECS = tuple(enumerate(("weight", "bias", "running_mean", "running_var"), start=1))
 
 
-def _batch_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _batch_norm_out(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Batch norm's checks and its output alone (``NotImplemented``: the kernel's case)."""
     x = args[0]
     if not _plain(x):
         return NotImplemented
@@ -217,9 +218,15 @@ def _batch_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     for i, name in _BN_VECS:
         if not _check_vec(args[i] if i < len(args) else kwargs.get(name), c, name):
             return NotImplemented
-    dtype = x.dtype
-    acc = _acc(dtype)
-    return meta_empty(shape, dtype), meta_empty((c,), acc), meta_empty((c,), acc)
+    return meta_empty(shape, x.dtype)
+
+
+def _batch_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    out = _batch_norm_out(args, kwargs)
+    if out is NotImplemented:
+        return out
+    c, acc = out.shape[1], _acc(out.dtype)
+    return out, meta_empty((c,), acc), meta_empty((c,), acc)
 
 
 def _layer_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -478,6 +485,13 @@ class MetaRunner:
         outs = [torch.empty_strided(s, st, dtype=dt, device=_META) for s, st, dt in metas]
         return outs[0] if single else tuple(outs)
 
+    def batch_norm_output(self, args: tuple[Any, ...]) -> Any:
+        """The output of an inference batch norm of ``(x, weight, bias, mean, var)`` alone,
+        checked as the kernel checks it; ``NotImplemented`` when no rule applies. For modes
+        that keep no ops (the leaf shortcuts are off in ``check`` mode). Call it with
+        dispatch modes disabled."""
+        return _batch_norm_out(args, {})
+
     def __call__(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         fast = SHORTCUTS.get(func)
         if fast is not None:
@@ -548,6 +562,8 @@ class MetaMode(TorchDispatchMode):
     def __exit__(self, *exc: object) -> None:
         activate(self._outer)
         super().__exit__(*exc)
+
+    records = False  # it only runs ops
 
     def note(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """Nothing to account for: this mode only runs ops."""
