@@ -250,7 +250,10 @@ class ChannelGraph:
     _gid: dict[str, int] = field(repr=False, default_factory=dict)
     _offset: list[int] = field(repr=False, default_factory=list)
     _terms: list[tuple[int, list[np.ndarray]]] = field(repr=False, default_factory=list)
-    _tensors: list[tuple[str, list[np.ndarray]]] = field(repr=False, default_factory=list)
+    # every parameter/buffer with the channel slots of each of its traced dims (see
+    # `_param_slots`), built on first use from ``_tensor_src``
+    _tensors: list[tuple[str, list[np.ndarray]]] | None = field(repr=False, default=None)
+    _tensor_src: tuple[Any, ...] = field(repr=False, default=())
     # every traced parameter/buffer dim (name, dim); [channel slot of every position of each
     # distinct atom array, where each array starts, the array of every dim]
     _dims: list[tuple[str, int]] = field(repr=False, default_factory=list)
@@ -323,6 +326,8 @@ class ChannelGraph:
     def params(self, plan: Plan | None = None) -> int:
         """Parameter count after applying ``plan``."""
         mask = self._removed(plan or {})
+        if self._tensors is None:
+            self._tensors = _param_slots(*self._tensor_src)
         total = 0.0
         for name, dims in self._tensors:
             f = float(np.prod(self.shapes[name]))
@@ -341,6 +346,25 @@ class ChannelGraph:
         if self.unknown_ops:
             lines.append("ops without a channel rule: " + ", ".join(sorted(self.unknown_ops)))
         return "\n".join(lines)
+
+
+def _param_slots(
+    slots_u: np.ndarray,
+    lo_u: list[int],
+    hi_u: list[int],
+    c_name: list[str],
+    c_u: list[int],
+    params: list[str],
+) -> list[tuple[str, list[np.ndarray]]]:
+    """Every parameter/buffer with the channel slots of each of its traced dims (in trace
+    order, then the ones the forward never used): what `ChannelGraph.params` scales by."""
+    per_name: dict[str, list[np.ndarray]] = {}
+    for name, k in zip(c_name, c_u, strict=True):
+        per_name.setdefault(name, []).append(slots_u[lo_u[k] : hi_u[k]])
+    known = set(params)
+    tensors = [(name, per_name[name]) for name in per_name if name in known]
+    tensors += [(name, []) for name in params if name not in per_name]  # unused by the forward
+    return tensors
 
 
 def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelGraph:
@@ -680,12 +704,6 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     # Channel slot of every parameter/buffer position (each shared atom array once).
     slots_u = slot[r_u]
     hi_u = (starts_u + sizes_u).tolist()
-    per_name: dict[str, list[np.ndarray]] = {}
-    for name, k in zip(c_name, c_u, strict=True):
-        per_name.setdefault(name, []).append(slots_u[lo_u[k] : hi_u[k]])
-    tensors = [(name, per_name.get(name, [])) for name in per_name if name in params]
-    traced = {name for name, _ in tensors}
-    tensors += [(name, []) for name in params if name not in traced]  # unused by the forward
     shapes = {an.cap.names[n]: tuple(an.cap.shapes[n]) for n in an.param_atoms}
     shapes.update({name: tuple(s) for name, s in params.items() if name not in shapes})
     return ChannelGraph(
@@ -696,7 +714,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         _gid=ids,
         _offset=offset,
         _terms=terms,
-        _tensors=tensors,
+        _tensor_src=(slots_u, lo_u, hi_u, c_name, c_u, list(params)),
         _dims=list(zip(c_name, c_dim, strict=True)),
         _dim_slots=[slots_u, starts_u, cand_u] if c_u else [],
     )
