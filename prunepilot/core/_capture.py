@@ -155,12 +155,23 @@ class _Recorder(TorchDispatchMode):
             r = self.ref(a)
             found.append(r)
             return r
-        if (
-            isinstance(a, (list, tuple))
-            and a
-            and any(isinstance(x, (torch.Tensor, list, tuple)) for x in a)
-        ):
-            return type(a)([self._arg(x, found) for x in a])
+        if isinstance(a, (list, tuple)) and a:
+            # one pass (a concatenation may list many tensors); a sequence holding neither
+            # tensors nor sequences is kept as it is
+            out: list[Any] = []
+            hit = False
+            for x in a:
+                if isinstance(x, torch.Tensor):
+                    r = self.ref(x)
+                    found.append(r)
+                    out.append(r)
+                    hit = True
+                elif isinstance(x, (list, tuple)):
+                    out.append(self._arg(x, found))
+                    hit = True
+                else:
+                    out.append(x)
+            return type(a)(out) if hit else a
         return a
 
     def __enter__(self) -> _Recorder:

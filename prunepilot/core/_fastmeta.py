@@ -358,27 +358,32 @@ def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     first = tensors[0]
     if not _plain(first):
         return NotImplemented
-    dtype, nd = first.dtype, first.ndim
-    if not all(
-        type(t) in _PLAIN and t.is_meta and t.dtype == dtype and t.ndim == nd and t.is_contiguous()
-        for t in tensors
-    ):
-        return NotImplemented
+    dtype, ref = first.dtype, first.shape
+    nd = len(ref)
     if nd == 0 or not -nd <= dim < nd:
         return NotImplemented
     dim %= nd
-    shapes = [t.shape for t in tensors]
-    ref = shapes[0]
     head, tail = ref[:dim], ref[dim + 1 :]
-    for k, shape in enumerate(shapes):
-        if shape[:dim] != head or shape[dim + 1 :] != tail:
-            i = next(i for i in range(nd) if i != dim and shape[i] != ref[i])
-            raise RuntimeError(
-                f"Sizes of tensors must match except in dimension {dim}. Expected size "
-                f"{ref[i]} but got size {shape[i]} for tensor number {k} in the list."
-            )
+    total = 0
+    bad = -1  # the first tensor whose other sizes differ (reported once all are checked)
+    for k, t in enumerate(tensors):  # one pass: a concatenation may have many inputs
+        if type(t) not in _PLAIN or not t.is_meta or t.dtype != dtype or not t.is_contiguous():
+            return NotImplemented
+        shape = t.shape
+        if len(shape) != nd:
+            return NotImplemented
+        if bad < 0 and (shape[:dim] != head or shape[dim + 1 :] != tail):
+            bad = k
+        total += shape[dim]
+    if bad >= 0:
+        shape = tensors[bad].shape
+        i = next(i for i in range(nd) if i != dim and shape[i] != ref[i])
+        raise RuntimeError(
+            f"Sizes of tensors must match except in dimension {dim}. Expected size "
+            f"{ref[i]} but got size {shape[i]} for tensor number {bad} in the list."
+        )
     out = list(ref)
-    out[dim] = sum(shape[dim] for shape in shapes)
+    out[dim] = total
     return meta_empty(out, dtype)
 
 

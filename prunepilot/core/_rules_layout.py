@@ -244,19 +244,21 @@ def _unbind(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("cat", "concat", "concatenate", "_cat"))
 def _cat(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    refs = [r for r in tensor_refs(b["tensors"]) if an.shape(r) != (0,)]
+    shapes, vals = an.cap.shapes, an.vals
+    refs = [r for r in tensor_refs(b["tensors"]) if shapes[r.node] != (0,)]
     out = out_ref(rec)
     if out is None or not refs:
         return
     oshape = an.shape(out)
     d = b.get("dim", 0) % len(oshape)
-    dims = [an.dims(r) for r in refs]
+    # read-only: known tensors' dims as they are (`Analysis.dims` copies them)
+    dims = [vals.get(r.node) or an.dims(r) for r in refs]
     parts: list[np.ndarray] = []
     any_tracked = False
     for r, rd in zip(refs, dims, strict=True):
         a = rd[d]
         if a is None:
-            parts.append(np.full(an.shape(r)[d], FIXED, dtype=np.int64))
+            parts.append(np.full(shapes[r.node][d], FIXED, dtype=np.int64))
         else:
             any_tracked = True
             parts.append(a)
