@@ -146,3 +146,41 @@ def test_patched_classes_keep_their_forward(monkeypatch: pytest.MonkeyPatch) -> 
     with torch.no_grad(), MetaMode(MetaRunner()):
         copy(torch.empty(1, 3, 4, 4, device=M))
     assert calls == [1]
+
+
+def _metas(out: Any) -> list[tuple[tuple[int, ...], tuple[int, ...], torch.dtype]]:
+    flat = out if isinstance(out, list) else [out]
+    return [(tuple(t.shape), t.stride(), t.dtype) for t in flat]
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_running_mode_outputs_match_dispatch(train: bool) -> None:
+    """A forward that only runs ops (verification; batch norms skip their statistics) gives
+    the outputs the module's own forwards give."""
+    for name, model, inputs in _cases():
+        model.train(train)
+        meta = tuple(t.to(M) for t in inputs)
+        with torch.no_grad(), MetaMode(MetaRunner()):
+            fast = _meta_copy(model)(*meta)
+            slow = _plain_forwards(_meta_copy(model))(*meta)
+        assert _metas(fast) == _metas(slow), name
+
+
+def test_a_weight_kept_as_a_plain_attribute_is_the_one_used() -> None:
+    """A module may hold its weight as a plain attribute instead of a parameter (what an
+    old-style weight norm does before each forward): the shortcut reads that one, as the
+    module's own forward does."""
+
+    def copy() -> nn.Module:
+        model: Any = _meta_copy(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval())
+        del model[0]._parameters["weight"]
+        model[0].weight = torch.empty(4, 3, 3, 3, device=M)
+        return model
+
+    meta = (torch.empty(1, 3, 8, 8, device=M),)
+    fast = capture(copy(), meta, runner=MetaRunner(), modules=False)
+    slow = capture(_plain_forwards(copy()), meta, runner=MetaRunner(), modules=False)
+    assert _record(fast) == _record(slow)
+    [conv] = [r for r in fast.ops if r.func == torch.ops.aten.convolution.default]
+    assert conv.args[1].node not in fast.names  # the plain tensor: no parameter name
+    assert conv.args[2].node in fast.names  # the bias is still the registered parameter
