@@ -86,6 +86,9 @@ def _emit1(sink: Sink, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any])
     return out
 
 
+_NONE = object()
+
+
 def _attr(mod: nn.Module, name: str) -> Any:
     """``getattr(mod, name)`` for a standard module, looking in its tensor tables directly
     rather than through ``Module.__getattr__`` (a plain attribute, such as an old-style
@@ -97,9 +100,6 @@ def _attr(mod: nn.Module, name: str) -> Any:
     if got is _NONE:
         got = mod._buffers.get(name, _NONE)
     return getattr(mod, name) if got is _NONE else got
-
-
-_NONE = object()
 
 
 def _emit(sink: Sink, ops: list[Op]) -> list[Any] | None:
