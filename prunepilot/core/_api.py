@@ -11,6 +11,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -211,6 +212,15 @@ def _probe_plan(groups: Sequence[ChannelGroup]) -> dict[str, list[int]]:
 # Values deepcopy returns unchanged; module dicts holding tensors or submodules; containers
 # copied as new empty ones when empty (module hook registries).
 _make_subclass = torch.Tensor._make_subclass
+# A module's hook registries (the mappings of a fresh module's state but its tensor and
+# submodule tables), as the read-only empty stand-ins meta copies share. (Its set of
+# non-persistent buffer names stays its own: assigning a buffer updates it.)
+_EMPTY_REGISTRIES: dict[str, Any] = {
+    k: MappingProxyType({})
+    for k, v in nn.Module().__dict__.items()
+    if isinstance(v, dict) and k not in ("_parameters", "_buffers", "_modules")
+}
+_REGISTRY_KEYS = frozenset(_EMPTY_REGISTRIES)
 _ATOMIC = frozenset(
     {int, float, bool, str, bytes, type(None), torch.dtype, torch.device, torch.memory_format}
 )
@@ -244,9 +254,11 @@ def _meta_copy(model: nn.Module, mods: list[nn.Module] | None = None) -> nn.Modu
 
     Equivalent to ``copy.deepcopy`` with every parameter and buffer replaced by an empty meta
     tensor, but copies standard modules attribute by attribute (plain values are shared, as
-    deepcopy would return them unchanged), which is several times faster. Standard leaf
-    modules of the copy get shortcut forwards (`_fastleaf.install`). ``mods``: the model's
-    `all_modules` when the caller has them.
+    deepcopy would return them unchanged), which is several times faster. A module's hook
+    registries, when all empty, become shared read-only empty ones (`_EMPTY_REGISTRIES`):
+    the copies only run forwards, and registering a hook on one fails instead of reaching
+    others. Standard leaf modules of the copy get shortcut forwards (`_fastleaf.install`).
+    ``mods``: the model's `all_modules` when the caller has them.
     """
     memo: dict[int, Any] = {}
     mods = all_modules(model) if mods is None else mods
@@ -261,7 +273,7 @@ def _meta_copy(model: nn.Module, mods: list[nn.Module] | None = None) -> nn.Modu
         for b in m._buffers.values():
             if b is not None and id(b) not in memo:
                 memo[id(b)] = empty_like(b, device=_META)
-    if not all(_plain_module(type(m)) for m in mods):
+    if not all(map(_plain_module, set(map(type, mods)))):
         out = copy.deepcopy(model, memo)
         install(all_modules(out))
         return out
@@ -277,10 +289,18 @@ def _meta_copy(model: nn.Module, mods: list[nn.Module] | None = None) -> nn.Modu
         return copy.deepcopy(v, memo)
 
     atomic, containers = _ATOMIC, _CONTAINERS
+    registries, empty = _REGISTRY_KEYS, _EMPTY_REGISTRIES
     for m in mods:
         own = m.__dict__
         state = own.copy()  # atomic values stay shared
-        for k, v in own.items():
+        keys = own.keys()
+        if keys >= registries and not any(map(own.__getitem__, registries)):
+            state.update(empty)
+            rest: Iterable[str] = keys - registries
+        else:
+            rest = keys
+        for k in rest:
+            v = own[k]
             t = type(v)
             if t not in atomic:
                 state[k] = t() if t in containers and not v else value(k, v)

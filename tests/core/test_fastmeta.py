@@ -238,3 +238,34 @@ def test_group_check_still_refuses_emptying_a_layer() -> None:
     grp.check([0, 1, 2])
     with pytest.raises(pp.PlanError, match="empty"):
         grp.check([0, 1, 2, 3])
+
+
+class _HookInForward(nn.Module):
+    """Registers (and removes) a hook on a submodule inside its own forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 4, 1)
+        self.seen: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        handle = self.conv.register_forward_hook(lambda m, i, o: self.seen.append(o.shape))
+        try:
+            return self.head(torch.relu(self.conv(x)))
+        finally:
+            handle.remove()
+
+
+def test_a_forward_registering_hooks_is_traced_and_left_as_it_was() -> None:
+    """Meta copies share read-only empty hook registries: a forward that registers a hook
+    cannot run on one, so tracing runs the model itself and finds the same groups."""
+    model = _HookInForward().eval()
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(TypeError):
+        _meta_copy(model).conv.register_forward_hook(lambda m, i, o: None)
+    graph = pp.trace(model, x)
+    assert [g.channels for g in graph.prunable] == [8]
+    assert not model.conv._forward_hooks and model.seen  # it ran; nothing left behind
+    pp.prune(model, x, ratio=0.5)  # in place
+    assert model.conv.out_channels == 4 and model(x).shape == (1, 4, 8, 8)
