@@ -86,7 +86,9 @@ _NO_TENSOR = frozenset(
     {"int", "SymInt", "float", "bool", "str", "number", "Scalar", "Layout", "Device"}
     | {"MemoryFormat", "Generator", "Dimname", "ScalarType"}
 )
-_TENSOR_ARGS: dict[Any, tuple[int, ...]] = {}
+# id(overload) -> (overload, its tensor argument positions): by id, as an overload hashes
+# in Python; the entry keeps the overload alive, so its id stays its own.
+_TENSOR_ARGS: dict[int, tuple[Any, tuple[int, ...]]] = {}
 
 
 def _tensor_args(func: Any) -> tuple[int, ...]:
@@ -191,9 +193,10 @@ class _Recorder(TorchDispatchMode):
         object); returns the arguments with tensors as `Ref` and the refs in order."""
         arg = self._arg
         found: list[Ref] = []
-        pos = _TENSOR_ARGS.get(func)
-        if pos is None:
-            pos = _TENSOR_ARGS[func] = _tensor_args(func)
+        got = _TENSOR_ARGS.get(id(func))
+        if got is None or got[0] is not func:
+            got = _TENSOR_ARGS[id(func)] = (func, _tensor_args(func))
+        pos = got[1]
         if pos:
             rl = list(args)
             ref = self.ref
