@@ -71,13 +71,14 @@ def _run(model: Any, example_inputs: Any, modules: bool = False) -> _Traced:
         raise TraceError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     inputs = _as_inputs(example_inputs)
     mods = all_modules(model)
-    _refuse_lazy(model, mods)
     try:
         runner = MetaRunner()
         meta_model, meta_inputs = _meta_copy(model, mods), _to_meta(inputs)
         cap = capture(meta_model, meta_inputs, runner=runner, modules=modules)
         cap.meta = True
         return _Traced(inputs, cap, meta_model, meta_inputs, runner, mods)
+    except TraceError:  # lazy modules (`_refuse_lazy`): no run on real tensors either
+        raise
     except Exception as e:  # any failure on meta: fall back to a real run
         log.debug("meta capture failed (%s: %s); running on real tensors", type(e).__name__, e)
     try:
@@ -94,22 +95,21 @@ def _refuse_lazy(model: nn.Module, mods: list[nn.Module]) -> None:
     """Lazy modules get their sizes from the first forward, which tracing must not run on
     the user's model (it never modifies it): ask for that forward first."""
 
-    lazy = nn.parameter.UninitializedTensorMixin  # type: ignore[attr-defined]  # is_lazy's test
-
     def uninitialized(m: nn.Module) -> bool:
-        for t in m._parameters.values():
-            if isinstance(t, lazy):
-                return True
-        return any(isinstance(t, lazy) for t in m._buffers.values())
+        tensors = (*m._parameters.values(), *m._buffers.values())
+        return any(isinstance(t, _LAZY) for t in tensors)
 
     if not any(uninitialized(m) for m in mods):
         return
-    lazy = [(n, type(m).__name__) for n, m in model.named_modules() if uninitialized(m)]
-    name, kind = lazy[0]
+    found = [(n, type(m).__name__) for n, m in model.named_modules() if uninitialized(m)]
+    name, kind = found[0]
     raise TraceError(
-        f"{len(lazy)} lazy module(s) are not initialized yet (e.g. {name or 'the model'!r}, "
+        f"{len(found)} lazy module(s) are not initialized yet (e.g. {name or 'the model'!r}, "
         f"a {kind}); run model(*example_inputs) once so they get their sizes, then trace"
     )
+
+
+_LAZY = nn.parameter.UninitializedTensorMixin  # type: ignore[attr-defined]  # is_lazy's test
 
 
 def _ignored_names(model: nn.Module, ignore: Iterable[nn.Module | str]) -> set[str]:
@@ -266,12 +266,16 @@ def _meta_copy(model: nn.Module, mods: list[nn.Module] | None = None) -> nn.Modu
     for m in mods:
         for p in m._parameters.values():
             if p is not None and id(p) not in memo:
+                if type(p) is not nn.Parameter and isinstance(p, _LAZY):
+                    _refuse_lazy(model, mods)  # raises: tracing must not initialize them
                 # what nn.Parameter(data, requires_grad) returns, without its Python detour
                 memo[id(p)] = _make_subclass(
                     nn.Parameter, empty_like(p, device=_META), p.requires_grad
                 )
         for b in m._buffers.values():
             if b is not None and id(b) not in memo:
+                if type(b) is not torch.Tensor and isinstance(b, _LAZY):
+                    _refuse_lazy(model, mods)
                 memo[id(b)] = empty_like(b, device=_META)
     if not all(map(_plain_module, set(map(type, mods)))):
         out = copy.deepcopy(model, memo)
