@@ -424,17 +424,6 @@ def _shortcuts() -> dict[Any, Shortcut]:
 
 
 SHORTCUTS: dict[Any, Shortcut] = _shortcuts()
-# Looked up by id: an overload hashes in Python (a call per lookup); these ids stay valid,
-# as the tables keep their overloads (which torch caches for good anyway) alive.
-_SHORTCUT_IDS: dict[int, Shortcut] = {id(op): fn for op, fn in SHORTCUTS.items()}
-_PURE: dict[int, tuple[Any, bool]] = {}  # id(overload) -> (overload, `_memoizable`)
-
-
-def _pure(func: Any) -> bool:
-    got = _PURE.get(id(func))
-    if got is None or got[0] is not func:
-        got = _PURE[id(func)] = (func, _memoizable(func))
-    return got[1]
 
 
 # -- memo -----------------------------------------------------------------------------------
@@ -477,22 +466,22 @@ class MetaRunner:
 
     def __init__(self, check: bool = False) -> None:
         self.memo: dict[Any, tuple[bool, list[tuple[tuple[int, ...], tuple[int, ...], Any]]]] = {}
+        self._pure: dict[Any, bool] = {}
         self.check = check
 
     def answer(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The op's outputs from a shape rule or the memo, as `__call__` gives them, without
         running a kernel (whose own ops a dispatch mode would see); else ``NotImplemented``.
         Call it with dispatch modes disabled (its empty outputs are ops too)."""
-        fast = _SHORTCUT_IDS.get(id(func))
+        fast = SHORTCUTS.get(func)
         if fast is not None:
             out = fast(args, kwargs)
             if out is not NotImplemented:
                 return out
-        if not _pure(func):
-            return NotImplemented
+        if not self._pure.get(func, False):
+            return NotImplemented  # not memoizable, or never run yet
         try:
-            key = (id(func), _sig(args), _sig(tuple(kwargs.items())) if kwargs else ())
-            got = self.memo.get(key)
+            got = self.memo.get((func, _sig(args), _sig(tuple(kwargs.items())) if kwargs else ()))
         except (_NoKey, TypeError):
             return NotImplemented
         if got is None:
@@ -509,17 +498,20 @@ class MetaRunner:
         return _batch_norm_out(args, {})
 
     def __call__(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        fast = _SHORTCUT_IDS.get(id(func))
+        fast = SHORTCUTS.get(func)
         if fast is not None:
             out = fast(args, kwargs)
             if out is not NotImplemented:
                 if self.check:
                     _same_meta(func, out, func(*args, **kwargs))
                 return out
-        if not _pure(func):
+        pure = self._pure.get(func)
+        if pure is None:
+            pure = self._pure[func] = _memoizable(func)
+        if not pure:
             return func(*args, **kwargs)
         try:
-            key = (id(func), _sig(args), _sig(tuple(kwargs.items())) if kwargs else ())
+            key = (func, _sig(args), _sig(tuple(kwargs.items())) if kwargs else ())
             got = self.memo.get(key)
         except (_NoKey, TypeError):
             return func(*args, **kwargs)

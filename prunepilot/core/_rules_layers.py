@@ -12,14 +12,15 @@ from ._atoms import FIXED
 from ._capture import OpRecord, Ref
 from ._registry import ops, out_ref, rule, unknown
 
-_TRANSPOSED = ops(
-    "conv_transpose1d",
-    "conv_transpose2d",
-    "conv_transpose3d",
-    "cudnn_convolution_transpose",
-    "slow_conv_transpose2d",
+_TRANSPOSED = set(
+    ops(
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "cudnn_convolution_transpose",
+        "slow_conv_transpose2d",
+    )
 )
-_TRANSPOSED_IDS = frozenset(map(id, _TRANSPOSED))  # by id: packets hash in Python
 
 
 @rule(
@@ -48,7 +49,7 @@ _TRANSPOSED_IDS = frozenset(map(id, _TRANSPOSED))  # by id: packets hash in Pyth
 def _conv(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     x, w = b["input"], b["weight"]
     bias = b.get("bias")
-    transposed = bool(b.get("transposed", False)) or id(rec.func.overloadpacket) in _TRANSPOSED_IDS
+    transposed = bool(b.get("transposed", False)) or rec.func.overloadpacket in _TRANSPOSED
     groups = int(b.get("groups") or 1)
     xs, ws = an.shape(x), an.shape(w)
     xd = an.dims(x)
