@@ -70,6 +70,11 @@ class Analysis:
         self.vals[node] = d
         return list(d)
 
+    def peek(self, ref: Any) -> Dims:
+        """`dims` for reading only: a known tensor's own list, not a copy (many-input ops)."""
+        got = self.vals.get(ref.node)
+        return got if got is not None else self.dims(ref)
+
     def adopt(self, ref: Any, like: Dims, inward: bool = False, produces: bool = False) -> Dims:
         """Atom arrays of a parameter that the op unites position by position with ``like``.
 

@@ -209,8 +209,6 @@ def _probe_plan(groups: Sequence[ChannelGroup]) -> dict[str, list[int]]:
     return plan
 
 
-# Values deepcopy returns unchanged; module dicts holding tensors or submodules; containers
-# copied as new empty ones when empty (module hook registries).
 _make_subclass = torch.Tensor._make_subclass
 # A module's hook registries (the mappings of a fresh module's state but its tensor and
 # submodule tables), as the read-only empty stand-ins meta copies share. (Its set of
@@ -221,6 +219,8 @@ _EMPTY_REGISTRIES: dict[str, Any] = {
     if isinstance(v, dict) and k not in ("_parameters", "_buffers", "_modules")
 }
 _REGISTRY_KEYS = frozenset(_EMPTY_REGISTRIES)
+# Values deepcopy returns unchanged; module dicts holding tensors or submodules; containers
+# copied as new empty ones when empty (module hook registries).
 _ATOMIC = frozenset(
     {int, float, bool, str, bytes, type(None), torch.dtype, torch.device, torch.memory_format}
 )
@@ -329,15 +329,14 @@ def _shrink(
     at: dict[str, nn.Module] = {"": model}  # module path -> module (tensors come in runs)
     for name, dims in graph._cuts(plan, validate=False).items():
         path, _, attr = name.rpartition(".")
-        found = at.get(path)
-        if found is None:
-            found = model
+        mod = at.get(path)
+        if mod is None:
+            mod = model
             for part in path.split("."):
-                child = found._modules[part]
+                child = mod._modules[part]
                 assert child is not None
-                found = child
-            at[path] = found
-        mod = found
+                mod = child
+            at[path] = mod
         p = mod._parameters.get(attr)
         t = p if p is not None else mod._buffers[attr]
         assert t is not None

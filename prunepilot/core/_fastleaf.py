@@ -71,16 +71,22 @@ def _sink() -> Sink | None:
     return sink
 
 
+def _quiet(call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)`` with dispatch modes off; ``NotImplemented`` when it raises (a shape
+    rule's size check: the module's own forward, run instead, reports it as usual)."""
+    try:
+        with _no_dispatch():
+            return call(*args)
+    except Exception:
+        return NotImplemented
+
+
 def _emit1(sink: Sink, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """`_emit` of one op: its output, or ``NotImplemented`` (nothing noted)."""
     runner = sink.runner
     if runner is None:
         return NotImplemented
-    try:
-        with _no_dispatch():
-            out = runner.answer(func, args, kwargs)
-    except Exception:  # a shape rule's size check: dispatch reports it as usual
-        return NotImplemented
+    out = _quiet(runner.answer, func, args, kwargs)
     if out is not NotImplemented:
         sink.note(func, args, kwargs, out)
     return out
@@ -165,29 +171,16 @@ def _batch_norm(mod: nn.modules.batchnorm._BatchNorm, x: Any) -> Any:
     if sink is not None and _plain(x) and not mod.training and mod.eps >= 0:
         mean, var = _attr(mod, "running_mean"), _attr(mod, "running_var")
         if mean is not None and var is not None and x.ndim in _BN_RANK[type(mod)]:
+            weight, bias = _attr(mod, "weight"), _attr(mod, "bias")
             if not sink.records:  # the output alone: no reserve buffer or saved statistics
                 runner = sink.runner
-                if runner is None:
-                    return type(mod).forward(mod, x)
-                try:
-                    with _no_dispatch():
-                        args = (x, _attr(mod, "weight"), _attr(mod, "bias"), mean, var)
-                        out = runner.batch_norm_output(args)
-                except Exception:  # a size check: the module's forward reports it as usual
-                    out = NotImplemented
+                out = NotImplemented
+                if runner is not None:
+                    out = _quiet(runner.batch_norm_output, (x, weight, bias, mean, var))
                 return type(mod).forward(mod, x) if out is NotImplemented else out
             momentum = 0.0 if mod.momentum is None else mod.momentum
             reserve = {"dtype": torch.uint8, "layout": torch.strided, "device": x.device}
-            norm = (
-                x,
-                _attr(mod, "weight"),
-                _attr(mod, "bias"),
-                mean,
-                var,
-                False,
-                momentum,
-                mod.eps,
-            )
+            norm = (x, weight, bias, mean, var, False, momentum, mod.eps)
             outs = _emit(
                 sink,
                 [

@@ -216,7 +216,7 @@ def _batch_norm_out(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return NotImplemented
     c = shape[1]
     for i, name in _BN_VECS:
-        if not _check_vec(args[i] if i < len(args) else kwargs.get(name), c, name):
+        if not _check_vec(_get(args, kwargs, i, name, None), c, name):
             return NotImplemented
     return meta_empty(shape, x.dtype)
 

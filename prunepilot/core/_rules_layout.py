@@ -244,15 +244,14 @@ def _unbind(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
 
 @rule(*ops("cat", "concat", "concatenate", "_cat"))
 def _cat(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    shapes, vals = an.cap.shapes, an.vals
+    shapes = an.cap.shapes
     refs = [r for r in tensor_refs(b["tensors"]) if shapes[r.node] != (0,)]
     out = out_ref(rec)
     if out is None or not refs:
         return
     oshape = an.shape(out)
     d = b.get("dim", 0) % len(oshape)
-    # read-only: known tensors' dims as they are (`Analysis.dims` copies them)
-    dims = [vals.get(r.node) or an.dims(r) for r in refs]
+    dims = [an.peek(r) for r in refs]
     parts: list[np.ndarray] = []
     any_tracked = False
     for r, rd in zip(refs, dims, strict=True):
