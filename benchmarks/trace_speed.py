@@ -6,7 +6,8 @@ alternating the two tools; the table reports the medians and their ratio. Target
 takes at most half of Torch-Pruning's time (ratio pp/tp <= 0.5).
 
 ``--phases`` adds prunepilot's per-phase CPU times (best of ``--repeats``): meta copy and
-op capture, channel analysis, group building, and verification (pruned meta forward).
+op capture, channel analysis, group building, and verification (pruned meta forward; skipped,
+as ``trace`` skips it, when the model's code never reads nor passes a tensor size).
 
 Usage::
 
@@ -115,14 +116,14 @@ def phase_times(name: str, repeats: int) -> dict[str, float]:
     for _ in range(repeats + 1):
         t: dict[str, float] = {}
         t0 = time.process_time()
-        run = _api._run(model, x)
+        run = _api._run(model, x, watch=True)
         t1 = time.process_time()
         an = _api.analyze(run.cap)
         t2 = time.process_time()
         _api._pin_fixed_modules(model, an)
         graph = _api.build_graph(an, run.cap.params)
         t3 = time.process_time()
-        if graph.prunable:
+        if graph.prunable and not run.cap.blind:  # as trace: skipped for size-blind code
             _api._verify(model, run, graph)
         t4 = time.process_time()
         t = dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True))
@@ -194,7 +195,8 @@ def build_report(
         lines += [
             "",
             "prunepilot CPU ms per phase (best of the repeats): capture = meta copy + op "
-            "capture; verify = shape-only prune + meta forward of the pruned copy.",
+            "capture; verify = shape-only prune + meta forward of the pruned copy (0 when the "
+            "model's code never reads nor passes a size: trace skips it).",
             "",
             format_table(["model", *PHASES, "sum"], prow),
         ]

@@ -63,10 +63,11 @@ class _Traced:
     modules: list[nn.Module] = field(default_factory=list)  # the model's, as all_modules
 
 
-def _run(model: Any, example_inputs: Any, modules: bool = False) -> _Traced:
+def _run(model: Any, example_inputs: Any, modules: bool = False, watch: bool = False) -> _Traced:
     """Capture the model's ops: on the meta device when it runs there (shapes only, no
     compute), else on real tensors (data-dependent models, e.g. detection). ``modules``:
-    note the module running each op (per-module MACs)."""
+    note the module running each op (per-module MACs); ``watch``: note whether the
+    forward's code reads or passes sizes (`Capture.blind`, meta runs only)."""
     if not isinstance(model, nn.Module):
         raise TraceError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     inputs = _as_inputs(example_inputs)
@@ -74,7 +75,7 @@ def _run(model: Any, example_inputs: Any, modules: bool = False) -> _Traced:
     try:
         runner = MetaRunner()
         meta_model, meta_inputs = _meta_copy(model, mods), _to_meta(inputs)
-        cap = capture(meta_model, meta_inputs, runner=runner, modules=modules)
+        cap = capture(meta_model, meta_inputs, runner=runner, modules=modules, watch=watch)
         cap.meta = True
         return _Traced(inputs, cap, meta_model, meta_inputs, runner, mods)
     except TraceError:  # lazy modules (`_refuse_lazy`): no run on real tensors either
@@ -431,6 +432,8 @@ def trace(
             output channels must never be removed.
         verify: prune a copy by one channel per group and run it; groups that break the
             forward (sizes fixed by the model's own code) become unprunable with a reason.
+            Skipped when the forward's own code neither reads a tensor's size nor passes
+            one to an op (watched while tracing): it then runs unchanged on any pruned copy.
 
     Returns:
         The `ChannelGraph`: groups, members, constraints and analytic MACs/params.
@@ -461,7 +464,7 @@ def _trace(
     model: nn.Module, example_inputs: Any, ignore: Iterable[nn.Module | str], verify: bool
 ) -> ChannelGraph:
     """`trace`'s work (called with the garbage collector paused)."""
-    run = _run(model, example_inputs)
+    run = _run(model, example_inputs, watch=verify)
     ignored = _ignored_names(model, ignore)
     an = analyze(run.cap)
     if ignored:
@@ -471,7 +474,9 @@ def _trace(
     graph = build_graph(an, params)
     if an.unknown_ops:
         log.info("ops without a channel rule (their channels are kept): %s", an.unknown_ops)
-    if verify and graph.prunable:
+    if verify and graph.prunable and run.cap.blind:
+        log.debug("verification skipped: the forward's code never reads nor passes a size")
+    elif verify and graph.prunable:
         failures = _verify(model, run, graph)
         if failures:
             for g in graph.groups:

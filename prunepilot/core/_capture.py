@@ -20,6 +20,7 @@ from torch.utils._pytree import tree_flatten
 
 from ._fastleaf import Sink, activate
 from ._fastmeta import MetaRunner
+from ._guard import ShapeGuard
 
 __all__ = ["Capture", "OpRecord", "Ref", "capture"]
 
@@ -80,6 +81,9 @@ class Capture:
     params: dict[str, tuple[int, ...]] = field(default_factory=dict)  # as named_parameters
     meta: bool = False  # ran on the meta device (shapes only)
     shared: bool = False  # some parameter or buffer is registered under several names
+    # The forward's own code never read a tensor's size nor passed one to an op
+    # (`ShapeGuard`): it runs unchanged on any pruned copy.
+    blind: bool = False
 
 
 _NO_TENSOR = frozenset(
@@ -100,6 +104,11 @@ def _tensor_args(func: Any) -> tuple[int, ...]:
         return t.replace("Optional[", "").replace("List[", "").rstrip("]") in _NO_TENSOR
 
     return tuple(i for i, a in enumerate(arguments) if not a.kwarg_only and not scalar(str(a.type)))
+
+
+# A new uninitialised tensor (a batch norm's reserve buffer on every call): it has no
+# channels and no data, and its uses register it like any other tensor.
+_EMPTY = torch.ops.aten.empty.memory_format
 
 
 class _Recorder(TorchDispatchMode):
@@ -243,10 +252,18 @@ class _Recorder(TorchDispatchMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
+        runner = self.runner
+        if func is _EMPTY:  # not recorded (see `capture`)
+            return runner(func, args, kwargs) if runner is not None else func(*args, **kwargs)
         rargs, rkwargs, found = self._record(func, args, kwargs)
-        out = self.runner(func, args, kwargs) if self.runner is not None else func(*args, **kwargs)
+        out = runner(func, args, kwargs) if runner is not None else func(*args, **kwargs)
         self._finish(func, rargs, rkwargs, found, out)
         return out
+
+
+def _no_function_modes() -> bool:
+    """No torch-function mode is active and torch functions are not disabled."""
+    return torch._C._len_torch_function_stack() == 0 and torch._C._is_torch_function_enabled()
 
 
 @contextmanager
@@ -278,8 +295,12 @@ def capture(
     call: Callable[..., Any] | None = None,
     runner: MetaRunner | None = None,
     modules: bool = True,
+    watch: bool = False,
 ) -> Capture:
     """Run ``model(*inputs)`` once and record every ATen op with tensor identities.
+
+    Creating an empty tensor (``aten.empty``) is not recorded: its output has no channels
+    (as every created tensor) and a later use registers it.
 
     Args:
         model: the module to run; its parameters and buffers are named in the record.
@@ -321,8 +342,10 @@ def capture(
     saved = {n: b.clone() for n, b in buffers if not b.is_meta}
     try:
         tracker = _module_tracker(model, stack, mod_names) if modules else nullcontext()
-        with torch.no_grad(), tracker, rec:
+        guard = ShapeGuard() if watch and _no_function_modes() else None
+        with torch.no_grad(), tracker, rec, guard if guard is not None else nullcontext():
             out = fn(*inputs)
+        cap.blind = guard is not None and guard.blind
     finally:
         with torch.no_grad():
             for n, b in model.named_buffers() if saved else ():

@@ -8,7 +8,8 @@ itself, runs them through the active mode's `MetaRunner` and reports them to the
 (`Sink.note`), exactly as dispatch would have: same overloads, arguments, outputs and order.
 
 Only prunepilot's copies get these forwards (never a user's model). A shortcut applies only
-while a `Sink` mode is the only dispatch mode and no torch-function mode is active; anything
+while a `Sink` mode is the only dispatch mode and no torch-function mode is active (a
+`_guard.ShapeGuard` watching the model's code is turned off inside them: `trust`); anything
 unusual (other input types or ranks, padding modes, training-mode norms) or any error runs the
 module's own forward instead, so failures keep their usual messages.
 """
@@ -25,7 +26,7 @@ from torch import nn
 if TYPE_CHECKING:
     from ._fastmeta import MetaRunner
 
-__all__ = ["Sink", "activate", "install"]
+__all__ = ["Sink", "activate", "install", "trust"]
 
 aten = torch.ops.aten
 Tensor = torch.Tensor
@@ -34,8 +35,7 @@ _META = torch.device("meta")
 _no_dispatch = torch._C._DisableTorchDispatch
 _dispatch_depth = torch._C._len_torch_dispatch_stack
 _function_modes = torch._C._is_torch_function_mode_enabled
-
-Op = tuple[Any, tuple[Any, ...], dict[str, Any]]
+_no_torch_function = torch._C.DisableTorchFunction
 
 
 class Sink(Protocol):
@@ -55,6 +55,15 @@ class Sink(Protocol):
 
 
 _ACTIVE: list[Sink | None] = [None]
+_TRUSTED = [False]
+
+
+def trust(on: bool) -> bool:
+    """Run shortcut forwards with torch-function modes off (``on``), so that a mode watching
+    the model's own code (`_guard.ShapeGuard`) does not see theirs; returns the previous."""
+    prev = _TRUSTED[0]
+    _TRUSTED[0] = on
+    return prev
 
 
 def activate(sink: Sink | None) -> Sink | None:
@@ -81,8 +90,10 @@ def _quiet(call: Callable[..., Any], *args: Any) -> Any:
         return NotImplemented
 
 
-def _emit1(sink: Sink, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """`_emit` of one op: its output, or ``NotImplemented`` (nothing noted)."""
+def _emit(sink: Sink, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Answer one op from the sink runner's shape rules or memo (`MetaRunner.answer`)
+    outside dispatch, then note it. ``NotImplemented`` (nothing noted) when it needs its
+    kernel (which may run ops of its own) or fails: the module's own forward runs it."""
     runner = sink.runner
     if runner is None:
         return NotImplemented
@@ -108,29 +119,6 @@ def _attr(mod: nn.Module, name: str) -> Any:
     return getattr(mod, name) if got is _NONE else got
 
 
-def _emit(sink: Sink, ops: list[Op]) -> list[Any] | None:
-    """Answer ``ops`` from the sink runner's shape rules or memo (`MetaRunner.answer`)
-    outside dispatch, then note them in order. ``None`` (nothing noted) when one needs its
-    kernel (which may run ops of its own) or fails: the module's own forward runs them."""
-    runner = sink.runner
-    if runner is None:
-        return None
-    answer = runner.answer
-    outs: list[Any] = []
-    try:
-        with _no_dispatch():
-            for func, args, kwargs in ops:
-                out = answer(func, args, kwargs)
-                if out is NotImplemented:
-                    return None
-                outs.append(out)
-    except Exception:  # a shape rule's size check: dispatch reports it as usual
-        return None
-    for (func, args, kwargs), out in zip(ops, outs, strict=True):
-        sink.note(func, args, kwargs, out)
-    return outs
-
-
 def _plain(x: Any) -> bool:
     return type(x) in _PLAIN and x.is_meta
 
@@ -153,7 +141,7 @@ def _conv(mod: nn.modules.conv._ConvNd, x: Any) -> Any:
                 [0] * n,
                 mod.groups,
             )
-            out = _emit1(sink, aten.convolution.default, args, {})
+            out = _emit(sink, aten.convolution.default, args, {})
             if out is not NotImplemented:
                 return out
     return type(mod).forward(mod, x)
@@ -178,18 +166,13 @@ def _batch_norm(mod: nn.modules.batchnorm._BatchNorm, x: Any) -> Any:
                 if runner is not None:
                     out = _quiet(runner.batch_norm_output, (x, weight, bias, mean, var))
                 return type(mod).forward(mod, x) if out is NotImplemented else out
+            # dispatch's ops: the reserve buffer (``aten.empty``, which recording skips),
+            # then the norm
             momentum = 0.0 if mod.momentum is None else mod.momentum
-            reserve = {"dtype": torch.uint8, "layout": torch.strided, "device": x.device}
             norm = (x, weight, bias, mean, var, False, momentum, mod.eps)
-            outs = _emit(
-                sink,
-                [
-                    (aten.empty.memory_format, ([0],), reserve),
-                    (aten.native_batch_norm.default, norm, {}),
-                ],
-            )
-            if outs is not None:
-                return outs[1][0]
+            outs = _emit(sink, aten.native_batch_norm.default, norm, {})
+            if outs is not NotImplemented:
+                return outs[0]
     return type(mod).forward(mod, x)
 
 
@@ -203,7 +186,7 @@ def _pointwise(
         sink = _sink()
         if sink is not None and _plain(x):
             func, kwargs = op(mod)
-            out = _emit1(sink, func, (x,), kwargs)
+            out = _emit(sink, func, (x,), kwargs)
             if out is not NotImplemented:
                 return out
         return type(mod).forward(mod, x)
@@ -224,7 +207,7 @@ def _gelu(mod: nn.Module) -> tuple[Any, dict[str, Any]]:
 def _global_avg_pool(mod: nn.AdaptiveAvgPool2d, x: Any) -> Any:
     sink = _sink()
     if sink is not None and _plain(x) and x.ndim == 4 and mod.output_size in (1, (1, 1)):
-        out = _emit1(sink, aten.mean.dim, (x, [-1, -2], True), {})
+        out = _emit(sink, aten.mean.dim, (x, [-1, -2], True), {})
         if out is not NotImplemented:
             return out
     return type(mod).forward(mod, x)
@@ -262,6 +245,9 @@ class _Shortcut:
         self.mod = weakref.ref(mod)
 
     def __call__(self, x: Any) -> Any:
+        if _TRUSTED[0] and type(x) in _PLAIN:
+            with _no_torch_function():
+                return self.fwd(self.mod(), x)
         return self.fwd(self.mod(), x)
 
 

@@ -376,12 +376,14 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     why, texts = atoms.class_reasons()  # per class root: index of its pin reason, -1: free
     pinned_flag = why >= 0
     pinned_flag[fixed_root] = True
-    # Atoms per class, counting each adopted dim's positions as the fresh atoms they stand
-    # for: a parameter dim another one shares is coupled to it.
+    # Atoms per class, plus one for a class holding atoms of an adopted dim (which stand for
+    # fresh atoms of their own): a parameter dim another one shares is coupled to it. (Only
+    # "more than one" is read.)
     class_size = np.bincount(all_roots, minlength=n)
     if an.adopted:
-        shared = np.concatenate([an.param_atoms[node][d] for node, d in an.adopted])
-        class_size += np.bincount(all_roots[shared], minlength=n)
+        param_atoms = an.param_atoms
+        shared = {id(a): a for a in (param_atoms[node][d] for node, d in an.adopted)}
+        class_size[all_roots[np.concatenate(list(shared.values()))]] += 1
     cat = np.concatenate
     flags = []
     for arrays in (atoms.tagged, atoms.inward, atoms.producers):
