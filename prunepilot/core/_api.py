@@ -231,9 +231,12 @@ _CONTAINERS = frozenset({dict, OrderedDict, set})
 _CUSTOM_COPY = ("__deepcopy__", "__reduce_ex__", "__reduce__", "__getstate__", "__slots__")
 _PLAIN_MODULE: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 # Module.__setstate__ is ``__dict__.update`` plus adding hook registries that old pickles
-# lack (a subset of these keys).
-_MODULE_SETSTATE = nn.Module.__setstate__
+# lack (a subset of these keys); a convolution's also adds a missing ``padding_mode``.
 _SETSTATE_KEYS = frozenset(nn.Module().__dict__)
+_DICT_SETSTATE: dict[Any, frozenset[str]] = {
+    nn.Module.__setstate__: _SETSTATE_KEYS,
+    nn.modules.conv._ConvNd.__setstate__: _SETSTATE_KEYS | {"padding_mode"},
+}
 
 
 def _plain_module(cls: type) -> bool:
@@ -288,6 +291,8 @@ def _meta_copy(model: nn.Module, mods: list[nn.Module] | None = None) -> nn.Modu
     def value(k: str, v: Any) -> Any:
         t = type(v)
         if k in _TENSOR_DICTS and isinstance(v, dict):
+            if t is dict:
+                return {n: None if x is None else memo[id(x)] for n, x in v.items()}
             return t((n, None if x is None else memo[id(x)]) for n, x in v.items())
         if t is tuple and all(type(x) in _ATOMIC for x in v):
             return v
@@ -295,6 +300,8 @@ def _meta_copy(model: nn.Module, mods: list[nn.Module] | None = None) -> nn.Modu
 
     atomic, containers = _ATOMIC, _CONTAINERS
     registries, empty = _REGISTRY_KEYS, _EMPTY_REGISTRIES
+    dict_setstate = _DICT_SETSTATE
+    copies = []
     for m in mods:
         own = m.__dict__
         state = own.copy()  # atomic values stay shared
@@ -311,11 +318,13 @@ def _meta_copy(model: nn.Module, mods: list[nn.Module] | None = None) -> nn.Modu
                 state[k] = t() if t in containers and not v else value(k, v)
         state.pop("_compiled_call_impl", None)  # as Module.__getstate__ drops it
         new = memo[id(m)]
-        if type(new).__setstate__ is _MODULE_SETSTATE and state.keys() >= _SETSTATE_KEYS:
-            new.__dict__.update(state)  # what Module.__setstate__ does given all its keys
+        needs = dict_setstate.get(type(new).__setstate__)
+        if needs is not None and state.keys() >= needs:
+            new.__dict__.update(state)  # what its __setstate__ does given those keys
         else:
             new.__setstate__(state)
-    install([memo[id(m)] for m in mods])
+        copies.append(new)
+    install(copies)
     return memo[id(model)]
 
 

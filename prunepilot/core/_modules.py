@@ -21,7 +21,9 @@ def all_modules(model: nn.Module) -> list[nn.Module]:
             continue
         seen.add(id(m))
         out.append(m)
-        stack.extend(c for c in reversed(m._modules.values()) if c is not None)
+        kids = m._modules
+        if kids:  # most modules are leaves
+            stack.extend(c for c in reversed(kids.values()) if c is not None)
     return out
 
 
