@@ -16,6 +16,7 @@ module's own forward instead, so failures keep their usual messages.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,27 +55,33 @@ class Sink(Protocol):
         """Account for one op that ran outside dispatch (as if it had been dispatched)."""
 
 
-_ACTIVE: list[Sink | None] = [None]
-_TRUSTED = [False]
+class _State(threading.local):
+    """Per thread, as torch's mode stacks are: traces in other threads keep their own."""
+
+    sink: Sink | None = None  # the mode shortcuts report to
+    trusted = False  # run shortcut forwards with torch-function modes off
+
+
+_STATE = _State()
 
 
 def trust(on: bool) -> bool:
     """Run shortcut forwards with torch-function modes off (``on``), so that a mode watching
     the model's own code (`_guard.ShapeGuard`) does not see theirs; returns the previous."""
-    prev = _TRUSTED[0]
-    _TRUSTED[0] = on
+    prev = _STATE.trusted
+    _STATE.trusted = on
     return prev
 
 
 def activate(sink: Sink | None) -> Sink | None:
     """Make ``sink`` the mode shortcuts report to (``None``: none); returns the previous."""
-    prev = _ACTIVE[0]
-    _ACTIVE[0] = sink
+    prev = _STATE.sink
+    _STATE.sink = sink
     return prev
 
 
 def _sink() -> Sink | None:
-    sink = _ACTIVE[0]
+    sink = _STATE.sink
     if sink is None or _dispatch_depth() != 1 or _function_modes():
         return None
     return sink
@@ -245,7 +252,7 @@ class _Shortcut:
         self.mod = weakref.ref(mod)
 
     def __call__(self, x: Any) -> Any:
-        if _TRUSTED[0] and type(x) in _PLAIN:
+        if _STATE.trusted and type(x) in _PLAIN:
             with _no_torch_function():
                 return self.fwd(self.mod(), x)
         return self.fwd(self.mod(), x)
