@@ -25,6 +25,7 @@ from ._errors import PlanError, TraceError
 from ._fastleaf import install
 from ._fastmeta import MetaMode, MetaRunner, meta_empty
 from ._graph import ChannelGraph, ChannelGroup, build_graph
+from ._guard import worth_watching
 from ._modules import all_modules, sync_modules
 from ._profile import Profile, count_params
 from ._prune import prune_channels
@@ -75,6 +76,7 @@ def _run(model: Any, example_inputs: Any, modules: bool = False, watch: bool = F
     try:
         runner = MetaRunner()
         meta_model, meta_inputs = _meta_copy(model, mods), _to_meta(inputs)
+        watch = watch and worth_watching(mods)
         cap = capture(meta_model, meta_inputs, runner=runner, modules=modules, watch=watch)
         cap.meta = True
         return _Traced(inputs, cap, meta_model, meta_inputs, runner, mods)

@@ -23,7 +23,7 @@ from torch.overrides import TorchFunctionMode
 
 from ._fastleaf import trust
 
-__all__ = ["ShapeGuard"]
+__all__ = ["ShapeGuard", "worth_watching"]
 
 Check = Callable[[tuple[Any, ...], dict[str, Any]], bool]
 T = torch.Tensor
@@ -76,6 +76,34 @@ _SAFE: dict[Any, Check] = {
     **dict.fromkeys(_FREE, _any),
     **dict.fromkeys(_present(torch, "conv1d", "conv2d", "conv3d"), _groups_one),
 }
+
+
+# Standard modules whose forwards pass a size or a count to an op outside `_SAFE` (a
+# normalized shape, heads, an output size): a model holding one is never found blind, so
+# watching it would only cost time.
+_SIZED_MODULES: tuple[type[torch.nn.Module], ...] = tuple(
+    getattr(torch.nn, n)
+    for n in (
+        "LayerNorm",
+        "RMSNorm",
+        "GroupNorm",
+        "LocalResponseNorm",
+        "MultiheadAttention",
+        "Upsample",
+        "Unflatten",
+        "PixelShuffle",
+        "PixelUnshuffle",
+        "ChannelShuffle",
+        "Fold",
+        "Unfold",
+    )
+    if hasattr(torch.nn, n)
+)
+
+
+def worth_watching(modules: list[torch.nn.Module]) -> bool:
+    """Whether a model with these modules may turn out blind (none is in `_SIZED_MODULES`)."""
+    return not any(isinstance(m, _SIZED_MODULES) for m in modules)
 
 
 def _name(func: Any) -> str:

@@ -13,7 +13,8 @@ from torch.nn import functional as F
 
 import prunepilot as pp
 from prunepilot.core import _api, _capture
-from prunepilot.core._guard import ShapeGuard
+from prunepilot.core._guard import ShapeGuard, worth_watching
+from prunepilot.core._modules import all_modules
 
 from ._helpers import zero_check
 
@@ -154,3 +155,23 @@ def test_no_guard_under_another_torch_function_mode(verify_calls: list[int]) -> 
         graph = pp.trace(model, torch.randn(1, 3, 16, 16))
     assert verify_calls == [1]
     assert graph.prunable
+
+
+def test_a_model_with_a_size_passing_layer_is_verified_unwatched(
+    verify_calls: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A layer norm passes its normalized shape: no need to watch, verification runs."""
+    watched: list[bool] = []
+    real = _capture.capture
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        watched.append(kwargs.get("watch", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_api, "capture", spy)
+    norm = nn.LayerNorm([8, 6, 6])
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), norm, nn.Conv2d(8, 4, 1))
+    pp.trace(model.eval(), torch.randn(1, 3, 8, 8))
+    assert watched == [False] and verify_calls == [1]
+    assert worth_watching(all_modules(torchvision.models.resnet18()))
+    assert not worth_watching(all_modules(torchvision.models.vit_b_16()))
