@@ -323,9 +323,10 @@ def capture(
         mname, mod = todo.pop()
         mod_names[id(mod)] = mname
         prefix = mname + "." if mname else ""
-        todo.extend((prefix + n, c) for n, c in reversed(mod._modules.items()) if c is not None)
+        if mod._modules:  # most modules are leaves
+            todo.extend((prefix + n, c) for n, c in reversed(mod._modules.items()) if c is not None)
         for tensors, found in ((mod._parameters, params), (mod._buffers, buffers)):
-            for k, t in tensors.items():
+            for k, t in tensors.items() if tensors else ():
                 if t is not None:
                     if id(t) in known:
                         cap.shared = True
