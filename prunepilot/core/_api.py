@@ -20,12 +20,12 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_map
 
 from ._analysis import Analysis, analyze
-from ._capture import Capture, capture
+from ._capture import Capture, capture, no_function_modes
 from ._errors import PlanError, TraceError
 from ._fastleaf import install
 from ._fastmeta import MetaMode, MetaRunner, meta_empty
 from ._graph import ChannelGraph, ChannelGroup, build_graph
-from ._guard import worth_watching
+from ._guard import ShapeGuard, first_difference
 from ._modules import all_modules, sync_modules
 from ._profile import Profile, count_params
 from ._prune import prune_channels
@@ -68,7 +68,8 @@ def _run(model: Any, example_inputs: Any, modules: bool = False, watch: bool = F
     """Capture the model's ops: on the meta device when it runs there (shapes only, no
     compute), else on real tensors (data-dependent models, e.g. detection). ``modules``:
     note the module running each op (per-module MACs); ``watch``: note whether the
-    forward's code reads or passes sizes (`Capture.blind`, meta runs only)."""
+    forward's code reads or passes sizes and the numbers it passes as data
+    (`Capture.blind`, `Capture.values`)."""
     if not isinstance(model, nn.Module):
         raise TraceError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     inputs = _as_inputs(example_inputs)
@@ -76,7 +77,6 @@ def _run(model: Any, example_inputs: Any, modules: bool = False, watch: bool = F
     try:
         runner = MetaRunner()
         meta_model, meta_inputs = _meta_copy(model, mods), _to_meta(inputs)
-        watch = watch and worth_watching(mods)
         cap = capture(meta_model, meta_inputs, runner=runner, modules=modules, watch=watch)
         cap.meta = True
         return _Traced(inputs, cap, meta_model, meta_inputs, runner, mods)
@@ -85,7 +85,7 @@ def _run(model: Any, example_inputs: Any, modules: bool = False, watch: bool = F
     except Exception as e:  # any failure on meta: fall back to a real run
         log.debug("meta capture failed (%s: %s); running on real tensors", type(e).__name__, e)
     try:
-        cap = capture(model, inputs, modules=modules)
+        cap = capture(model, inputs, modules=modules, watch=watch)
     except Exception as e:  # the user's forward failed: say so, keep the cause
         raise TraceError(
             f"the model failed on the example inputs ({type(e).__name__}: {e}); pass inputs "
@@ -384,19 +384,26 @@ def _verify(model: nn.Module, run: _Traced, graph: ChannelGraph) -> dict[str, st
             trial, spare = (spare, None) if spare is not None else (_meta_copy(model), None)
         else:
             trial = copy.deepcopy(model)
+        values = run.cap.values  # compared when the capture logged them
+        guard = ShapeGuard() if values is not None and no_function_modes() else None
+        watched = guard if guard is not None else contextlib.nullcontext()
         try:
             if meta:
                 _shrink(trial, graph, plan, run.cap.shared)
-                with torch.no_grad(), MetaMode(runner):
+                with torch.no_grad(), MetaMode(runner), watched:
                     out = trial(*run.meta_inputs)
             else:
                 prune_channels(trial, graph, plan)
-                with torch.no_grad():
+                with torch.no_grad(), watched:
                     out = trial(*run.inputs)
         except Exception as e:  # any failure of the pruned forward is a finding
             return f"pruning it breaks the model's forward ({type(e).__name__}: {str(e)[:160]})"
         if not _same_structure(run.cap.output, out):
             return "pruning it changes the shape of a model output"
+        if guard is not None and values is not None:
+            changed = first_difference(values, guard.values)
+            if changed is not None:
+                return f"pruning it changes what the model computes: {changed[:200]}"
         return None
 
     def attempt(groups: Sequence[ChannelGroup]) -> str | None:
@@ -492,7 +499,9 @@ def _trace(
         if failures:
             for g in graph.groups:
                 if g.id in failures:
-                    names = {m.name: m.dim for m in g.members}
+                    # its producers' dims: they hold its channels alone (a consumer's dim may
+                    # also hold other groups', e.g. a convolution reading a concatenation)
+                    names = {m.name: m.dim for m in g.members if m.role == "out"}
                     for node, dims in an.param_atoms.items():
                         d = names.get(an.cap.names[node])
                         if d is not None:

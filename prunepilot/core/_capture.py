@@ -22,7 +22,7 @@ from ._fastleaf import Sink, activate
 from ._fastmeta import MetaRunner
 from ._guard import ShapeGuard
 
-__all__ = ["Capture", "OpRecord", "Ref", "capture"]
+__all__ = ["Capture", "OpRecord", "Ref", "capture", "no_function_modes"]
 
 
 class Ref:
@@ -84,6 +84,8 @@ class Capture:
     # The forward's own code never read a tensor's size nor passed one to an op
     # (`ShapeGuard`): it runs unchanged on any pruned copy.
     blind: bool = False
+    # The numbers the forward's code passed as data (`ShapeGuard.values`); None: not watched.
+    values: list[tuple[Any, tuple[Any, ...]]] | None = None
 
 
 _NO_TENSOR = frozenset(
@@ -261,7 +263,7 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-def _no_function_modes() -> bool:
+def no_function_modes() -> bool:
     """No torch-function mode is active and torch functions are not disabled."""
     return torch._C._len_torch_function_stack() == 0 and torch._C._is_torch_function_enabled()
 
@@ -309,6 +311,9 @@ def capture(
         runner: runs the ops instead of ATen (fast shape-only execution on the meta device).
         modules: note which module runs each op (`OpRecord.module`, for per-module MACs);
             without it the forward skips the global module hooks.
+        watch: watch the forward's Python code for sizes it reads or passes and numbers
+            it passes as data (`Capture.blind`, `Capture.values`); only when no other
+            torch-function mode is active.
 
     Returns:
         The recorded ops, shapes, parameter names and the model output.
@@ -343,10 +348,11 @@ def capture(
     saved = {n: b.clone() for n, b in buffers if not b.is_meta}
     try:
         tracker = _module_tracker(model, stack, mod_names) if modules else nullcontext()
-        guard = ShapeGuard() if watch and _no_function_modes() else None
+        guard = ShapeGuard() if watch and no_function_modes() else None
         with torch.no_grad(), tracker, rec, guard if guard is not None else nullcontext():
             out = fn(*inputs)
-        cap.blind = guard is not None and guard.blind
+        if guard is not None:
+            cap.blind, cap.values = guard.blind, guard.values
     finally:
         with torch.no_grad():
             for n, b in model.named_buffers() if saved else ():

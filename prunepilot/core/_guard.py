@@ -10,6 +10,11 @@ flags or spatial settings (`_SAFE`), the same Python runs unchanged on any prune
 each op's sizes then follow from its inputs, which the channel rules keep consistent.
 Standard leaf modules running prunepilot's shortcut forwards (`_fastleaf`) are trusted:
 pruning updates every attribute their forwards read.
+
+Code that reads sizes may also turn them into data (RAFT scales its correlation volume by
+``1 / sqrt(num_channels)``): pruning then changes what the model computes without breaking
+its forward. The guard logs the numbers passed as data (`ShapeGuard.values`); verification
+compares the log of a pruned copy's forward with the original's (`first_difference`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from torch.overrides import TorchFunctionMode
 
 from ._fastleaf import trust
 
-__all__ = ["ShapeGuard", "worth_watching"]
+__all__ = ["ShapeGuard", "first_difference"]
 
 Check = Callable[[tuple[Any, ...], dict[str, Any]], bool]
 T = torch.Tensor
@@ -78,54 +83,78 @@ _SAFE: dict[Any, Check] = {
 }
 
 
-# Standard modules whose forwards pass a size or a count to an op outside `_SAFE` (a
-# normalized shape, heads, an output size): a model holding one is never found blind, so
-# watching it would only cost time.
-_SIZED_MODULES: tuple[type[torch.nn.Module], ...] = tuple(
-    getattr(torch.nn, n)
-    for n in (
-        "LayerNorm",
-        "RMSNorm",
-        "GroupNorm",
-        "LocalResponseNorm",
-        "MultiheadAttention",
-        "Upsample",
-        "Unflatten",
-        "PixelShuffle",
-        "PixelUnshuffle",
-        "ChannelShuffle",
-        "Fold",
-        "Unfold",
-    )
-    if hasattr(torch.nn, n)
-)
+def _scalars(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """The arguments that are not tensors (numbers, and data lists for ``torch.tensor``)."""
+    return tuple(a for a in (*args, *kwargs.values()) if not isinstance(a, torch.Tensor))
 
 
-def worth_watching(modules: list[torch.nn.Module]) -> bool:
-    """Whether a model with these modules may turn out blind (none is in `_SIZED_MODULES`)."""
-    return not any(isinstance(m, _SIZED_MODULES) for m in modules)
+def _fill(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """The fill value of ``full``-like calls (their size may follow the channels)."""
+    return (args[1] if len(args) > 1 else kwargs.get("fill_value"),)
+
+
+# Calls taking numbers as data (an operand, a clamp bound, a tensor's content): a number the
+# code derives from a size (``x / x.shape[1]``, ``torch.tensor(num_channels)``) changes with
+# the channels, and with it what the model computes, without breaking its forward.
+_VALUES: dict[Any, Callable[[tuple[Any, ...], dict[str, Any]], tuple[Any, ...]]] = {
+    **dict.fromkeys(
+        [
+            *_present(torch, "add", "sub", "rsub", "mul", "div", "true_divide", "pow"),
+            *_present(torch, "clamp", "clamp_min", "clamp_max", "tensor", "as_tensor"),
+            *_present(torch, "scalar_tensor", "floor_divide", "remainder", "fmod"),
+            *_present(T, "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "pow"),
+            *_present(T, "pow_", "true_divide", "floor_divide", "remainder", "fmod", "clamp"),
+            *_present(T, "clamp_", "clamp_min", "clamp_max", "fill_", "masked_fill"),
+            *_present(T, "__rsub__", "__rtruediv__", "__rdiv__", "__rpow__", "__rfloordiv__"),
+            *_present(T, "__rmod__"),
+        ],
+        _scalars,
+    ),
+    **dict.fromkeys([*_present(torch, "full", "full_like"), *_present(T, "new_full")], _fill),
+}
+
+
+def first_difference(before: list[tuple[Any, Any]], after: list[tuple[Any, Any]]) -> str | None:
+    """How two forwards' value logs (`ShapeGuard.values`) first differ, or ``None``."""
+    for (f, a), (g, b) in zip(before, after, strict=False):
+        if f is not g:
+            return f"its code takes another path ({_name(g)} where it called {_name(f)})"
+        if a != b and repr(a) != repr(b):  # repr: NaN equals itself
+            return f"its code computes a value from a size ({_name(f)}: {a!r} becomes {b!r})"
+    if len(before) != len(after):
+        return "its code takes another path (it makes another number of calls)"
+    return None
 
 
 def _name(func: Any) -> str:
-    """``Tensor.shape`` for a property read, else the function's qualified name."""
+    """``Tensor.shape`` for a property read, else the function's name as users spell it
+    (``torch.tensor``, ``Tensor.view``)."""
     owner: Any = getattr(func, "__self__", None)
     if type(owner).__name__ == "getset_descriptor":
         return f"Tensor.{owner.__name__}"
-    return str(getattr(func, "__qualname__", None) or repr(func))
+    name = str(getattr(func, "__qualname__", None) or repr(func))
+    for internal, public in (("_VariableFunctionsClass.", "torch."), ("TensorBase.", "Tensor.")):
+        if name.startswith(internal):
+            return public + name[len(internal) :]
+    return name
 
 
 class ShapeGuard(TorchFunctionMode):
-    """A torch-function mode noting whether the forward's code observed or passed a size.
+    """A torch-function mode noting whether the forward's code observed or passed a size,
+    and logging the numbers it passes as data.
 
     Attributes:
         blind: no call so far read a tensor's size or passed one (see the module docs).
         culprit: the first call that did, by name (for logs), when not blind.
+        values: every call taking numbers as data (`_VALUES`) with those numbers, in
+            order: verification compares a pruned copy's log with the original's.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.blind = True
         self.culprit: str | None = None
+        self.values: list[tuple[Any, tuple[Any, ...]]] = []
         self._trusted = False
 
     def __enter__(self) -> ShapeGuard:
@@ -151,4 +180,7 @@ class ShapeGuard(TorchFunctionMode):
             if check is None or not check(args, kwargs):
                 self.blind = False
                 self.culprit = _name(func)
+        take = _VALUES.get(func)
+        if take is not None:
+            self.values.append((func, take(args, kwargs)))
         return func(*args, **kwargs)

@@ -1,4 +1,5 @@
-"""Verification is skipped only when the forward's own code never reads or passes a size."""
+"""The guard on the forward's own code: verification is skipped only when that code never
+reads or passes a size, and catches sizes the code turns into data."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from torch.nn import functional as F
 
 import prunepilot as pp
 from prunepilot.core import _api, _capture
-from prunepilot.core._guard import ShapeGuard, worth_watching
-from prunepilot.core._modules import all_modules
+from prunepilot.core._guard import ShapeGuard, first_difference
 
 from ._helpers import zero_check
 
@@ -157,21 +157,56 @@ def test_no_guard_under_another_torch_function_mode(verify_calls: list[int]) -> 
     assert graph.prunable
 
 
-def test_a_model_with_a_size_passing_layer_is_verified_unwatched(
-    verify_calls: list[int], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A layer norm passes its normalized shape: no need to watch, verification runs."""
-    watched: list[bool] = []
-    real = _capture.capture
+# ---------------------------------------------------------------------------------------------
+# verification compares the numbers the code passes as data
+class _ScaledBySize(nn.Module):
+    """A size read turned into data (RAFT's correlation scaling): pruning changes the output."""
 
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        watched.append(kwargs.get("watch", False))
-        return real(*args, **kwargs)
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(3, 6, 3, padding=1)
+        self.head = nn.Conv2d(14, 4, 1)
 
-    monkeypatch.setattr(_api, "capture", spy)
-    norm = nn.LayerNorm([8, 6, 6])
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), norm, nn.Conv2d(8, 4, 1))
-    pp.trace(model.eval(), torch.randn(1, 3, 8, 8))
-    assert watched == [False] and verify_calls == [1]
-    assert worth_watching(all_modules(torchvision.models.resnet18()))
-    assert not worth_watching(all_modules(torchvision.models.vit_b_16()))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.a(x))
+        if self.how == "tensor":
+            y = y / torch.sqrt(torch.tensor(y.shape[1]))
+        elif self.how == "scalar":
+            y = y * y.shape[1] ** -0.5
+        elif self.how == "branch":
+            y = y * 2 if y.shape[1] >= 8 else y + 1
+        else:  # only shapes: nothing changes meaning
+            y = y.view(y.shape[0], y.shape[1], -1).view_as(y)
+        return self.head(torch.cat([y, F.relu(self.b(x))], 1))
+
+
+@pytest.mark.parametrize("how", ["tensor", "scalar", "branch"])
+def test_channels_whose_count_the_code_uses_as_data_are_pinned(how: str) -> None:
+    model = _ScaledBySize(how).eval()
+    x = torch.randn(2, 3, 8, 8)
+    graph = pp.trace(model, x)
+    g = graph.group("a.weight:0")
+    assert not g.prunable and g.reason and "changes what the model computes" in g.reason
+    assert ("another path" in g.reason) == (how == "branch")
+    assert graph.group("b.weight:0").prunable
+    zero_check(model, x, graph=graph)  # the pruned model computes what the zeroed one does
+
+
+def test_sizes_used_only_as_sizes_keep_their_channels() -> None:
+    model = _ScaledBySize("shape").eval()
+    x = torch.randn(2, 3, 8, 8)
+    graph = pp.trace(model, x)
+    assert graph.group("a.weight:0").prunable
+    zero_check(model, x, graph=graph)
+
+
+def test_first_difference_names_the_call() -> None:
+    div = torch.Tensor.div
+    assert first_difference([(div, (8.0,))], [(div, (8.0,))]) is None
+    assert first_difference([(div, (float("nan"),))], [(div, (float("nan"),))]) is None
+    changed = first_difference([(div, (8.0,))], [(div, (7.0,))])
+    assert changed and "Tensor.div: (8.0,) becomes (7.0,)" in changed
+    assert "another path" in (first_difference([(div, (1,))], [(torch.add, (1,))]) or "")
+    assert "another path" in (first_difference([(div, (1,))], []) or "")
