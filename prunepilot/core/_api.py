@@ -69,7 +69,7 @@ def _run(model: Any, example_inputs: Any, modules: bool = False, watch: bool = F
     compute), else on real tensors (data-dependent models, e.g. detection). ``modules``:
     note the module running each op (per-module MACs); ``watch``: note whether the
     forward's code reads or passes sizes and the numbers it passes as data
-    (`Capture.blind`, `Capture.values`)."""
+    (`Capture.blind`, `Capture.values`; meta runs only)."""
     if not isinstance(model, nn.Module):
         raise TraceError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     inputs = _as_inputs(example_inputs)
@@ -84,8 +84,8 @@ def _run(model: Any, example_inputs: Any, modules: bool = False, watch: bool = F
         raise
     except Exception as e:  # any failure on meta: fall back to a real run
         log.debug("meta capture failed (%s: %s); running on real tensors", type(e).__name__, e)
-    try:
-        cap = capture(model, inputs, modules=modules, watch=watch)
+    try:  # not watched: on real tensors the code also sees data, which pruning changes
+        cap = capture(model, inputs, modules=modules)
     except Exception as e:  # the user's forward failed: say so, keep the cause
         raise TraceError(
             f"the model failed on the example inputs ({type(e).__name__}: {e}); pass inputs "
@@ -367,7 +367,8 @@ def _shrink(
 
 
 def _verify(model: nn.Module, run: _Traced, graph: ChannelGraph) -> dict[str, str]:
-    """Prune a copy by one channel per group and run it; bisect to the groups that break it.
+    """Prune a copy by one channel per group and run it; bisect to the groups that break it
+    or change the numbers its code passes as data (compared with the capture's log).
 
     Copies run on the meta device (shape propagation only) when the model allows it: the
     first reuses the capture's own meta copy and is pruned by shape alone. Otherwise real
@@ -449,9 +450,11 @@ def trace(
         ignore: modules or name patterns (``fnmatch`` on parameter or module names) whose
             output channels must never be removed.
         verify: prune a copy by one channel per group and run it; groups that break the
-            forward (sizes fixed by the model's own code) become unprunable with a reason.
-            Skipped when the forward's own code neither reads a tensor's size nor passes
-            one to an op (watched while tracing): it then runs unchanged on any pruned copy.
+            forward (sizes fixed by the model's own code) or change a number its code
+            derives from a size (a scale of ``1 / sqrt(channels)``, a branch on a channel
+            count) become unprunable with a reason. Skipped when the forward's own code
+            neither reads a tensor's size nor passes one to an op (watched while tracing):
+            it then runs unchanged on any pruned copy.
 
     Returns:
         The `ChannelGraph`: groups, members, constraints and analytic MACs/params.

@@ -210,3 +210,25 @@ def test_first_difference_names_the_call() -> None:
     assert changed and "Tensor.div: (8.0,) becomes (7.0,)" in changed
     assert "another path" in (first_difference([(div, (1,))], [(torch.add, (1,))]) or "")
     assert "another path" in (first_difference([(div, (1,))], []) or "")
+
+
+class _DataDependent(nn.Module):
+    """Runs on real tensors only (it reads a value): its numbers follow the data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.a(x))
+        k = int((y > 0).sum().item()) % 3 + 1  # a count of the data: pruning changes it
+        return self.head(y * k)
+
+
+def test_numbers_from_data_are_not_compared() -> None:
+    """On real tensors pruning changes the data and every number drawn from it: only
+    meta-device traces (which see no data) compare numbers."""
+    torch.manual_seed(0)
+    graph = pp.trace(_DataDependent().eval(), torch.randn(2, 3, 8, 8))
+    assert graph.group("a.weight:0").prunable
