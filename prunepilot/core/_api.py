@@ -20,12 +20,12 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_map
 
 from ._analysis import Analysis, analyze
-from ._capture import Capture, capture, no_function_modes
+from ._capture import Capture, capture
 from ._errors import PlanError, TraceError
 from ._fastleaf import install
 from ._fastmeta import MetaMode, MetaRunner, meta_empty
 from ._graph import ChannelGraph, ChannelGroup, build_graph
-from ._guard import ShapeGuard, first_difference
+from ._guard import ShapeGuard, can_watch, first_difference
 from ._modules import all_modules, sync_modules
 from ._profile import Profile, count_params
 from ._prune import prune_channels
@@ -386,7 +386,7 @@ def _verify(model: nn.Module, run: _Traced, graph: ChannelGraph) -> dict[str, st
         else:
             trial = copy.deepcopy(model)
         values = run.cap.values  # compared when the capture logged them
-        guard = ShapeGuard() if values is not None and no_function_modes() else None
+        guard = ShapeGuard() if values is not None and can_watch() else None
         watched = guard if guard is not None else contextlib.nullcontext()
         try:
             if meta:

@@ -20,9 +20,9 @@ from torch.utils._pytree import tree_flatten
 
 from ._fastleaf import Sink, activate
 from ._fastmeta import MetaRunner
-from ._guard import ShapeGuard
+from ._guard import ShapeGuard, can_watch
 
-__all__ = ["Capture", "OpRecord", "Ref", "capture", "no_function_modes"]
+__all__ = ["Capture", "OpRecord", "Ref", "capture"]
 
 
 class Ref:
@@ -263,11 +263,6 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-def no_function_modes() -> bool:
-    """No torch-function mode is active and torch functions are not disabled."""
-    return torch._C._len_torch_function_stack() == 0 and torch._C._is_torch_function_enabled()
-
-
 @contextmanager
 def _module_tracker(
     model: nn.Module, stack: list[str], names: dict[int, str] | None = None
@@ -348,7 +343,7 @@ def capture(
     saved = {n: b.clone() for n, b in buffers if not b.is_meta}
     try:
         tracker = _module_tracker(model, stack, mod_names) if modules else nullcontext()
-        guard = ShapeGuard() if watch and no_function_modes() else None
+        guard = ShapeGuard() if watch and can_watch() else None
         with torch.no_grad(), tracker, rec, guard if guard is not None else nullcontext():
             out = fn(*inputs)
         if guard is not None:

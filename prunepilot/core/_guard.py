@@ -28,7 +28,7 @@ from torch.overrides import TorchFunctionMode
 
 from ._fastleaf import trust
 
-__all__ = ["ShapeGuard", "first_difference"]
+__all__ = ["ShapeGuard", "can_watch", "first_difference"]
 
 Check = Callable[[tuple[Any, ...], dict[str, Any]], bool]
 T = torch.Tensor
@@ -137,6 +137,12 @@ def _name(func: Any) -> str:
         if name.startswith(internal):
             return public + name[len(internal) :]
     return name
+
+
+def can_watch() -> bool:
+    """Whether a `ShapeGuard` would see every call: no other torch-function mode is active
+    (one could answer calls itself) and torch functions are not disabled."""
+    return torch._C._len_torch_function_stack() == 0 and torch._C._is_torch_function_enabled()
 
 
 class ShapeGuard(TorchFunctionMode):
