@@ -378,6 +378,8 @@ def _verify(model: nn.Module, run: _Traced, graph: ChannelGraph) -> dict[str, st
     meta = run.cap.meta
     spare = run.meta_model  # the capture's copy serves the first trial
     runner = run.runner or MetaRunner()
+    values = run.cap.values  # the capture's log, compared when it has one
+    watch = values is not None and can_watch()
 
     def trial_run(plan: dict[str, list[int]]) -> str | None:
         nonlocal spare
@@ -385,8 +387,7 @@ def _verify(model: nn.Module, run: _Traced, graph: ChannelGraph) -> dict[str, st
             trial, spare = (spare, None) if spare is not None else (_meta_copy(model), None)
         else:
             trial = copy.deepcopy(model)
-        values = run.cap.values  # compared when the capture logged them
-        guard = ShapeGuard() if values is not None and can_watch() else None
+        guard = ShapeGuard() if watch else None
         watched = guard if guard is not None else contextlib.nullcontext()
         try:
             if meta:

@@ -19,6 +19,7 @@ compares the log of a pruned copy's forward with the original's (`first_differen
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,8 @@ from torch.overrides import TorchFunctionMode
 from ._fastleaf import trust
 
 __all__ = ["ShapeGuard", "can_watch", "first_difference"]
+
+log = logging.getLogger("prunepilot.core")
 
 Check = Callable[[tuple[Any, ...], dict[str, Any]], bool]
 T = torch.Tensor
@@ -151,7 +154,7 @@ class ShapeGuard(TorchFunctionMode):
 
     Attributes:
         blind: no call so far read a tensor's size or passed one (see the module docs).
-        culprit: the first call that did, by name (for logs), when not blind.
+        culprit: the first call that did, by name (logged at debug level), when not blind.
         values: every call taking numbers as data (`_VALUES`) with those numbers, in
             order: verification compares a pruned copy's log with the original's.
     """
@@ -186,6 +189,7 @@ class ShapeGuard(TorchFunctionMode):
             if check is None or not check(args, kwargs):
                 self.blind = False
                 self.culprit = _name(func)
+                log.debug("the forward's code reads or passes a size (%s): verify", self.culprit)
         take = _VALUES.get(func)
         if take is not None:
             self.values.append((func, take(args, kwargs)))
