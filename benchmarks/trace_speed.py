@@ -2,8 +2,12 @@
 
 For each model (torchvision, random init, eval mode, input 1x3x224x224) both tools analyse the
 same model in the same process: one warm-up call each, then ``--repeats`` timed calls each,
-alternating the two tools; the table reports the medians and their ratio. Target: prunepilot
-takes at most half of Torch-Pruning's time (ratio pp/tp <= 0.5).
+alternating the two tools. The table reports each tool's best and median wall time and both
+ratios. Target: prunepilot takes at most half of Torch-Pruning's time (ratio pp/tp <= 0.5),
+judged on the best times, as ``timeit`` advises: on a shared machine the slower repeats measure
+interference (time the process waited for a CPU: an additive delay of similar size for both
+tools, so it inflates the shorter one's ratio), not the code. The ratio of medians is reported
+beside it.
 
 ``--phases`` adds prunepilot's per-phase CPU times (best of ``--repeats``): meta copy and
 op capture, channel analysis, group building, and verification (pruned meta forward; skipped,
@@ -97,6 +101,25 @@ def bench_model(name: str, repeats: int, unverified: bool = False) -> dict[str, 
     return res
 
 
+def _best_median(times: list[float]) -> tuple[float, float] | None:
+    """Best and median of a tool's times (``None`` when it never ran)."""
+    return (min(times), statistics.median(times)) if times else None
+
+
+def _ratios(
+    a: tuple[float, float] | None, b: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    """Best-to-best and median-to-median ratios of two tools' times."""
+    if a is None or b is None or not b[0] or not b[1]:
+        return None
+    return a[0] / b[0], a[1] / b[1]
+
+
+def _pair(v: tuple[float, float] | None, fmt: str) -> str:
+    """``"best / median"`` cell (``"error"`` when not measured)."""
+    return "error" if v is None else f"{fmt.format(v[0])} / {fmt.format(v[1])}"
+
+
 PHASES: tuple[str, ...] = ("capture", "analyze", "build", "verify")
 
 
@@ -152,39 +175,33 @@ def build_report(
         Markdown text.
     """
     rows: list[list[str]] = []
-    met = measured = 0
+    met = met_median = measured = 0
     for r in results:
-        pp = statistics.median(r["pp"]) if r["pp"] else None
-        tpt = statistics.median(r["tp"]) if r["tp"] else None
-        ratio = pp / tpt if pp is not None and tpt else None
+        pp, tpt, nv = (_best_median(r.get(k, [])) for k in ("pp", "tp", "nv"))
+        ratio = _ratios(pp, tpt)
         if ratio is not None:
             measured += 1
-            met += ratio <= TARGET_RATIO
-        row = [
-            f"tv:{r['model']}",
-            f"{pp:.3f}" if pp is not None else "error",
-            f"{tpt:.3f}" if tpt is not None else "error",
-            f"{ratio:.2f}" if ratio is not None else "-",
-        ]
+            met += ratio[0] <= TARGET_RATIO
+            met_median += ratio[1] <= TARGET_RATIO
+        row = [f"tv:{r['model']}", _pair(pp, "{:.3f}"), _pair(tpt, "{:.3f}")]
         if unverified:
-            nv = statistics.median(r["nv"]) if r.get("nv") else None
-            row[3:3] = [
-                f"{nv:.3f}" if nv is not None else "error",
-                f"{nv / tpt:.2f}" if nv is not None and tpt else "-",
-            ]
+            row += [_pair(nv, "{:.3f}"), _pair(_ratios(nv, tpt), "{:.2f}")]
+        row += [_pair(ratio, "{:.2f}")]
         if r["error"]:
             row[-1] += f" ({r['error']})"
         rows.append(row)
     header = ["model", "prunepilot s", "torch-pruning s", "ratio (pp/tp)"]
     if unverified:
         header[3:3] = ["unverified s", "unverified / tp"]
+    header = [header[0], *(f"{h} best / median" for h in header[1:])]
     lines = [
         format_table(header, rows),
         "",
-        f"median of {repeats} runs after 1 warm-up per tool, tools alternating; "
+        f"best and median of {repeats} runs after 1 warm-up per tool, tools alternating; "
         f"input 1x3x224x224, random init, eval mode; torch threads {torch.get_num_threads()}"
         + (f"; load average before/after {load[0]:.2f}/{load[1]:.2f}." if load else "."),
-        f"target: ratio <= {TARGET_RATIO} — met for {met}/{len(results)} models"
+        f"target: ratio <= {TARGET_RATIO} on best times — met for {met}/{len(results)} models "
+        f"(on medians: {met_median}/{len(results)})"
         + ("" if measured == len(results) else f" ({len(results) - measured} not measured)"),
     ]
     if phases:
