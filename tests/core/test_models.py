@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.modules import module as module_globals
 
 import prunepilot as pp
+from prunepilot.core import _api
 
 from ._helpers import (
     find_group,
@@ -619,3 +620,48 @@ def test_verify_pins_groups_that_break_the_forward() -> None:
     pp.prune_channels(broken, unverified, {"a.weight:0": [0]})
     with pytest.raises(RuntimeError):
         run(broken, x)
+
+
+class ManyFixedViews(nn.Module):
+    """A chain of convolutions of which every other one's output is reshaped to a literal
+    size (its group fails verification); the last one's channels reach the output."""
+
+    def __init__(self, blocks: int = 31) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(4, 4, 3, padding=1) for _ in range(blocks))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, conv in enumerate(self.convs):
+            x = F.relu(conv(x))
+            if i % 2 == 0:
+                x = x.reshape(x.shape[0], 4, 36).reshape(x.shape)
+        return x
+
+
+def test_verify_finds_many_failing_groups_with_fewer_forwards(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When most groups tried so far failed, verification tries each group of a failing set
+    alone instead of halving it: the same findings with fewer pruned forwards."""
+    model = ManyFixedViews().eval()
+    x = torch.randn(1, 4, 6, 6)
+    assert len(pp.trace(model, x, verify=False).prunable) == 30
+
+    tried: list[int] = []
+    real = _api._probe_plan
+
+    def counted(groups: Any) -> dict[str, list[int]]:
+        tried.append(len(groups))
+        return real(groups)
+
+    monkeypatch.setattr(_api, "_probe_plan", counted)
+    graph = pp.trace(model, x)
+    assert {g.id for g in graph.groups if not g.prunable} == {
+        *(f"convs.{i}.weight:0" for i in range(0, 30, 2)),
+        "convs.30.weight:0",  # reaches the output
+    }
+    for i in range(0, 30, 2):
+        reason = graph.group(f"convs.{i}.weight:0").reason
+        assert reason and "breaks the model's forward" in reason
+    assert 1 in tried  # groups were tried alone
+    assert len(tried) <= 40  # halving alone takes 51 forwards here
