@@ -47,6 +47,8 @@ class Analysis:
     # (node, dim) of parameter dims sharing another tensor's atoms -> whether they consume
     # and whether they produce channels (their roles cannot live on the shared atoms)
     adopted: dict[tuple[int, int], tuple[bool, bool]] = field(default_factory=dict)
+    # Size attributes that follow no tensor: (module name, attribute, atoms it counts).
+    sizes: list[tuple[str, str, np.ndarray]] = field(default_factory=list)
     module: str = ""
 
     # -- access ---------------------------------------------------------------------------
@@ -235,6 +237,11 @@ def analyze(cap: Capture) -> Analysis:
     for node in cap.outputs:
         for d in an.dims(Ref(node)):
             an.atoms.pin(d, "it reaches a model output")
+    for name, node, dim in cap.norm_inputs:
+        dims = an.vals.get(node)
+        atoms = dims[dim] if dims is not None and 0 <= dim < len(dims) else None
+        if atoms is not None:
+            an.sizes.append((name, "num_features", atoms))
     return an
 
 

@@ -28,7 +28,7 @@ from ._graph import ChannelGraph, ChannelGroup, build_graph
 from ._guard import ShapeGuard, can_watch, first_difference
 from ._modules import all_modules, sync_modules
 from ._profile import Profile, count_params
-from ._prune import prune_channels
+from ._prune import prune_channels, set_module_sizes
 from ._select import select
 
 __all__ = ["PruneReport", "profile", "prune", "trace"]
@@ -364,6 +364,7 @@ def _shrink(
             mod._buffers[attr] = new
         changed[id(mod)] = mod
     sync_modules(all_modules(model) if shared else changed.values())
+    set_module_sizes(model, graph, plan)
 
 
 def _verify(model: nn.Module, run: _Traced, graph: ChannelGraph) -> dict[str, str]:

@@ -21,6 +21,7 @@ from torch.utils._pytree import tree_flatten
 from ._fastleaf import Sink, activate
 from ._fastmeta import MetaRunner
 from ._guard import ShapeGuard, can_watch
+from ._modules import tensorless_norm
 
 __all__ = ["Capture", "OpRecord", "Ref", "capture"]
 
@@ -86,6 +87,9 @@ class Capture:
     blind: bool = False
     # The numbers the forward's code passed as data (`ShapeGuard.values`); None: not watched.
     values: list[tuple[Any, tuple[Any, ...]]] | None = None
+    # Instance norms holding no tensor (their ``num_features`` follows no tensor): per call,
+    # the module's name, its input's node and that input's channel dim.
+    norm_inputs: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 _NO_TENSOR = frozenset(
@@ -264,6 +268,27 @@ class _Recorder(TorchDispatchMode):
 
 
 @contextmanager
+def _norm_inputs(
+    norms: dict[int, str], seen: list[tuple[str, torch.Tensor, int]]
+) -> Iterator[None]:
+    """Note the input (and its channel dim) of every call of the modules in ``norms``."""
+
+    def pre(mod: nn.Module, args: Any) -> None:
+        name = norms.get(id(mod))
+        if name is None or not isinstance(mod, nn.modules.instancenorm._InstanceNorm):
+            return
+        if args and isinstance(args[0], torch.Tensor):
+            x = args[0]
+            seen.append((name, x, x.dim() - mod._get_no_batch_dim()))  # its channel dim
+
+    handle = nn.modules.module.register_module_forward_pre_hook(pre)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
 def _module_tracker(
     model: nn.Module, stack: list[str], names: dict[int, str] | None = None
 ) -> Iterator[None]:
@@ -319,9 +344,12 @@ def capture(
     buffers: list[tuple[str, torch.Tensor]] = []  # as named_buffers gives them
     params: list[tuple[str, torch.Tensor]] = []  # as named_parameters gives them
     todo: list[tuple[str, nn.Module]] = [("", model)]  # named_modules(remove_duplicate=False)
+    norms: dict[int, str] = {}  # tensorless instance norms (rare: only they get a hook)
     while todo:
         mname, mod = todo.pop()
         mod_names[id(mod)] = mname
+        if not mod._modules and tensorless_norm(mod):
+            norms.setdefault(id(mod), mname)
         prefix = mname + "." if mname else ""
         if mod._modules:  # most modules are leaves
             todo.extend((prefix + n, c) for n, c in reversed(mod._modules.items()) if c is not None)
@@ -344,8 +372,13 @@ def capture(
     try:
         tracker = _module_tracker(model, stack, mod_names) if modules else nullcontext()
         guard = ShapeGuard() if watch and can_watch() else None
-        with torch.no_grad(), tracker, rec, guard if guard is not None else nullcontext():
+        seen: list[tuple[str, torch.Tensor, int]] = []
+        noted = _norm_inputs(norms, seen) if norms else nullcontext()
+        with torch.no_grad(), tracker, noted, rec, guard if guard is not None else nullcontext():
             out = fn(*inputs)
+        cap.norm_inputs = [
+            (name, rec.ref_of[id(x)].node, dim) for name, x, dim in seen if id(x) in rec.ref_of
+        ]
         if guard is not None:
             cap.blind, cap.values = guard.blind, guard.values
     finally:

@@ -258,6 +258,8 @@ class ChannelGraph:
     # distinct atom array, where each array starts, the array of every dim]
     _dims: list[tuple[str, int]] = field(repr=False, default_factory=list)
     _dim_slots: list[np.ndarray] = field(repr=False, default_factory=list)
+    # module size attributes that follow no tensor: (module, attribute, channel slots)
+    _sizes: list[tuple[str, str, np.ndarray]] = field(repr=False, default_factory=list)
 
     def group(self, gid: str) -> ChannelGroup:
         """The group with this id; `PlanError` names close matches when unknown."""
@@ -292,6 +294,17 @@ class ChannelGraph:
         for i in np.flatnonzero(counts).tolist():
             name, d = self._dims[i]
             out.setdefault(name, {})[d] = int(counts[i])
+        return out
+
+    def _module_sizes(self, plan: Plan) -> dict[tuple[str, str], int]:
+        """Size attributes of tensorless modules (an instance norm's ``num_features``)
+        after ``plan``: ``{(module, attribute): value}`` (``plan`` already validated)."""
+        if not self._sizes:
+            return {}
+        mask = self._removed(plan, validate=False)
+        out: dict[tuple[str, str], int] = {}
+        for module, attr, slots in self._sizes:  # a module called twice: its first call
+            out.setdefault((module, attr), int(slots.size - mask[slots].sum()))
         return out
 
     def _removed(self, plan: Plan, validate: bool = True) -> np.ndarray:
@@ -719,6 +732,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         _tensor_src=(slots_u, lo_u, hi_u, c_name, c_u, list(params)),
         _dims=list(zip(c_name, c_dim, strict=True)),
         _dim_slots=[slots_u, starts_u, cand_u] if c_u else [],
+        _sizes=[(m, attr, slot[all_roots[a]]) for m, attr, a in an.sizes],
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["all_modules", "sync_module_attrs", "sync_modules"]
+__all__ = ["all_modules", "sync_module_attrs", "sync_modules", "tensorless_norm"]
 
 
 def all_modules(model: nn.Module) -> list[nn.Module]:
@@ -25,6 +25,16 @@ def all_modules(model: nn.Module) -> list[nn.Module]:
         if kids:  # most modules are leaves
             stack.extend(c for c in reversed(kids.values()) if c is not None)
     return out
+
+
+def tensorless_norm(mod: nn.Module) -> bool:
+    """An instance norm without weights or running statistics: pruning slices no tensor of
+    it, so its ``num_features`` must follow the channels of its input (from the trace)."""
+    return (
+        isinstance(mod, nn.modules.instancenorm._InstanceNorm)
+        and mod._parameters.get("weight") is None
+        and mod._buffers.get("running_mean") is None
+    )
 
 
 def sync_module_attrs(model: nn.Module) -> None:

@@ -11,7 +11,7 @@ from ._errors import PlanError
 from ._graph import ChannelGraph
 from ._modules import sync_module_attrs
 
-__all__ = ["prune_channels", "removals", "zero_channels"]
+__all__ = ["prune_channels", "removals", "set_module_sizes", "zero_channels"]
 
 
 def removals(
@@ -114,7 +114,17 @@ def prune_channels(
         else:
             mod._buffers[attr] = cut(t)
     sync_module_attrs(model)
+    set_module_sizes(model, graph, plan)
     return model
+
+
+def set_module_sizes(
+    model: nn.Module, graph: ChannelGraph, plan: Mapping[str, Sequence[int]]
+) -> None:
+    """Update the size attributes that follow no tensor (an instance norm without weights
+    or statistics: its ``num_features``) to the channels ``plan`` leaves them."""
+    for (mname, attr), value in graph._module_sizes(plan).items():
+        object.__setattr__(model.get_submodule(mname), attr, value)  # a plain value
 
 
 def zero_channels(

@@ -19,7 +19,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ._errors import PrunepilotError
-from ._modules import sync_module_attrs
+from ._modules import sync_module_attrs, tensorless_norm
 from ._prune import _tensors
 
 __all__ = ["build_source", "load", "save"]
@@ -85,11 +85,14 @@ def save(
     """
     name = _source_name(source)
     shapes = {n: list(t.shape) for n, t in model.state_dict(keep_vars=True).items()}
+    # sizes no tensor shape gives back (an instance norm without weights)
+    sizes = {n: m.num_features for n, m in model.named_modules() if tensorless_norm(m)}
     meta = {
         "format": _FORMAT,
         "source": name,
         "kwargs": json.dumps(dict(kwargs or {})),
         "shapes": json.dumps(shapes),
+        "num_features": json.dumps(sizes),
     }
     path = Path(path)
     save_model(model, str(path), metadata=meta)
@@ -124,5 +127,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Modul
         else:
             mod._buffers[attr] = new
     sync_module_attrs(model)
+    for name, n in json.loads(meta.get("num_features", "{}")).items():  # older files lack it
+        try:
+            norm = model.get_submodule(name)
+        except AttributeError as e:
+            raise PrunepilotError(f"{meta['source']} has no module {name!r}; wrong source?") from e
+        object.__setattr__(norm, "num_features", int(n))
     load_model(model, str(path), strict=True, device=str(map_location))
     return model.to(map_location)

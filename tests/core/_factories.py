@@ -29,6 +29,29 @@ def tiny_net(num_classes: int = 4, width: int = 8) -> nn.Module:
     return TinyNet(num_classes=num_classes, width=width)
 
 
+class StyleNet(nn.Module):
+    """Convolutions with instance norms as PyTorch makes them by default (no weights, no
+    statistics: pruning slices none of their tensors), as in style-transfer networks."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 3, padding=1)
+        self.in1 = nn.InstanceNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.in2 = nn.InstanceNorm2d(width, affine=True)  # has weights: follows them
+        self.out = nn.Conv2d(width, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.in1(self.conv1(x)))
+        y = F.relu(self.in2(self.conv2(y)))
+        return self.out(y)
+
+
+def style_net(width: int = 8) -> nn.Module:
+    """Build a randomly initialised `StyleNet`."""
+    return StyleNet(width=width)
+
+
 def not_a_model() -> int:
     """A factory that returns something other than a module."""
     return 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import pytest
@@ -665,3 +666,21 @@ def test_verify_finds_many_failing_groups_with_fewer_forwards(
         assert reason and "breaks the model's forward" in reason
     assert 1 in tried  # groups were tried alone
     assert len(tried) <= 40  # halving alone takes 51 forwards here
+
+
+def test_instance_norms_follow_their_pruned_input() -> None:
+    """Instance norms with and without weights: pruning matches zeroing the channels, and
+    neither tracing (its verification prunes a copy) nor the pruned model warns about a
+    num_features that no longer matches."""
+    from ._factories import style_net
+
+    model = style_net().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        graph = pp.trace(model, x)
+        _, plan, pruned = zero_check(model, x, graph=graph)
+        run(pruned, x)
+    assert {"conv1.weight:0", "conv2.weight:0"} <= set(plan)
+    assert pruned.in1.num_features == pruned.conv1.out_channels < 8
+    assert pruned.in2.num_features == pruned.conv2.out_channels < 8

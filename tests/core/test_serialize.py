@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,23 @@ def test_loaded_copy_is_independent(tmp_path: Path) -> None:
         for p in loaded.parameters():
             p.add_(1.0)
     assert state_equal(before, snapshot(model))
+
+
+def test_instance_norm_without_weights_keeps_its_pruned_size(tmp_path: Path) -> None:
+    """An instance norm holding no tensor gets its num_features from the trace when pruned,
+    and a checkpoint gives it back (no tensor shape does)."""
+    model = _factories.style_net().eval()
+    x = torch.randn(2, 3, 8, 8)
+    graph = pp.trace(model, x)
+    plan = {"conv1.weight:0": [0, 3, 5], "conv2.weight:0": [1]}
+    pp.prune_channels(model, graph, plan)
+    assert (model.in1.num_features, model.in2.num_features) == (5, 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a stale num_features warns on every forward
+        ref = model(x)
+    pp.save(model, tmp_path / "style.safetensors", source="tests.core._factories:style_net")
+    loaded = pp.load(tmp_path / "style.safetensors").eval()
+    assert loaded.in1.num_features == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(loaded(x), ref)
