@@ -179,7 +179,11 @@ def _pin_fixed_modules(model: nn.Module, an: Analysis, mods: list[nn.Module] | N
                 an.atoms.pin(a, reason)
 
 
-def _same_structure(ref: Any, out: Any) -> bool:
+def _same_structure(ref: Any, out: Any, data_dependent: bool = False) -> bool:
+    """Whether ``out`` has the structure, ranks, dtypes and shapes of ``ref``; leading sizes
+    are free for outputs of rank 1 and 2, and for all outputs of a ``data_dependent`` model
+    (one that ran on real tensors: its detections, keypoints and masks come one per box,
+    and how many boxes a random model finds changes with any of its weights)."""
     la, sa = tree_flatten(ref)
     lb, sb = tree_flatten(out)
     if sa != sb:
@@ -192,7 +196,8 @@ def _same_structure(ref: Any, out: Any) -> bool:
             if a.ndim != b.ndim or a.dtype != b.dtype:
                 return False
             # Leading sizes of small-rank outputs may be data dependent (detections).
-            if (a.ndim >= 3 and a.shape != b.shape) or a.shape[1:] != b.shape[1:]:
+            whole = a.ndim >= 3 and not data_dependent
+            if (whole and a.shape != b.shape) or a.shape[1:] != b.shape[1:]:
                 return False
     return True
 
@@ -401,7 +406,7 @@ def _verify(model: nn.Module, run: _Traced, graph: ChannelGraph) -> dict[str, st
                     out = trial(*run.inputs)
         except Exception as e:  # any failure of the pruned forward is a finding
             return f"pruning it breaks the model's forward ({type(e).__name__}: {str(e)[:160]})"
-        if not _same_structure(run.cap.output, out):
+        if not _same_structure(run.cap.output, out, data_dependent=not meta):
             return "pruning it changes the shape of a model output"
         if guard is not None and values is not None:
             changed = first_difference(values, guard.values)

@@ -684,3 +684,36 @@ def test_instance_norms_follow_their_pruned_input() -> None:
     assert {"conv1.weight:0", "conv2.weight:0"} <= set(plan)
     assert pruned.in1.num_features == pruned.conv1.out_channels < 8
     assert pruned.in2.num_features == pruned.conv2.out_channels < 8
+
+
+class CountingDetector(nn.Module):
+    """Finds a data-dependent number of "boxes" (it runs on real tensors only) and returns
+    a rank-3 tensor per box, as keypoint detectors do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Conv2d(3, 8, 3, padding=1)
+        self.score = nn.Conv2d(8, 1, 1)
+        self.points = nn.Conv2d(8, 6, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = F.relu(self.backbone(x))
+        s = self.score(f)[0, 0]
+        keep = s > 0  # how many boxes depends on every weight
+        return self.points(f)[0].permute(1, 2, 0)[keep].reshape(-1, 2, 3)
+
+
+def test_verification_lets_a_detectors_box_count_change() -> None:
+    """A model running on real tensors finds other boxes once pruned: their number is data,
+    not structure, so it does not make the backbone's channels unprunable."""
+    model = CountingDetector().eval()
+    x = torch.randn(1, 3, 12, 12)
+    graph = pp.trace(model, x)
+    one = pp.prune_channels(copy.deepcopy(model), graph, {"backbone.weight:0": [0]})
+    assert run(one, x).shape[1:] == (2, 3)
+    assert run(one, x).shape[0] != run(model, x).shape[0]  # another count of boxes
+    assert graph.group("backbone.weight:0").prunable
+    plan = {"backbone.weight:0": [1, 4, 6]}  # the same boxes as zeroing those channels
+    zeroed = pp.zero_channels(copy.deepcopy(model), graph, plan)
+    pruned = pp.prune_channels(copy.deepcopy(model), graph, plan)
+    assert rel_err(run(zeroed, x), run(pruned, x)) <= 1e-5
