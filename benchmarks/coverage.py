@@ -178,19 +178,22 @@ def _num_boxes(out: Any) -> int:
     return int(leaves[0].shape[0]) if leaves and leaves[0].dim() > 0 else 0
 
 
-def _like_for_like(res: dict[str, Any], candidates: list[tuple[int, str]]) -> int | None:
-    """The MACs of the first run that found as many boxes as the pruned model (a detector's
-    heads run once per box, so only such a run took the same path), else ``None``."""
+def _like_for_like(res: dict[str, Any], candidates: list[tuple[int, str]]) -> str | None:
+    """The MACs key of the first run that found as many boxes as the pruned model (a
+    detector's heads run once per box, so only such a run took the same path), else ``None``."""
     pruned = res["boxes"][-1]
-    return next((res[key] for boxes, key in candidates if boxes == pruned and key in res), None)
+    return next((key for boxes, key in candidates if boxes == pruned), None)
 
 
-def _macs_problems(res: dict[str, Any], ref: int | None) -> list[str]:
-    """``"MACs not reduced"`` when the pruned model's MACs are not below ``ref``; ``ref``
-    ``None`` (no run took the pruned detector's path) leaves MACs unchecked, noted."""
-    if ref is None:
+def _macs_problems(res: dict[str, Any], key: str | None) -> list[str]:
+    """``"MACs not reduced"`` when the pruned model's MACs are not below those under ``key``
+    (kept as ``res["macs_vs"]``); ``None`` (no run took the pruned detector's path) leaves
+    MACs unchecked, noted."""
+    res["macs_vs"] = key
+    if key is None:
         res["macs_check"] = "n/a: no run found as many boxes as the pruned model"
         return []
+    ref = res[key]
     return [f"MACs not reduced ({res['macs_after']} >= {ref})"] if res["macs_after"] >= ref else []
 
 
@@ -272,17 +275,15 @@ def run_prunepilot(spec: ModelSpec) -> dict[str, Any]:
         shape_err = compare_structure(out, base, ragged_dim0=spec.task == "detection")
         if shape_err:
             problems.append(shape_err)
-        macs_ref: int | None = res["macs_before"]
+        macs_key: str | None = "macs_before"
         if spec.task == "detection":
-            unpruned, zeroed, pruned = res["boxes"] = [
+            unpruned, zeroed, _ = res["boxes"] = [
                 _num_boxes(base),
                 _num_boxes(ref),
                 _num_boxes(out),
             ]
-            if zeroed != pruned:  # not the same path: no like-for-like
-                res.pop("macs_zeroed")
-            macs_ref = _like_for_like(res, [(zeroed, "macs_zeroed"), (unpruned, "macs_before")])
-        problems += _macs_problems(res, macs_ref)
+            macs_key = _like_for_like(res, [(zeroed, "macs_zeroed"), (unpruned, "macs_before")])
+        problems += _macs_problems(res, macs_key)
         if norm is not None:
             res["value"] = "skipped (norm over pruned dims)"
             res["norm_module"] = norm
@@ -492,15 +493,15 @@ def run_tp(spec: ModelSpec) -> dict[str, Any]:
         res["macs_after"] = int(tp.utils.count_ops_and_params(model, args)[0])
 
         stage = "compare"
-        macs_ref: int | None = res["macs_before"]
+        macs_key: str | None = "macs_before"
         if spec.task == "detection":
             res["boxes"] = [_num_boxes(base), _num_boxes(out)]
-            macs_ref = _like_for_like(res, [(res["boxes"][0], "macs_before")])
+            macs_key = _like_for_like(res, [(res["boxes"][0], "macs_before")])
         problems: list[str] = []
         shape_err = compare_structure(out, base, ragged_dim0=spec.task == "detection")
         if shape_err:
             problems.append(shape_err)
-        problems += _macs_problems(res, macs_ref)
+        problems += _macs_problems(res, macs_key)
         res["ok"] = not problems
         if problems:
             res["error"] = "; ".join(problems)[:ERROR_CHARS]
@@ -597,13 +598,13 @@ def _pp_cells(r: dict[str, Any] | None) -> tuple[str, str, str, list[str]]:
     groups = f"{r['prunable']}/{r['groups']}" if "groups" in r else "-"
     macs = "-"
     if "macs_before" in r:
-        # detectors: against the zeroed model, on the pruned model's detections
-        before = r.get("macs_zeroed", r["macs_before"])
+        # detectors: against the run that took the pruned model's path (the zeroed copy)
+        before = r[r.get("macs_vs") or "macs_before"]
         after = _fmt_macs(r.get("macs_after"))
         macs = f"{after}/{_fmt_macs(before)}"
         if r.get("macs_after") is not None and before:
             macs += f" ({100 * r['macs_after'] / before:.0f}%)"
-        if "macs_zeroed" in r:
+        if r.get("macs_vs") == "macs_zeroed":
             macs += f" [unpruned {_fmt_macs(r['macs_before'])}]"
     result = "PASS" if r.get("ok") else "FAIL"
     notes: list[str] = []
