@@ -124,8 +124,11 @@ class Analysis:
         self.vals[ref.node] = dims
 
     # -- atom helpers ---------------------------------------------------------------------
-    def join(self, arrays: list[np.ndarray | None], size: int, reason: str) -> np.ndarray | None:
-        """Unite same-size atom arrays; a mix with untracked (None) ones pins the tracked.
+    def join(
+        self, arrays: list[np.ndarray | None], size: int, rec: OpRecord, why: str
+    ) -> np.ndarray | None:
+        """Unite same-size atom arrays; a mix with untracked (None) ones pins the tracked,
+        for the reason "<op> <why>" (only formatted then: most joins pin nothing).
 
         A pinned result is returned as ``None``: its size can no longer change, and not
         carrying pinned atoms on keeps later ops from pinning more than they must.
@@ -137,7 +140,7 @@ class Analysis:
             if a is not tracked[0]:
                 self.atoms.unite(tracked[0], a)
         if len(tracked) < len(arrays) and size > 1:
-            self.atoms.pin(tracked[0], reason)
+            self.atoms.pin(tracked[0], f"{rec.name} {why}")
             return None
         return tracked[0]
 

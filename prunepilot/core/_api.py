@@ -301,28 +301,36 @@ def _meta_copy(model: nn.Module, mods: list[nn.Module] | None = None) -> nn.Modu
             if t is dict:
                 return {n: None if x is None else memo[id(x)] for n, x in v.items()}
             return t((n, None if x is None else memo[id(x)]) for n, x in v.items())
-        if t is tuple and all(type(x) in _ATOMIC for x in v):
-            return v
         return copy.deepcopy(v, memo)
 
     atomic, containers = _ATOMIC, _CONTAINERS
     registries, empty = _REGISTRY_KEYS, _EMPTY_REGISTRIES
+    n_registries = len(registries)
     dict_setstate = _DICT_SETSTATE
     copies = []
     for m in mods:
         own = m.__dict__
-        state = own.copy()  # atomic values stay shared
-        keys = own.keys()
-        if keys >= registries and not any(map(own.__getitem__, registries)):
-            state.update(empty)
-            rest: Iterable[str] = keys - registries
-        else:
-            rest = keys
-        for k in rest:
-            v = own[k]
+        state = own.copy()  # atomic values (and tuples of them) stay shared
+        seen = 0  # hook registries found, all empty so far (else -1)
+        for k, v in own.items():
             t = type(v)
-            if t not in atomic:
-                state[k] = t() if t in containers and not v else value(k, v)
+            if t in atomic or (t is tuple and atomic.issuperset(map(type, v))):
+                continue
+            if k in registries:
+                if v:
+                    seen = -1
+                    state[k] = copy.deepcopy(v, memo)
+                elif seen >= 0:
+                    seen += 1
+                    state[k] = empty[k]
+                else:
+                    state[k] = t()
+                continue
+            state[k] = t() if t in containers and not v else value(k, v)
+        if seen != n_registries:  # not all present and empty: each its own container
+            for k in registries & own.keys():
+                if state[k] is empty[k]:
+                    state[k] = type(own[k])()
         state.pop("_compiled_call_impl", None)  # as Module.__getstate__ drops it
         new = memo[id(m)]
         needs = dict_setstate.get(type(new).__setstate__)

@@ -96,7 +96,9 @@ _NO_TENSOR = frozenset(
     {"int", "SymInt", "float", "bool", "str", "number", "Scalar", "Layout", "Device"}
     | {"MemoryFormat", "Generator", "Dimname", "ScalarType"}
 )
-_TENSOR_ARGS: dict[Any, tuple[int, ...]] = {}
+# id(overload) -> (overload, `_tensor_args`): by id, as overloads hash in Python; the
+# entry keeps the overload alive, so its id stays its own.
+_TENSOR_ARGS: dict[int, tuple[Any, tuple[int, ...]]] = {}
 
 
 def _tensor_args(func: Any) -> tuple[int, ...]:
@@ -206,9 +208,10 @@ class _Recorder(TorchDispatchMode):
         object); returns the arguments with tensors as `Ref` and the refs in order."""
         arg = self._arg
         found: list[Ref] = []
-        pos = _TENSOR_ARGS.get(func)
-        if pos is None:
-            pos = _TENSOR_ARGS[func] = _tensor_args(func)
+        got = _TENSOR_ARGS.get(id(func))
+        if got is None or got[0] is not func:
+            got = _TENSOR_ARGS[id(func)] = (func, _tensor_args(func))
+        pos = got[1]
         if pos:
             rl = list(args)
             ref = self.ref

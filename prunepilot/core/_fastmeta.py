@@ -424,6 +424,9 @@ def _shortcuts() -> dict[Any, Shortcut]:
 
 
 SHORTCUTS: dict[Any, Shortcut] = _shortcuts()
+# The same by ``id`` of the overload: overloads hash in Python (a call per lookup), and
+# these live as long as the table holds them, so their ids stay theirs.
+_BY_ID: dict[int, Shortcut] = {id(op): fn for op, fn in SHORTCUTS.items()}
 
 
 # -- memo -----------------------------------------------------------------------------------
@@ -466,22 +469,26 @@ class MetaRunner:
 
     def __init__(self, check: bool = False) -> None:
         self.memo: dict[Any, tuple[bool, list[tuple[tuple[int, ...], tuple[int, ...], Any]]]] = {}
-        self._pure: dict[Any, bool] = {}
+        # id(overload) -> (overload, whether memoizable); the entry keeps the overload
+        # alive, so its id (also the memo's key) stays its own
+        self._pure: dict[int, tuple[Any, bool]] = {}
         self.check = check
 
     def answer(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The op's outputs from a shape rule or the memo, as `__call__` gives them, without
         running a kernel (whose own ops a dispatch mode would see); else ``NotImplemented``.
         Call it with dispatch modes disabled (its empty outputs are ops too)."""
-        fast = SHORTCUTS.get(func)
+        key = id(func)
+        fast = _BY_ID.get(key)
         if fast is not None:
             out = fast(args, kwargs)
             if out is not NotImplemented:
                 return out
-        if not self._pure.get(func, False):
+        pure = self._pure.get(key)
+        if pure is None or not pure[1]:
             return NotImplemented  # not memoizable, or never run yet
         try:
-            got = self.memo.get((func, _sig(args), _sig(tuple(kwargs.items())) if kwargs else ()))
+            got = self.memo.get((key, _sig(args), _sig(tuple(kwargs.items())) if kwargs else ()))
         except (_NoKey, TypeError):
             return NotImplemented
         if got is None:
@@ -498,20 +505,21 @@ class MetaRunner:
         return _batch_norm_out(args, {})
 
     def __call__(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        fast = SHORTCUTS.get(func)
+        fid = id(func)
+        fast = _BY_ID.get(fid)
         if fast is not None:
             out = fast(args, kwargs)
             if out is not NotImplemented:
                 if self.check:
                     _same_meta(func, out, func(*args, **kwargs))
                 return out
-        pure = self._pure.get(func)
-        if pure is None:
-            pure = self._pure[func] = _memoizable(func)
-        if not pure:
+        got_pure = self._pure.get(fid)
+        if got_pure is None:
+            got_pure = self._pure[fid] = (func, _memoizable(func))
+        if not got_pure[1]:
             return func(*args, **kwargs)
         try:
-            key = (func, _sig(args), _sig(tuple(kwargs.items())) if kwargs else ())
+            key = (fid, _sig(args), _sig(tuple(kwargs.items())) if kwargs else ())
             got = self.memo.get(key)
         except (_NoKey, TypeError):
             return func(*args, **kwargs)

@@ -28,7 +28,7 @@ def _sdpa(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     an.contract(qd[-1], kd[-1], qs[-1])
     lead: Dims = []
     for i in range(len(qs) - 2):
-        lead.append(an.join([qd[i], kd[i], vd[i]], qs[i], f"{rec.name} pairs heads inconsistently"))
+        lead.append(an.join([qd[i], kd[i], vd[i]], qs[i], rec, "pairs heads inconsistently"))
     an.atoms.pin(kd[-2], f"{rec.name} attends over this dimension")
     an.atoms.pin(vd[-2], f"{rec.name} attends over this dimension")
     for name in ("attn_mask", "attn_bias"):

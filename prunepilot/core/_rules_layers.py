@@ -72,7 +72,8 @@ def _conv(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
         return
     os_ = an.shape(out)
     for d in xd[c + 1 :]:
-        an.atoms.pin(d, f"{rec.name} mixes channels with spatial positions")
+        if d is not None:  # (spatial dims rarely carry channels: no reason to format)
+            an.atoms.pin(d, f"{rec.name} mixes channels with spatial positions")
     k = math.prod(ws[2:])
     if not transposed:
         n_out, ig = ws[0], ws[1]
@@ -143,7 +144,7 @@ def _matmul_like(
         if ib >= 0:
             cands.append(bd[ib])
             sizes.append(bsh[ib])
-        batch.append(an.join(cands, max(sizes), f"{rec.name} batches it with an untracked tensor"))
+        batch.append(an.join(cands, max(sizes), rec, "batches it with an untracked tensor"))
     res = [*batch, ad[-2], bd[-1]]
     if extra is not None:
         es = an.shape(extra)
@@ -225,9 +226,10 @@ def _batch_norm(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
             d = an.adopt(t, [xd[c]])[0]
             an.tag(d)
             stats.append(d)
-    joined = an.join(stats, C, f"{rec.name} normalises channels that prunepilot cannot track")
+    joined = an.join(stats, C, rec, "normalises channels that prunepilot cannot track")
     for d in xd[c + 1 :]:
-        an.atoms.pin(d, f"{rec.name} normalises over this dimension")
+        if d is not None:
+            an.atoms.pin(d, f"{rec.name} normalises over this dimension")
     for i, o in enumerate(rec.outputs):
         if o is None:
             continue
@@ -256,7 +258,7 @@ def _layer_norm(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
             arrs.append(d)
         if len(arrs) == 1 and xd[i] is not None:
             an.atoms.pin(xd[i], f"{rec.name} without weights fixes its normalized_shape")
-        xd[i] = an.join(arrs, an.shape(x)[i], f"{rec.name} normalises an untracked tensor")
+        xd[i] = an.join(arrs, an.shape(x)[i], rec, "normalises an untracked tensor")
     for n, o in enumerate(rec.outputs):
         if o is None:
             continue
@@ -279,7 +281,7 @@ def _group_norm(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
             d = an.dims(t)[0]
             an.tag(d)
             arrs.append(d)
-    j = an.join(arrs, C, f"{rec.name} normalises an untracked tensor")
+    j = an.join(arrs, C, rec, "normalises an untracked tensor")
     for d in xd[2:]:
         an.atoms.pin(d, f"{rec.name} normalises over this dimension")
     if j is not None:

@@ -270,7 +270,8 @@ def _cat(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
                 an.join(
                     [rd[i] for rd in dims],
                     oshape[i],
-                    f"{rec.name} joins it with an untracked tensor",
+                    rec,
+                    "joins it with an untracked tensor",
                 )
             )
     an.set(out, res)
@@ -291,7 +292,8 @@ def _stack(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
         an.join(
             [an.dims(r)[i] for r in refs],
             ishape[i],
-            f"{rec.name} joins it with an untracked tensor",
+            rec,
+            "joins it with an untracked tensor",
         )
         for i in range(len(ishape))
     ]

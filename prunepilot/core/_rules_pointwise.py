@@ -39,7 +39,7 @@ def elementwise(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
             elif d is not None and s > 0:
                 an.atoms.pin(d, f"{rec.name} broadcasts a one-channel dimension")
     res: Dims = [
-        an.join(arrs, out_shape[i], f"{rec.name} combines it with a tensor of fixed size")
+        an.join(arrs, out_shape[i], rec, "combines it with a tensor of fixed size")
         for i, arrs in enumerate(per_dim)
     ]
     for o in rec.outputs:
