@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._analysis import Analysis
+from ._analysis import Analysis, MacTerm
 from ._atoms import FIXED, components, first_index, unique
 from ._errors import PlanError
 
@@ -249,7 +249,10 @@ class ChannelGraph:
     macs_total: int
     _gid: dict[str, int] = field(repr=False, default_factory=dict)
     _offset: list[int] = field(repr=False, default_factory=list)
-    _terms: list[tuple[int, list[np.ndarray]]] = field(repr=False, default_factory=list)
+    # per cost term: its MACs and the channel slots of each scaling dim, built on first use
+    # from ``_term_src`` (see `_mac_terms`)
+    _terms: list[tuple[int, list[np.ndarray]]] | None = field(repr=False, default=None)
+    _term_src: tuple[Any, ...] = field(repr=False, default=())
     # every parameter/buffer with the channel slots of each of its traced dims (see
     # `_param_slots`), built on first use from ``_tensor_src``
     _tensors: list[tuple[str, list[np.ndarray]]] | None = field(repr=False, default=None)
@@ -328,6 +331,8 @@ class ChannelGraph:
         if not plan:
             return self.macs_total
         mask = self._removed(plan)
+        if self._terms is None:
+            self._terms = _mac_terms(*self._term_src) if self._term_src else []
         total = 0.0
         for n, scales in self._terms:
             f = float(n)
@@ -361,6 +366,24 @@ class ChannelGraph:
         return "\n".join(lines)
 
 
+def _mac_terms(
+    slot: np.ndarray, all_roots: np.ndarray, mac_terms: list[MacTerm]
+) -> list[tuple[int, list[np.ndarray]]]:
+    """Every cost term's MACs and the channel slots of each of its scaling dims (``slot``:
+    channel slot of every class root): what `ChannelGraph.macs` scales."""
+    scales_all = [s for t in mac_terms for s in t.scale]
+    flat = slot[all_roots[np.concatenate(scales_all)]] if scales_all else np.zeros(0, np.int64)
+    at = 0
+    terms: list[tuple[int, list[np.ndarray]]] = []
+    for t in mac_terms:
+        scales = []
+        for s in t.scale:
+            scales.append(flat[at : at + s.size])
+            at += s.size
+        terms.append((t.macs, scales))
+    return terms
+
+
 def _param_slots(
     slots_u: np.ndarray,
     lo_u: list[int],
@@ -389,14 +412,6 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     why, texts = atoms.class_reasons()  # per class root: index of its pin reason, -1: free
     pinned_flag = why >= 0
     pinned_flag[fixed_root] = True
-    # Atoms per class, plus one for a class holding atoms of an adopted dim (which stand for
-    # fresh atoms of their own): a parameter dim another one shares is coupled to it. (Only
-    # "more than one" is read.)
-    class_size = np.bincount(all_roots, minlength=n)
-    if an.adopted:
-        param_atoms = an.param_atoms
-        shared = {id(a): a for a in (param_atoms[node][d] for node, d in an.adopted)}
-        class_size[all_roots[np.concatenate(list(shared.values()))]] += 1
     cat = np.concatenate
     flags = []
     for arrays in (atoms.tagged, atoms.inward, atoms.producers):
@@ -408,35 +423,53 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
 
     # Every traced parameter/buffer dim with positions ("candidate"), in trace order, as
     # parallel lists. Dims sharing one atom array (a norm's weight, bias and statistics) are
-    # read once: ``u_arrays`` holds each array once, ``c_u`` the array of every dim.
+    # read once: ``u_arrays`` holds each array once (in order of first use), ``c_u`` the
+    # array of every dim.
     names = an.cap.names
-    adopted = an.adopted
-    c_name: list[str] = []
-    c_dim: list[int] = []
-    c_u: list[int] = []
+    param_atoms = an.param_atoms
+    node_names = [names[node] for node in param_atoms]
+    n_dims = np.fromiter(map(len, param_atoms.values()), dtype=np.int64, count=len(node_names))
+    dims_all = [a for dims in param_atoms.values() for a in dims]
+    flat_size = np.fromiter([a.size for a in dims_all], dtype=np.int64, count=len(dims_all))
+    dim_at = np.cumsum(n_dims) - n_dims  # each node's first dim in ``dims_all``
+    c_name = np.repeat(np.array(node_names, dtype=object), n_dims).tolist()
+    c_dim = (np.arange(flat_size.size) - np.repeat(dim_at, n_dims)).tolist()
+    cand_of = np.arange(flat_size.size)  # dims_all dim -> candidate
+    if not flat_size.all():
+        has = flat_size > 0
+        cand_of = np.cumsum(has) - 1
+        keep_l = np.flatnonzero(has).tolist()
+        dims_all = [dims_all[i] for i in keep_l]
+        c_name = [c_name[i] for i in keep_l]
+        c_dim = [c_dim[i] for i in keep_l]
     u_index: dict[int, int] = {}
-    u_arrays: list[np.ndarray] = []
-    roles: list[tuple[int, bool, bool]] = []  # adopted dims: (candidate, inward, produces)
-    for node, dims in an.param_atoms.items():
-        name = names[node]
-        for d, arr in enumerate(dims):
-            if not arr.size:
-                continue
-            k = u_index.setdefault(id(arr), len(u_arrays))
-            if k == len(u_arrays):
-                u_arrays.append(arr)
-            if adopted:
-                role = adopted.get((node, d))
-                if role is not None:
-                    roles.append((len(c_u), *role))
-            c_name.append(name)
-            c_dim.append(d)
-            c_u.append(k)
+    c_u = [u_index.setdefault(id(a), len(u_index)) for a in dims_all]
+    u_arrays = list({id(a): a for a in dims_all}.values())
     cand_u = np.asarray(c_u, dtype=np.int64)
     sizes_u = np.fromiter((a.size for a in u_arrays), dtype=np.int64, count=len(u_arrays))
     starts_u = np.concatenate(([0], np.cumsum(sizes_u)[:-1])).astype(np.int64)
     every = cat(u_arrays) if u_arrays else np.zeros(0, np.int64)
     r_u = all_roots[every]
+    # Adopted dims with positions (candidates) and their roles: (inward, produces).
+    adopted = an.adopted
+    idx_a = np.zeros(0, dtype=np.int64)
+    role_a = np.zeros((0, 2), dtype=bool)
+    if adopted:
+        dim_of = dict(zip(param_atoms, dim_at.tolist(), strict=True))
+        pre = np.fromiter(
+            [dim_of[node] + d for node, d in adopted], dtype=np.int64, count=len(adopted)
+        )
+        ok = flat_size[pre] > 0
+        idx_a = cand_of[pre[ok]]
+        role_a = np.array(list(adopted.values()), dtype=bool).reshape(-1, 2)[ok]
+    # Atoms per class, plus one for a class holding atoms of an adopted dim (which stand for
+    # fresh atoms of their own): a parameter dim another one shares is coupled to it. (Only
+    # "more than one" is read.)
+    class_size = np.bincount(all_roots, minlength=n)
+    if idx_a.size:
+        shared = np.zeros(len(u_arrays), dtype=bool)
+        shared[cand_u[idx_a]] = True
+        class_size[r_u[np.repeat(shared, sizes_u)]] += 1
 
     # Relevant member dims ("raw"): tagged by a rule or coupled to anything; a size-1 dim
     # that no layer creates is never a channel to remove. Dims sharing another tensor's
@@ -447,11 +480,10 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         any_prod, any_tag, any_in, any_coupled = per_u[:, cand_u]
     else:
         any_prod = any_tag = any_in = any_coupled = np.zeros(0, dtype=bool)
-    if roles:
-        idx_a, in_a, prod_a = zip(*roles, strict=True)
-        any_in[list(idx_a)] = in_a
-        any_prod[list(idx_a)] = prod_a
-        any_tag[list(idx_a)] = True
+    if idx_a.size:
+        any_in[idx_a] = role_a[:, 0]
+        any_prod[idx_a] = role_a[:, 1]
+        any_tag[idx_a] = True
     keep = (any_tag | any_coupled) & ~((sizes_u[cand_u] == 1) & ~any_prod)
     sel = np.flatnonzero(keep)
     sel_l = sel.tolist()
@@ -705,28 +737,27 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
             reason = "it is split into equal parts together with another group's channels"
             split = ((), ())
         cells, constraints = split
-        groups.append(
-            ChannelGroup(
-                id=f"{raw_name[head]}:{raw_dim[head]}",
-                channels=nch,
-                prunable=prunable,
-                reason=reason,
-                blocks=max(len(cells), 1),
-                pinned=pinned_first[run],
-                _cells=cells,
-                _constraints=constraints,
-                _rows=rows,
-                _entries=tuple(ordered),
-                _chans=chans,
-                _min_span=min(spans, default=0),
-            )
+        group = object.__new__(ChannelGroup)  # skips the frozen per-field __setattr__
+        group.__dict__.update(
+            id=f"{raw_name[head]}:{raw_dim[head]}",
+            channels=nch,
+            prunable=prunable,
+            reason=reason,
+            blocks=max(len(cells), 1),
+            unit=1,
+            pinned=pinned_first[run],
+            _cells=cells,
+            _constraints=constraints,
+            _rows=rows,
+            _entries=tuple(ordered),
+            _chans=chans,
+            _min_span=min(spans, default=0),
         )
+        groups.append(group)
         first_name.append(raw_name[ordered[0]])
         group_roots.append(order)
     # Stable order: by the trace order of each group's first member.
-    first_seen = {
-        name: i for i, name in enumerate(dict.fromkeys(an.cap.names[n] for n in an.param_atoms))
-    }
+    first_seen = {name: i for i, name in enumerate(dict.fromkeys(node_names))}
     perm = sorted(
         range(len(groups)),
         key=lambda i: (first_seen.get(first_name[i], 0), groups[i].id),
@@ -742,24 +773,13 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         offset.append(offset[-1] + g.channels)
 
     slot = np.full(n, offset[-1], dtype=np.int64)  # sentinel: never removed
-    for new_i, old_i in enumerate(perm):
-        roots = group_roots[old_i]
-        slot[roots] = np.arange(offset[new_i], offset[new_i] + roots.size)
-    # every cost term's scaling channels, looked up in one pass
-    scales_all = [s for t in an.mac_terms for s in t.scale]
-    flat = slot[all_roots[cat(scales_all)]] if scales_all else np.zeros(0, np.int64)
-    at = 0
-    terms: list[tuple[int, list[np.ndarray]]] = []
-    for t in an.mac_terms:
-        scales = []
-        for s in t.scale:
-            scales.append(flat[at : at + s.size])
-            at += s.size
-        terms.append((t.macs, scales))
+    if groups:  # the groups' channels in their new order fill the slots in order
+        slot[cat([group_roots[i] for i in perm])] = np.arange(offset[-1])
     # Channel slot of every parameter/buffer position (each shared atom array once).
     slots_u = slot[r_u]
     hi_u = (starts_u + sizes_u).tolist()
-    shapes = {an.cap.names[n]: tuple(an.cap.shapes[n]) for n in an.param_atoms}
+    cap_shapes = an.cap.shapes
+    shapes = dict(zip(node_names, [tuple(cap_shapes[n]) for n in param_atoms], strict=True))
     shapes.update({name: tuple(s) for name, s in params.items() if name not in shapes})
     return ChannelGraph(
         groups=groups,
@@ -768,7 +788,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         macs_total=sum(t.macs for t in an.mac_terms),
         _gid=ids,
         _offset=offset,
-        _terms=terms,
+        _term_src=(slot, all_roots, an.mac_terms),
         _tensor_src=(slots_u, lo_u, hi_u, c_name, c_u, list(params)),
         _dims=list(zip(c_name, c_dim, strict=True)),
         _dim_slots=[slots_u, starts_u, cand_u] if c_u else [],
