@@ -492,7 +492,8 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     raw_name = [c_name[i] for i in sel_l]
     raw_dim = [c_dim[i] for i in sel_l]
     hi_u = (starts_u + sizes_u).tolist()
-    raw_roots = [r_u[lo_u[k] : hi_u[k]] for k in raw_u.tolist()]
+    u_roots = [r_u[lo:hi] for lo, hi in zip(lo_u, hi_u, strict=True)]  # read-only views
+    raw_roots = [u_roots[k] for k in raw_u.tolist()]
     is_in, is_prod = any_in[sel], any_prod[sel]
 
     # Dims reading the same atoms (a conv's output channels, the norm after it and the next
@@ -777,7 +778,6 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         slot[cat([group_roots[i] for i in perm])] = np.arange(offset[-1])
     # Channel slot of every parameter/buffer position (each shared atom array once).
     slots_u = slot[r_u]
-    hi_u = (starts_u + sizes_u).tolist()
     cap_shapes = an.cap.shapes
     shapes = dict(zip(node_names, [tuple(cap_shapes[n]) for n in param_atoms], strict=True))
     shapes.update({name: tuple(s) for name, s in params.items() if name not in shapes})
