@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._analysis import Analysis
+from ._analysis import Analysis, MacTerm
 from ._atoms import FIXED, components, first_index, unique
 from ._errors import PlanError
 
@@ -249,7 +249,10 @@ class ChannelGraph:
     macs_total: int
     _gid: dict[str, int] = field(repr=False, default_factory=dict)
     _offset: list[int] = field(repr=False, default_factory=list)
-    _terms: list[tuple[int, list[np.ndarray]]] = field(repr=False, default_factory=list)
+    # per cost term: its MACs and the channel slots of each scaling dim, built on first use
+    # from ``_term_src`` (see `_mac_terms`)
+    _terms: list[tuple[int, list[np.ndarray]]] | None = field(repr=False, default=None)
+    _term_src: tuple[Any, ...] = field(repr=False, default=())
     # every parameter/buffer with the channel slots of each of its traced dims (see
     # `_param_slots`), built on first use from ``_tensor_src``
     _tensors: list[tuple[str, list[np.ndarray]]] | None = field(repr=False, default=None)
@@ -328,6 +331,8 @@ class ChannelGraph:
         if not plan:
             return self.macs_total
         mask = self._removed(plan)
+        if self._terms is None:
+            self._terms = _mac_terms(*self._term_src) if self._term_src else []
         total = 0.0
         for n, scales in self._terms:
             f = float(n)
@@ -361,6 +366,24 @@ class ChannelGraph:
         return "\n".join(lines)
 
 
+def _mac_terms(
+    slot: np.ndarray, all_roots: np.ndarray, mac_terms: list[MacTerm]
+) -> list[tuple[int, list[np.ndarray]]]:
+    """Every cost term's MACs and the channel slots of each of its scaling dims (``slot``:
+    channel slot of every class root): what `ChannelGraph.macs` scales."""
+    scales_all = [s for t in mac_terms for s in t.scale]
+    flat = slot[all_roots[np.concatenate(scales_all)]] if scales_all else np.zeros(0, np.int64)
+    at = 0
+    terms: list[tuple[int, list[np.ndarray]]] = []
+    for t in mac_terms:
+        scales = []
+        for s in t.scale:
+            scales.append(flat[at : at + s.size])
+            at += s.size
+        terms.append((t.macs, scales))
+    return terms
+
+
 def _param_slots(
     slots_u: np.ndarray,
     lo_u: list[int],
@@ -389,14 +412,6 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     why, texts = atoms.class_reasons()  # per class root: index of its pin reason, -1: free
     pinned_flag = why >= 0
     pinned_flag[fixed_root] = True
-    # Atoms per class, plus one for a class holding atoms of an adopted dim (which stand for
-    # fresh atoms of their own): a parameter dim another one shares is coupled to it. (Only
-    # "more than one" is read.)
-    class_size = np.bincount(all_roots, minlength=n)
-    if an.adopted:
-        param_atoms = an.param_atoms
-        shared = {id(a): a for a in (param_atoms[node][d] for node, d in an.adopted)}
-        class_size[all_roots[np.concatenate(list(shared.values()))]] += 1
     cat = np.concatenate
     flags = []
     for arrays in (atoms.tagged, atoms.inward, atoms.producers):
@@ -408,35 +423,53 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
 
     # Every traced parameter/buffer dim with positions ("candidate"), in trace order, as
     # parallel lists. Dims sharing one atom array (a norm's weight, bias and statistics) are
-    # read once: ``u_arrays`` holds each array once, ``c_u`` the array of every dim.
+    # read once: ``u_arrays`` holds each array once (in order of first use), ``c_u`` the
+    # array of every dim.
     names = an.cap.names
-    adopted = an.adopted
-    c_name: list[str] = []
-    c_dim: list[int] = []
-    c_u: list[int] = []
+    param_atoms = an.param_atoms
+    node_names = [names[node] for node in param_atoms]
+    n_dims = np.fromiter(map(len, param_atoms.values()), dtype=np.int64, count=len(node_names))
+    dims_all = [a for dims in param_atoms.values() for a in dims]
+    flat_size = np.fromiter([a.size for a in dims_all], dtype=np.int64, count=len(dims_all))
+    dim_at = np.cumsum(n_dims) - n_dims  # each node's first dim in ``dims_all``
+    c_name = np.repeat(np.array(node_names, dtype=object), n_dims).tolist()
+    c_dim = (np.arange(flat_size.size) - np.repeat(dim_at, n_dims)).tolist()
+    cand_of = np.arange(flat_size.size)  # dims_all dim -> candidate
+    if not flat_size.all():
+        has = flat_size > 0
+        cand_of = np.cumsum(has) - 1
+        keep_l = np.flatnonzero(has).tolist()
+        dims_all = [dims_all[i] for i in keep_l]
+        c_name = [c_name[i] for i in keep_l]
+        c_dim = [c_dim[i] for i in keep_l]
     u_index: dict[int, int] = {}
-    u_arrays: list[np.ndarray] = []
-    roles: list[tuple[int, bool, bool]] = []  # adopted dims: (candidate, inward, produces)
-    for node, dims in an.param_atoms.items():
-        name = names[node]
-        for d, arr in enumerate(dims):
-            if not arr.size:
-                continue
-            k = u_index.setdefault(id(arr), len(u_arrays))
-            if k == len(u_arrays):
-                u_arrays.append(arr)
-            if adopted:
-                role = adopted.get((node, d))
-                if role is not None:
-                    roles.append((len(c_u), *role))
-            c_name.append(name)
-            c_dim.append(d)
-            c_u.append(k)
+    c_u = [u_index.setdefault(id(a), len(u_index)) for a in dims_all]
+    u_arrays = list({id(a): a for a in dims_all}.values())
     cand_u = np.asarray(c_u, dtype=np.int64)
     sizes_u = np.fromiter((a.size for a in u_arrays), dtype=np.int64, count=len(u_arrays))
     starts_u = np.concatenate(([0], np.cumsum(sizes_u)[:-1])).astype(np.int64)
     every = cat(u_arrays) if u_arrays else np.zeros(0, np.int64)
     r_u = all_roots[every]
+    # Adopted dims with positions (candidates) and their roles: (inward, produces).
+    adopted = an.adopted
+    idx_a = np.zeros(0, dtype=np.int64)
+    role_a = np.zeros((0, 2), dtype=bool)
+    if adopted:
+        dim_of = dict(zip(param_atoms, dim_at.tolist(), strict=True))
+        pre = np.fromiter(
+            [dim_of[node] + d for node, d in adopted], dtype=np.int64, count=len(adopted)
+        )
+        ok = flat_size[pre] > 0
+        idx_a = cand_of[pre[ok]]
+        role_a = np.array(list(adopted.values()), dtype=bool).reshape(-1, 2)[ok]
+    # Atoms per class, plus one for a class holding atoms of an adopted dim (which stand for
+    # fresh atoms of their own): a parameter dim another one shares is coupled to it. (Only
+    # "more than one" is read.)
+    class_size = np.bincount(all_roots, minlength=n)
+    if idx_a.size:
+        shared = np.zeros(len(u_arrays), dtype=bool)
+        shared[cand_u[idx_a]] = True
+        class_size[r_u[np.repeat(shared, sizes_u)]] += 1
 
     # Relevant member dims ("raw"): tagged by a rule or coupled to anything; a size-1 dim
     # that no layer creates is never a channel to remove. Dims sharing another tensor's
@@ -447,11 +480,10 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         any_prod, any_tag, any_in, any_coupled = per_u[:, cand_u]
     else:
         any_prod = any_tag = any_in = any_coupled = np.zeros(0, dtype=bool)
-    if roles:
-        idx_a, in_a, prod_a = zip(*roles, strict=True)
-        any_in[list(idx_a)] = in_a
-        any_prod[list(idx_a)] = prod_a
-        any_tag[list(idx_a)] = True
+    if idx_a.size:
+        any_in[idx_a] = role_a[:, 0]
+        any_prod[idx_a] = role_a[:, 1]
+        any_tag[idx_a] = True
     keep = (any_tag | any_coupled) & ~((sizes_u[cand_u] == 1) & ~any_prod)
     sel = np.flatnonzero(keep)
     sel_l = sel.tolist()
@@ -460,7 +492,8 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     raw_name = [c_name[i] for i in sel_l]
     raw_dim = [c_dim[i] for i in sel_l]
     hi_u = (starts_u + sizes_u).tolist()
-    raw_roots = [r_u[lo_u[k] : hi_u[k]] for k in raw_u.tolist()]
+    u_roots = [r_u[lo:hi] for lo, hi in zip(lo_u, hi_u, strict=True)]  # read-only views
+    raw_roots = [u_roots[k] for k in raw_u.tolist()]
     is_in, is_prod = any_in[sel], any_prod[sel]
 
     # Dims reading the same atoms (a conv's output channels, the norm after it and the next
@@ -471,28 +504,57 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     canon_of = first_at[inverse].astype(np.int64)  # every dim -> its canonical
     canon = np.sort(first_at).tolist()  # in order: each is its own canonical
 
-    # Rows (entry, root): the distinct roots of each member dim in order of first appearance.
-    # Most dims' roots strictly increase along the dim: they hold each root once, in order.
+    # Positions as blocks of roots: most dims' roots are runs r, r+1, ... (a layer's fresh
+    # atoms), so the row passes work on "blocks": the intervals of roots between the ends
+    # of every canonical dim's runs (and wherever pinning changes). A dim holds a block
+    # whole or not at all, and every per-root property read below is the same on all of a
+    # block's roots, so block ``b`` (roots ``bounds_r[b]`` up to ``bounds_r[b + 1]``)
+    # stands for its roots until channels are listed.
     canon_e = np.asarray(canon, dtype=np.int64)
-    sizes_raw = [raw_roots[i].size for i in canon]
-    pos_r = cat([raw_roots[i] for i in canon]) if nraw else np.zeros(0, np.int64)
-    pos_start = np.cumsum([0, *sizes_raw[:-1]]) if nraw else np.zeros(0, np.int64)
-    pos_e = np.repeat(canon_e, sizes_raw)
-    back = np.flatnonzero(pos_r[1:] <= pos_r[:-1]) + 1
+    p_all = r_u.size
+    brk = np.ones(p_all, dtype=bool)  # where a run of consecutive roots starts
+    if p_all:
+        np.not_equal(r_u[1:], r_u[:-1] + 1, out=brk[1:])
+        brk[starts_u] = True
+    run_at = np.flatnonzero(brk)
+    run_len = np.diff(np.append(run_at, p_all))
+    run_lo = np.searchsorted(run_at, starts_u)  # each array's first run
+    run_n = np.diff(np.append(run_lo, run_at.size))
+    canon_u = raw_u[canon_e]
+    c_runs = _ranges(run_lo[canon_u], run_n[canon_u])
+    c_root, c_len = r_u[run_at[c_runs]], run_len[c_runs]
+    c_end = c_root + c_len
+    flips = np.flatnonzero(pinned_flag[1:] != pinned_flag[:-1]) + 1
+    bounds_r = unique(cat((c_root, c_end, flips, [fixed_root, fixed_root + 1])))
+    blen = np.diff(bounds_r)
+    nb = blen.size
+    pinned_b = pinned_flag[bounds_r[:-1]]
+    fixed_b = int(np.searchsorted(bounds_r, fixed_root))
+    # Pieces: every canonical dim's positions as the blocks they run through, in order.
+    b_lo = np.searchsorted(bounds_r, c_root)
+    b_n = np.searchsorted(bounds_r, c_end) - b_lo
+    pos_b = _ranges(b_lo, b_n)
+    pos_e = np.repeat(np.repeat(canon_e, run_n[canon_u]), b_n)
+    pieces = np.bincount(pos_e, minlength=nraw)[canon_e]
+    pos_start = np.cumsum(pieces) - pieces
+    # Rows (entry, block): the distinct blocks of each member dim in order of first
+    # appearance. Most dims' roots strictly increase along the dim: each block once, in order.
+    back = np.flatnonzero(pos_b[1:] <= pos_b[:-1]) + 1
     unordered = set(pos_e[back[pos_e[back] == pos_e[back - 1]]].tolist())
     if unordered:
         apps = []
-        for i in canon:
-            r = raw_roots[i]
+        ends = (pos_start + pieces).tolist()
+        for i, lo, hi in zip(canon, pos_start.tolist(), ends, strict=True):
+            r = pos_b[lo:hi]
             if i in unordered:
                 _, first = first_index(r)
                 r = r[np.sort(first)]
             apps.append(r)
         row_e = np.repeat(canon_e, [a.size for a in apps])
-        row_r = cat(apps)
+        row_b = cat(apps)
     else:
-        row_e, row_r = pos_e, pos_r
-    distinct = np.bincount(row_e, minlength=nraw)
+        row_e, row_b = pos_e, pos_b
+    distinct = np.bincount(row_e, weights=blen[row_b], minlength=nraw).astype(np.int64)
     consumer = is_in & ~is_prod
     neither = ~consumer & ~is_prod
     # Per canonical dim: whether any dim sharing its rows produces channels, or neither
@@ -508,38 +570,39 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     # Classes created by the same layer (conv/linear output dim) form one group; classes
     # no layer creates group by the per-channel tensors they share. Consumers (a conv
     # reading a concatenation) are members of every group whose channels they read.
-    free = row_r != fixed_root
-    ue, ur = row_e[free], row_r[free]
+    free = row_b != fixed_b
+    ue, ur = row_e[free], row_b[free]
     prod_rows, neither_rows = is_prod[ue], neither[ue]
-    produced = np.zeros(n, dtype=bool)
+    produced = np.zeros(nb, dtype=bool)
     produced[ur[prod_rows]] = True
     covered = produced.copy()
     covered[ur[neither_rows]] = True
     ea: list[np.ndarray] = []
     eb: list[np.ndarray] = []
     for sel in (prod_rows, neither_rows & ~produced[ur], ~covered[ur]):
-        idx = np.flatnonzero(sel)  # link each dim's selected roots to its first one
+        idx = np.flatnonzero(sel)  # link each dim's selected blocks to its first one
         e = ue[idx]
         later = np.zeros(idx.size, dtype=bool)
         later[1:] = e[1:] == e[:-1]
         lead = idx[np.maximum.accumulate(np.where(later, 0, np.arange(idx.size)))]
         ea.append(ur[lead[later]])
         eb.append(ur[idx[later]])
-    label = components(n, cat(ea), cat(eb))
-    glabel = np.full(n, -2, dtype=np.int64)  # -2: FIXED, shared by every group
+    # A group's key: its smallest block (that of its smallest root).
+    label = components(nb, cat(ea), cat(eb))
+    glabel = np.full(nb, -2, dtype=np.int64)  # -2: FIXED, shared by every group
     glabel[ur] = label[ur]
 
-    # Rows of group roots sorted by group, then producers ("out") before consumers, then
+    # Rows of group blocks sorted by group, then producers ("out") before consumers, then
     # trace order (by `rank`).
     if nraw:
-        row_k = glabel[row_r]
+        row_k = glabel[row_b]
         has_fixed = np.zeros(nraw, dtype=bool)
         has_fixed[row_e[row_k == -2]] = True
         has_fixed = has_fixed[canon_of]
         distinct = distinct[canon_of]
         keep = row_k >= 0
-        row_e, row_r, row_k = row_e[keep], row_r[keep], row_k[keep]
-        present = np.zeros(n, dtype=bool)
+        row_e, row_b, row_k = row_e[keep], row_b[keep], row_k[keep]
+        present = np.zeros(nb, dtype=bool)
         present[row_k] = True
         dense = np.cumsum(present) - 1  # group key -> 0, 1, ...
         sort_key = dense[row_k] * nraw + rank[row_e]
@@ -548,17 +611,17 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         elif sort_key.size and sort_key.max() < (1 << 32):
             sort_key = sort_key.astype(np.uint32)
         o = np.argsort(sort_key, kind="stable")
-        row_e, row_r, row_k = row_e[o], row_r[o], row_k[o]
+        row_e, row_b, row_k = row_e[o], row_b[o], row_k[o]
         # A member dim whose positions all hold one group's unpinned channels (others never
         # empty: positions of other groups or pinned ones remain).
-        pos_k = np.where(pinned_flag[pos_r], -3, glabel[pos_r])
+        pos_k = np.where(pinned_b[pos_b], -3, glabel[pos_b])
         lo_k = np.minimum.reduceat(pos_k, pos_start)
         whole = np.zeros(nraw, dtype=bool)
         whole[canon_e] = (lo_k == np.maximum.reduceat(pos_k, pos_start)) & (lo_k >= 0)
         whole = whole[canon_of]
         span = np.where(whole, distinct, 0).tolist()
     else:
-        row_e = row_r = row_k = np.zeros(0, np.int64)
+        row_e = row_b = row_k = np.zeros(0, np.int64)
         has_fixed = np.zeros(0, dtype=bool)
         span = []
     run_keys, bounds = _runs(row_k) if row_k.size else ([], [0])
@@ -571,7 +634,8 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     seg_of: dict[int, list[int]] = {}
     for j, segs in enumerate(seg_roots):
         xs = cat(segs) if segs else np.zeros(0, np.int64)
-        gl = glabel[xs]
+        bx = np.searchsorted(bounds_r, xs, side="right") - 1  # block of each root
+        gl = np.where((bx >= 0) & (bx < nb), glabel[np.clip(bx, 0, max(nb - 1, 0))], -2)
         for key in unique(gl[(gl >= 0) & ~pinned_flag[xs]]).tolist():
             seg_of.setdefault(key, []).append(j)
 
@@ -581,12 +645,14 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     first_name: list[str] = []  # per group: its first member's tensor
     group_roots: list[np.ndarray] = []  # per group: class root of every channel
     lookup = np.full(n, -1, dtype=np.int64)  # class root -> channel (of the current group)
+    root_label: np.ndarray | None = None  # group key of every root, when segments need it
     # Per run (group), vectorised over all rows: its member dims in order (`ordered_all`
-    # between `ob` bounds); whether its first member holds every root of the group (a
-    # layer's output channels: then its channels are that member's unpinned roots in order,
-    # `chan_rows` between `cb` bounds, and its smallest pinned root is `pin_lo`); whether it
-    # touches FIXED; and the pinned positions of its first member that are its own or FIXED.
-    nrows = row_r.size
+    # between `ob` bounds); whether its first member holds every block of the group (a
+    # layer's output channels: then its channels are the roots of that member's unpinned
+    # blocks in order, `chan_rows` between `cb` bounds, and its smallest pinned root is
+    # `pin_lo`); whether it touches FIXED; and the pinned positions of its first member that
+    # are its own or FIXED.
+    nrows = row_b.size
     starts_run = np.asarray(bounds[:-1], dtype=np.int64)
     new_entry = np.ones(nrows, dtype=bool)
     new_entry[1:] = (row_e[1:] != row_e[:-1]) | (row_k[1:] != row_k[:-1])
@@ -599,28 +665,31 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     np.add.at(step, starts_run, 1)
     np.add.at(step, np.asarray(first_end, dtype=np.int64), -1)
     in_first = np.cumsum(step[:-1]) > 0
-    marked = np.zeros(n, dtype=bool)
-    marked[row_r[in_first]] = True
-    row_pin = pinned_flag[row_r]
-    first_holds = np.logical_and.reduceat(marked[row_r], starts_run).tolist() if nrows else []
+    marked = np.zeros(nb, dtype=bool)
+    marked[row_b[in_first]] = True
+    row_pin = pinned_b[row_b]
+    first_holds = np.logical_and.reduceat(marked[row_b], starts_run).tolist() if nrows else []
     touches_fixed = np.logical_or.reduceat(has_fixed[row_e], starts_run).tolist() if nrows else []
     chan_sel = in_first & ~row_pin
-    chan_rows = row_r[chan_sel]
-    cb = [0, *np.cumsum(np.add.reduceat(chan_sel, starts_run)).tolist()] if nrows else [0]
+    chan_len = blen[row_b[chan_sel]]
+    chan_rows = _ranges(bounds_r[row_b[chan_sel]], chan_len)
+    cb = [0, *np.cumsum(np.add.reduceat(np.where(chan_sel, blen[row_b], 0), starts_run)).tolist()]
     big = np.iinfo(np.int64).max
+    row_root = bounds_r[row_b]  # a block's smallest root
     pin_lo = (
-        np.minimum.reduceat(np.where(in_first & row_pin, row_r, big), starts_run).tolist()
+        np.minimum.reduceat(np.where(in_first & row_pin, row_root, big), starts_run).tolist()
         if nrows
         else []
     )
-    firsts = row_e[starts_run].tolist() if nrows else []
-    first_pos = [raw_roots[e] for e in firsts]
-    if first_pos:
-        fp = cat(first_pos)
-        fk = np.repeat(np.asarray(run_keys, dtype=np.int64), [a.size for a in first_pos])
-        gk = glabel[fp]
-        own_pinned = pinned_flag[fp] & ((gk == fk) | (gk == -2))
-        fp_starts = np.cumsum([0, *[a.size for a in first_pos[:-1]]])
+    if nrows:  # the pieces of every run's first member dim
+        at_canon = np.zeros(nraw, dtype=np.int64)
+        at_canon[canon_e] = np.arange(canon_e.size)
+        first_ci = at_canon[row_e[starts_run]]
+        fb = pos_b[_ranges(pos_start[first_ci], pieces[first_ci])]
+        fk = np.repeat(np.asarray(run_keys, dtype=np.int64), pieces[first_ci])
+        gk = glabel[fb]
+        own_pinned = np.where(pinned_b[fb] & ((gk == fk) | (gk == -2)), blen[fb], 0)
+        fp_starts = np.cumsum(pieces[first_ci]) - pieces[first_ci]
         pinned_first = np.add.reduceat(own_pinned, fp_starts).tolist()
     else:
         pinned_first = []
@@ -634,14 +703,15 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
                 lo_pin = min(lo_pin, fixed_root)
             pinned_root = lo_pin if lo_pin != big else None
         else:  # the group's roots in order of first appearance
-            rs = row_r[bounds[run] : bounds[run + 1]]
+            rs = row_b[bounds[run] : bounds[run + 1]]
             _, fi = first_index(rs)
             in_order = rs[np.sort(fi)]
             if touches_fixed[run]:
-                in_order = np.concatenate((in_order, [fixed_root]))
-            pin_mask = pinned_flag[in_order]
-            order = in_order[~pin_mask]
-            pinned_root = int(in_order[pin_mask].min()) if pin_mask.any() else None
+                in_order = np.concatenate((in_order, [fixed_b]))
+            pin_mask = pinned_b[in_order]
+            kept = in_order[~pin_mask]
+            order = _ranges(bounds_r[kept], blen[kept])
+            pinned_root = int(bounds_r[in_order[pin_mask]].min()) if pin_mask.any() else None
         nch = int(order.size)
         chans = _Channels(order)
         has_out = not consumer_l[ordered[0]]  # producers come first
@@ -656,7 +726,10 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         split: tuple[Any, Any] | None = ((), ())
         if key in seg_of:
             lookup[order] = np.arange(nch)
-            ignore = (glabel == key) & pinned_flag
+            if root_label is None:
+                root_label = np.full(n, -2, dtype=np.int64)
+                root_label[bounds_r[0] : bounds_r[-1]] = np.repeat(glabel, blen)
+            ignore = (root_label == key) & pinned_flag
             ignore[fixed_root] = True
             split = _cells(lookup, nch, [seg_roots[j] for j in seg_of[key]], ignore)
             lookup[order] = -1
@@ -665,28 +738,27 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
             reason = "it is split into equal parts together with another group's channels"
             split = ((), ())
         cells, constraints = split
-        groups.append(
-            ChannelGroup(
-                id=f"{raw_name[head]}:{raw_dim[head]}",
-                channels=nch,
-                prunable=prunable,
-                reason=reason,
-                blocks=max(len(cells), 1),
-                pinned=pinned_first[run],
-                _cells=cells,
-                _constraints=constraints,
-                _rows=rows,
-                _entries=tuple(ordered),
-                _chans=chans,
-                _min_span=min(spans, default=0),
-            )
+        group = object.__new__(ChannelGroup)  # skips the frozen per-field __setattr__
+        group.__dict__.update(
+            id=f"{raw_name[head]}:{raw_dim[head]}",
+            channels=nch,
+            prunable=prunable,
+            reason=reason,
+            blocks=max(len(cells), 1),
+            unit=1,
+            pinned=pinned_first[run],
+            _cells=cells,
+            _constraints=constraints,
+            _rows=rows,
+            _entries=tuple(ordered),
+            _chans=chans,
+            _min_span=min(spans, default=0),
         )
+        groups.append(group)
         first_name.append(raw_name[ordered[0]])
         group_roots.append(order)
     # Stable order: by the trace order of each group's first member.
-    first_seen = {
-        name: i for i, name in enumerate(dict.fromkeys(an.cap.names[n] for n in an.param_atoms))
-    }
+    first_seen = {name: i for i, name in enumerate(dict.fromkeys(node_names))}
     perm = sorted(
         range(len(groups)),
         key=lambda i: (first_seen.get(first_name[i], 0), groups[i].id),
@@ -702,24 +774,12 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         offset.append(offset[-1] + g.channels)
 
     slot = np.full(n, offset[-1], dtype=np.int64)  # sentinel: never removed
-    for new_i, old_i in enumerate(perm):
-        roots = group_roots[old_i]
-        slot[roots] = np.arange(offset[new_i], offset[new_i] + roots.size)
-    # every cost term's scaling channels, looked up in one pass
-    scales_all = [s for t in an.mac_terms for s in t.scale]
-    flat = slot[all_roots[cat(scales_all)]] if scales_all else np.zeros(0, np.int64)
-    at = 0
-    terms: list[tuple[int, list[np.ndarray]]] = []
-    for t in an.mac_terms:
-        scales = []
-        for s in t.scale:
-            scales.append(flat[at : at + s.size])
-            at += s.size
-        terms.append((t.macs, scales))
+    if groups:  # the groups' channels in their new order fill the slots in order
+        slot[cat([group_roots[i] for i in perm])] = np.arange(offset[-1])
     # Channel slot of every parameter/buffer position (each shared atom array once).
     slots_u = slot[r_u]
-    hi_u = (starts_u + sizes_u).tolist()
-    shapes = {an.cap.names[n]: tuple(an.cap.shapes[n]) for n in an.param_atoms}
+    cap_shapes = an.cap.shapes
+    shapes = dict(zip(node_names, [tuple(cap_shapes[n]) for n in param_atoms], strict=True))
     shapes.update({name: tuple(s) for name, s in params.items() if name not in shapes})
     return ChannelGraph(
         groups=groups,
@@ -728,7 +788,7 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         macs_total=sum(t.macs for t in an.mac_terms),
         _gid=ids,
         _offset=offset,
-        _terms=terms,
+        _term_src=(slot, all_roots, an.mac_terms),
         _tensor_src=(slots_u, lo_u, hi_u, c_name, c_u, list(params)),
         _dims=list(zip(c_name, c_dim, strict=True)),
         _dim_slots=[slots_u, starts_u, cand_u] if c_u else [],
@@ -762,6 +822,12 @@ def _member_order(
     dims = dims[np.argsort((dims_run * 2 + consumer[dims]) * nraw + dims, kind="stable")]
     per_run = np.bincount(head_run, weights=per_head, minlength=heads_per_run.size)
     return dims.tolist(), [0, *np.cumsum(per_run).astype(np.int64).tolist()]
+
+
+def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The integers ``start, start + 1, ..., start + len - 1`` of every range, concatenated."""
+    ends = np.cumsum(lens)
+    return np.repeat(starts - ends + lens, lens) + np.arange(ends[-1] if ends.size else 0)
 
 
 def _runs(s: np.ndarray) -> tuple[list[int], list[int]]:
