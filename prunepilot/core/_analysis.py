@@ -93,35 +93,38 @@ class Analysis:
         if len(like) != len(shape):
             return self.dims(ref)
         fresh: list[np.ndarray] = []
-        for i, (a, s) in enumerate(zip(like, shape, strict=True)):
+        for i, s in enumerate(shape):
+            a = like[i]
             if a is not None and a.shape == (s,):
-                fresh.append(a)
                 self.adopted[node, i] = (inward, produces)
             else:
-                fresh.append(self.atoms.new(s))
+                a = self.atoms.new(s)
+            fresh.append(a)
         self.param_atoms[node] = fresh
         self.weightlike.add(node)
-        d: Dims = list(fresh)
-        self.vals[node] = d
-        return list(d)
+        self.vals[node] = list(fresh)
+        return list(fresh)
 
     def wdims(self, ref: Any) -> list[np.ndarray]:
         """Atom arrays of a weight's dims; untracked dims read as pinned (``FIXED``) atoms."""
+        shape = self.cap.shapes[ref.node]
         return [
             d if d is not None else np.full(s, FIXED, dtype=np.int64)
-            for d, s in zip(self.dims(ref), self.shape(ref), strict=True)
+            for d, s in zip(self.peek(ref), shape, strict=True)
         ]
 
     def set(self, ref: Ref | None, dims: Dims) -> None:
+        """Store an op output's atom arrays, checking they fit its shape (catches rule bugs)."""
         if ref is None:
             return
-        shape = self.cap.shapes[ref.node]
+        node = ref.node
+        shape = self.cap.shapes[node]
         if len(dims) != len(shape):
             raise AssertionError(f"rule produced {len(dims)} dims for a {len(shape)}-d tensor")
         for d, s in zip(dims, shape, strict=True):
             if d is not None and d.shape != (s,):
                 raise AssertionError(f"rule produced atoms of shape {d.shape} for size {s}")
-        self.vals[ref.node] = dims
+        self.vals[node] = dims
 
     # -- atom helpers ---------------------------------------------------------------------
     def join(

@@ -19,6 +19,7 @@ from ._capture import OpRecord, Ref
 
 __all__ = [
     "RULES",
+    "UNBOUND",
     "Rule",
     "arr",
     "aten",
@@ -27,12 +28,16 @@ __all__ = [
     "ops",
     "out_ref",
     "rule",
+    "unbound",
     "unknown",
 ]
 
 aten = torch.ops.aten
 Rule = Callable[[Analysis, OpRecord, dict[str, Any]], None]
 RULES: dict[Any, Rule] = {}
+# Rules that read no argument by name: they get an empty dict, sparing a schema binding on
+# the most frequent ops (pointwise ones).
+UNBOUND: set[Rule] = set()
 
 
 def rule(*packets: Any) -> Callable[[Rule], Rule]:
@@ -43,6 +48,12 @@ def rule(*packets: Any) -> Callable[[Rule], Rule]:
         return fn
 
     return deco
+
+
+def unbound(fn: Rule) -> Rule:
+    """Mark a rule as reading no argument by name (see `UNBOUND`)."""
+    UNBOUND.add(fn)
+    return fn
 
 
 def ops(*names: str) -> list[Any]:
@@ -73,8 +84,10 @@ def first_input(
     an: Analysis, rec: OpRecord
 ) -> tuple[Ref, list[np.ndarray | None], tuple[int, ...]]:
     """The op's first tensor argument: its reference, atom arrays and shape."""
-    x = tensor_refs(list(rec.args[:1]))[0]
-    return x, an.dims(x), an.shape(x)
+    x = rec.args[0] if rec.args else None
+    if not isinstance(x, Ref):  # (e.g. a list of tensors: its first)
+        x = tensor_refs(list(rec.args[:1]))[0]
+    return x, an.dims(x), an.cap.shapes[x.node]
 
 
 def unknown(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:

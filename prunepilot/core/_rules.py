@@ -7,7 +7,7 @@ from typing import Any
 from . import _rules_attention, _rules_layers, _rules_layout, _rules_reduce, _rules_spatial
 from ._analysis import Analysis, SchemaArg, bind_schema, record_inputs, schema_args
 from ._capture import OpRecord, Ref
-from ._registry import RULES, Rule, unknown
+from ._registry import RULES, UNBOUND, Rule, unknown
 from ._rules_pointwise import elementwise, is_pointwise
 
 __all__ = ["apply_rule"]
@@ -27,28 +27,33 @@ def apply_rule(an: Analysis, rec: OpRecord) -> None:
         if not any(o is not None for o in rec.outputs) and not record_inputs(rec):
             return
         rule = unknown
-    b = bind_schema(schema, rec.args, rec.kwargs)
+    b = bind_schema(schema, rec.args, rec.kwargs) if schema is not None else {}
     ins = record_inputs(rec)
     mutated = _mutated_view(an, rec) if writes_first else None
     rule(an, rec, b)
-    if ins and all(r.node in an.weightlike for r in ins):
-        an.weightlike.update(o.node for o in rec.outputs if o is not None)
+    if ins:
+        weightlike = an.weightlike
+        for r in ins:
+            if r.node not in weightlike:  # (the first input, as a rule: an activation)
+                break
+        else:
+            weightlike.update(o.node for o in rec.outputs if o is not None)
     if mutated is not None:
         an.pin_all([mutated, *ins], f"{rec.name} writes into a view of another tensor")
 
 
-# Per overload: the overload, its rule (None: none), its bound schema, whether it writes
-# into its first argument.
-_FUNCS: dict[int, tuple[Any, Rule | None, list[SchemaArg], bool]] = {}
+# Per overload: the overload, its rule (None: none), its schema arguments (None: the rule
+# reads no arguments by name, see `UNBOUND`), whether it writes into its first argument.
+_FUNCS: dict[int, tuple[Any, Rule | None, list[SchemaArg] | None, bool]] = {}
 
 
-def _func_info(func: Any) -> tuple[Any, Rule | None, list[SchemaArg], bool]:
+def _func_info(func: Any) -> tuple[Any, Rule | None, list[SchemaArg] | None, bool]:
     rule = RULES.get(func.overloadpacket)
     if rule is None and is_pointwise(func):
         rule = elementwise
     args = func._schema.arguments
     writes = bool(args and args[0].alias_info is not None and args[0].alias_info.is_write)
-    return func, rule, schema_args(func), writes
+    return func, rule, None if rule in UNBOUND else schema_args(func), writes
 
 
 def _mutated_view(an: Analysis, rec: OpRecord) -> Ref | None:

@@ -51,11 +51,13 @@ def _conv(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     bias = b.get("bias")
     transposed = bool(b.get("transposed", False)) or rec.func.overloadpacket in _TRANSPOSED
     groups = int(b.get("groups") or 1)
-    xs, ws = an.shape(x), an.shape(w)
-    xd = an.dims(x)
+    shapes = an.cap.shapes
+    xs, ws = shapes[x.node], shapes[w.node]
+    xd = an.peek(x)
     c = len(xs) - (len(ws) - 1)  # channel dim of the input (0 when unbatched)
     cin = xd[c]
-    if not transposed and cin is not None and isinstance(w, Ref):
+    is_ref = isinstance(w, Ref)
+    if not transposed and cin is not None and is_ref:
         # Weight dims that would only be united with the input's channels share its atoms:
         # the input dim of a dense convolution, the output dim of a depthwise one.
         rest = [None] * (len(ws) - 2)
@@ -66,23 +68,24 @@ def _conv(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     wd = an.wdims(w)
     # Dims sharing another tensor's atoms have their roles noted on adoption: tagging them
     # (a shared weight called again on another input) would tag that tensor's atoms too.
-    shared = [isinstance(w, Ref) and (w.node, i) in an.adopted for i in range(2)]
+    shared0 = is_ref and (w.node, 0) in an.adopted
+    shared1 = is_ref and (w.node, 1) in an.adopted
     out = out_ref(rec)
     if out is None:
         return
-    os_ = an.shape(out)
+    os_ = shapes[out.node]
     for d in xd[c + 1 :]:
         if d is not None:  # (spatial dims rarely carry channels: no reason to format)
             an.atoms.pin(d, f"{rec.name} mixes channels with spatial positions")
     k = math.prod(ws[2:])
     if not transposed:
         n_out, ig = ws[0], ws[1]
-        if not shared[0]:
+        if not shared0:
             an.tag(wd[0], produces=True)
         if groups == 1:
             if wd[1] is not cin:
                 an.contract(cin, wd[1], ig)
-                if not shared[1]:
+                if not shared1:
                     an.tag(wd[1], inward=True)
         elif ig == 1:
             if wd[0] is not cin:
@@ -112,7 +115,7 @@ def _conv(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
         if bd is not outc:
             an.atoms.unite(bd, outc)
         an.tag(bd)
-    an.set(out, list(xd[:c]) + [outc] + [None] * (len(os_) - c - 1))
+    an.set(out, [*xd[:c], outc, *([None] * (len(os_) - c - 1))])
 
 
 def _matmul_like(
@@ -215,15 +218,17 @@ _BN = ops(
 @rule(*_BN)
 def _batch_norm(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     x = b["input"]
-    xd = an.dims(x)
-    xs = an.shape(x)
+    shapes = an.cap.shapes
+    xd = an.peek(x)
+    xs = shapes[x.node]
     c = 1 if len(xs) > 1 else 0
     C = xs[c]
-    stats: list[np.ndarray | None] = [xd[c]]
+    xc = xd[c]
+    stats: list[np.ndarray | None] = [xc]
     for name in ("weight", "bias", "running_mean", "running_var"):
         t = b.get(name)
-        if isinstance(t, Ref) and an.shape(t) == (C,):
-            d = an.adopt(t, [xd[c]])[0]
+        if isinstance(t, Ref) and shapes[t.node] == (C,):
+            d = an.adopt(t, [xc])[0]
             an.tag(d)
             stats.append(d)
     joined = an.join(stats, C, rec, "normalises channels that prunepilot cannot track")
@@ -233,9 +238,9 @@ def _batch_norm(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     for i, o in enumerate(rec.outputs):
         if o is None:
             continue
-        s = an.shape(o)
+        s = shapes[o.node]
         if i == 0:
-            an.set(o, list(xd[:c]) + [joined] + [None] * (len(s) - c - 1))
+            an.set(o, [*xd[:c], joined, *([None] * (len(s) - c - 1))])
         elif s == (C,):
             an.set(o, [joined])
         else:

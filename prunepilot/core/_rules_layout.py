@@ -9,7 +9,7 @@ import numpy as np
 
 from ._analysis import Analysis, Dims, tensor_refs
 from ._atoms import FIXED
-from ._capture import OpRecord
+from ._capture import OpRecord, Ref
 from ._registry import arr, aten, first_input, norm_dims, ops, out_ref, rule, unknown
 
 
@@ -56,12 +56,14 @@ def reshape_dims(
         keep_dim = tracked[0]
         for k in tracked[1:]:
             an.atoms.pin(dims[k], f"{where} merges two channel dimensions")
-        sizes = [src[k] for k in ins]
-        view = [1] * len(ins)
-        view[ins.index(keep_dim)] = src[keep_dim]
         a = dims[keep_dim]
         assert a is not None
-        full = np.broadcast_to(a.reshape(view), sizes).reshape([dst[k] for k in outs])
+        if len(ins) > 1:  # (a dim split alone needs no broadcast)
+            sizes = [src[k] for k in ins]
+            view = [1] * len(ins)
+            view[ins.index(keep_dim)] = src[keep_dim]
+            a = np.broadcast_to(a.reshape(view), sizes)
+        full = a.reshape([dst[k] for k in outs])
         varying = [
             n
             for n in range(full.ndim)
@@ -70,9 +72,11 @@ def reshape_dims(
         if not varying:
             continue
         inner = varying[-1]
-        moved = np.moveaxis(full, inner, -1).reshape(-1, full.shape[inner])
-        for row in moved[1:]:
-            an.atoms.unite(moved[0], row)
+        if inner != full.ndim - 1:
+            full = np.moveaxis(full, inner, -1)
+        moved = full.reshape(-1, full.shape[-1])
+        # Every row with the first, as one edge array (the same edges as row by row).
+        an.atoms.unite(np.broadcast_to(moved[0], moved[1:].shape), moved[1:])
         out[outs[inner]] = moved[0].copy()
     return out
 
@@ -90,7 +94,9 @@ def reshape_dims(
     )
 )
 def _view(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = tensor_refs(list(rec.args[:1]))[0]
+    x = rec.args[0]
+    if not isinstance(x, Ref):
+        x = tensor_refs(list(rec.args[:1]))[0]
     out = out_ref(rec)
     if out is None:
         return

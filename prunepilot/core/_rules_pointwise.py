@@ -9,44 +9,65 @@ import torch
 
 from ._analysis import Analysis, Dims, record_inputs, tensor_refs
 from ._capture import OpRecord
-from ._registry import aten, first_input, ops, out_ref, rule
+from ._registry import aten, first_input, ops, out_ref, rule, unbound
+
+_NOT_SPREAD: frozenset[int] = frozenset()
 
 
+@unbound
 def elementwise(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     """Broadcasting pointwise op: aligned dims of the same size are the same channels."""
     out = out_ref(rec)
     if out is None:
         return
-    out_shape = an.shape(out)
+    shapes = an.cap.shapes
+    out_shape = shapes[out.node]
     nd = len(out_shape)
+    ins = record_inputs(rec)
+    names, broadcast = an.cap.names, an.broadcast
+    if len(ins) == 1 and shapes[ins[0].node] == out_shape:
+        node = ins[0].node
+        if node not in names and node not in broadcast:
+            # One activation of the output's shape (an activation function): every dim
+            # passes as it is, as the general case below would find.
+            same = an.peek(ins[0])
+            for o in rec.outputs:
+                if o is not None and shapes[o.node] == out_shape:
+                    an.set(o, list(same))
+            return
     per_dim: list[list[np.ndarray | None]] = [[] for _ in range(nd)]
-    for r in record_inputs(rec):
-        shape = an.shape(r)
-        dims = an.dims(r)
-        if r.node in an.cap.names:
+    for r in ins:
+        shape = shapes[r.node]
+        dims = an.peek(r)
+        if r.node in names:
             for d in dims:
                 an.tag(d)
         if len(shape) > nd:
             an.pin_all([r], f"{rec.name} reduces a tracked tensor by broadcasting")
             continue
-        spread = an.broadcast.get(r.node, set())
-        for j, (s, d) in enumerate(zip(shape, dims, strict=True)):
-            i = j + nd - len(shape)
+        spread = broadcast.get(r.node, _NOT_SPREAD)
+        off = nd - len(shape)
+        for j, s in enumerate(shape):
             if j in spread:  # expanded from size 1: adapts to any size, like broadcasting
                 continue
-            if s == out_shape[i]:
-                per_dim[i].append(d)
+            d = dims[j]
+            if s == out_shape[j + off]:
+                per_dim[j + off].append(d)
             elif d is not None and s > 0:
                 an.atoms.pin(d, f"{rec.name} broadcasts a one-channel dimension")
+    # (`join` of one array is that array: most dims have a single one)
     res: Dims = [
-        an.join(arrs, out_shape[i], rec, "combines it with a tensor of fixed size")
+        arrs[0]
+        if len(arrs) == 1
+        else an.join(arrs, out_shape[i], rec, "combines it with a tensor of fixed size")
         for i, arrs in enumerate(per_dim)
     ]
     for o in rec.outputs:
-        if o is not None and an.shape(o) == out_shape:
+        if o is not None and shapes[o.node] == out_shape:
             an.set(o, list(res))
 
 
+@unbound
 def _identity(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     src = tensor_refs(list(rec.args[:1]))
     if not src:
@@ -106,6 +127,7 @@ rule(
 )(_identity)
 
 
+@unbound
 def _creation(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
     for o in rec.outputs:
         if o is not None:
