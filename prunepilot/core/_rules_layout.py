@@ -76,7 +76,7 @@ def reshape_dims(
             full = np.moveaxis(full, inner, -1)
         moved = full.reshape(-1, full.shape[-1])
         # Every row with the first, as one edge array (the same edges as row by row).
-        an.atoms.unite(np.broadcast_to(moved[0], moved[1:].shape), moved[1:])
+        an.atoms.unite(np.repeat(moved[:1], len(moved) - 1, axis=0), moved[1:])
         out[outs[inner]] = moved[0].copy()
     return out
 
