@@ -843,3 +843,16 @@ def test_ops_fixing_the_channel_count(mode: str, words: str) -> None:
     g = graph.group("a.weight:0")
     assert not g.prunable and g.reason and words in g.reason
     assert pp.select(model, graph, ratio=0.5) == {}
+
+
+def test_rule_outputs_must_fit_their_tensor() -> None:
+    """`Analysis.set` rejects atom arrays that do not fit the output (a rule bug)."""
+    from prunepilot.core._analysis import Analysis
+    from prunepilot.core._capture import Capture, Ref
+
+    an = Analysis(Capture(shapes=[(2, 3)]))
+    an.set(Ref(0), [None, an.atoms.new(3)])
+    with pytest.raises(AssertionError, match="for size 3"):
+        an.set(Ref(0), [None, an.atoms.new(4)])
+    with pytest.raises(AssertionError, match="1 dims for a 2-d"):
+        an.set(Ref(0), [None])
