@@ -738,23 +738,22 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
             reason = "it is split into equal parts together with another group's channels"
             split = ((), ())
         cells, constraints = split
-        group = object.__new__(ChannelGroup)  # skips the frozen per-field __setattr__
-        group.__dict__.update(
-            id=f"{raw_name[head]}:{raw_dim[head]}",
-            channels=nch,
-            prunable=prunable,
-            reason=reason,
-            blocks=max(len(cells), 1),
-            unit=1,
-            pinned=pinned_first[run],
-            _cells=cells,
-            _constraints=constraints,
-            _rows=rows,
-            _entries=tuple(ordered),
-            _chans=chans,
-            _min_span=min(spans, default=0),
+        groups.append(
+            ChannelGroup(
+                id=f"{raw_name[head]}:{raw_dim[head]}",
+                channels=nch,
+                prunable=prunable,
+                reason=reason,
+                blocks=max(len(cells), 1),
+                pinned=pinned_first[run],
+                _cells=cells,
+                _constraints=constraints,
+                _rows=rows,
+                _entries=tuple(ordered),
+                _chans=chans,
+                _min_span=min(spans, default=0),
+            )
         )
-        groups.append(group)
         first_name.append(raw_name[ordered[0]])
         group_roots.append(order)
     # Stable order: by the trace order of each group's first member.

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._analysis import Analysis, Dims, tensor_refs
 from ._atoms import FIXED
-from ._capture import OpRecord, Ref
+from ._capture import OpRecord
 from ._registry import arr, aten, first_input, norm_dims, ops, out_ref, rule, unknown
 
 
@@ -94,13 +94,11 @@ def reshape_dims(
     )
 )
 def _view(an: Analysis, rec: OpRecord, b: dict[str, Any]) -> None:
-    x = rec.args[0]
-    if not isinstance(x, Ref):
-        x = tensor_refs(list(rec.args[:1]))[0]
     out = out_ref(rec)
     if out is None:
         return
-    an.set(out, reshape_dims(an, an.dims(x), an.shape(x), an.shape(out), rec.name))
+    _x, dims, shape = first_input(an, rec)
+    an.set(out, reshape_dims(an, dims, shape, an.shape(out), rec.name))
 
 
 @rule(*ops("permute", "permute_copy"))
