@@ -73,8 +73,8 @@ _NUMERIC_KEYS = frozenset({"drop_path_rate"})
 _MAX_DEPTH = 16
 _KWARGS_RULE = (
     "builder kwargs may not name weights, pretrained models, checkpoints, files, paths, "
-    "URLs, directories, caches or hubs (a model is built with random weights; pass trained "
-    "weights as a safetensors state dict instead)"
+    "URLs, directories, caches or hubs (models are built with random weights; trained weights "
+    "come from a safetensors state dict: model.weights in a job spec)"
 )
 
 

@@ -35,10 +35,16 @@ _FORMAT = "prunepilot/1"
 
 def _source_name(source: str | Callable[..., nn.Module]) -> str:
     if callable(source):
-        return f"{source.__module__}:{source.__qualname__}"
+        name = f"{source.__module__}:{source.__qualname__}"
+        if "." in source.__qualname__ or source.__qualname__.startswith("_"):
+            raise PrunepilotError(
+                f"factory {name} is nested or private, so load could not name it; define a "
+                "public function or class at the top level of its module"
+            )
+        return name
     if not isinstance(source, str) or ":" not in source:
         raise PrunepilotError(
-            "source must be 'torchvision:NAME', 'timm:NAME', 'package.module:factory' or a "
+            "source must be 'torchvision:NAME', 'timm:NAME', 'package.module:NAME' or a "
             f"factory function; got {source!r}"
         )
     return source

@@ -267,8 +267,9 @@ def build(spec: ModelSpec, settings: Settings, uploads: UploadLookup) -> BuiltMo
         source = f"{cls.__module__}:{cls.__qualname__}"
         note = (
             f"the model came from uploaded {row.kind} {upload_id}: prunepilot.load rebuilds it "
-            f"from {source}, which needs the original code importable (and may not rebuild a "
-            ".pt2 graph module at all); the ONNX export does not"
+            f"from {source}, which needs the original code importable and trusted "
+            f"(prunepilot.load(path, allow=[{source!r}]) or factory=the class; it may not "
+            "rebuild a .pt2 graph module at all); the ONNX export does not"
         )
         kwargs: dict[str, Any] = {}
     else:
