@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .core import (
+    DEFAULT_TRUST,
     ChannelGraph,
     ChannelGroup,
     Member,
@@ -11,6 +12,7 @@ from .core import (
     PrunepilotError,
     PruneReport,
     TraceError,
+    UntrustedSourceError,
     build_source,
     channel_scores,
     load,
@@ -24,6 +26,7 @@ from .core import (
 )
 
 __all__ = [
+    "DEFAULT_TRUST",
     "ChannelGraph",
     "ChannelGroup",
     "Member",
@@ -32,6 +35,7 @@ __all__ = [
     "PruneReport",
     "PrunepilotError",
     "TraceError",
+    "UntrustedSourceError",
     "build_source",
     "channel_scores",
     "load",

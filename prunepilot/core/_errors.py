@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["PlanError", "PrunepilotError", "TraceError"]
+__all__ = ["PlanError", "PrunepilotError", "TraceError", "UntrustedSourceError"]
 
 
 class PrunepilotError(ValueError):
@@ -15,3 +15,7 @@ class TraceError(PrunepilotError):
 
 class PlanError(PrunepilotError):
     """A pruning plan names unknown groups or channels, or breaks a group's constraints."""
+
+
+class UntrustedSourceError(PrunepilotError):
+    """A model reference the trust policy does not allow; nothing of it was imported."""

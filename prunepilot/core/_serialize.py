@@ -3,13 +3,18 @@
 A checkpoint is one safetensors file: the weights, plus metadata naming how to build the
 original architecture (``torchvision:resnet50``, ``timm:convnext_tiny`` or an importable
 ``package.module:factory``) and every tensor's pruned shape.
+
+Loading a file from someone else is safe: the reference and kwargs it names go through the
+trust policy of `_resolve` (torchvision, timm and ``prunepilot.service.zoo`` by default;
+anything else only if the caller passes ``allow=`` or ``factory=``), and no tensor may be
+larger than the file holds.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,51 +26,28 @@ from torch import nn
 from ._errors import PrunepilotError
 from ._modules import sync_module_attrs, tensorless_norm
 from ._prune import _tensors
+from ._resolve import DEFAULT_TRUST, build_source, call_factory, trust_patterns
 
-__all__ = ["build_source", "load", "save"]
+__all__ = ["load", "save"]
 
 _FORMAT = "prunepilot/1"
 
 
 def _source_name(source: str | Callable[..., nn.Module]) -> str:
     if callable(source):
-        return f"{source.__module__}:{source.__qualname__}"
+        name = f"{source.__module__}:{source.__qualname__}"
+        if "." in source.__qualname__ or source.__qualname__.startswith("_"):
+            raise PrunepilotError(
+                f"factory {name} is nested or private, so load could not name it; define a "
+                "public function or class at the top level of its module"
+            )
+        return name
     if not isinstance(source, str) or ":" not in source:
         raise PrunepilotError(
-            "source must be 'torchvision:NAME', 'timm:NAME', 'package.module:factory' or a "
+            "source must be 'torchvision:NAME', 'timm:NAME', 'package.module:NAME' or a "
             f"factory function; got {source!r}"
         )
     return source
-
-
-def build_source(source: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build a randomly initialised model from a source reference."""
-    kind, _, name = source.partition(":")
-    kw = dict(kwargs or {})
-    if kind == "torchvision":
-        import torchvision
-
-        try:
-            return torchvision.models.get_model(name, weights=None, **kw)
-        except ValueError as e:
-            raise PrunepilotError(f"torchvision has no model {name!r}") from e
-    if kind == "timm":
-        import timm
-
-        return timm.create_model(name, pretrained=False, **kw)
-    try:
-        mod = importlib.import_module(kind)
-    except ImportError as e:
-        raise PrunepilotError(f"cannot import module {kind!r} named by source {source!r}") from e
-    obj: Any = mod
-    for part in name.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise PrunepilotError(f"{kind!r} has no attribute {name!r}")
-    model = obj(**kw)
-    if not isinstance(model, nn.Module):
-        raise PrunepilotError(f"{source!r} returned {type(model).__name__}, not an nn.Module")
-    return model
 
 
 def save(
@@ -99,24 +81,94 @@ def save(
     return path
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model saved by `save`: same architecture, pruned shapes and weights."""
-    path = Path(path)
+def _read(path: Path) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """The checkpoint's metadata and the shapes of the tensors the file really holds."""
     if not path.is_file():
         raise PrunepilotError(f"no checkpoint at {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
+            held = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     except Exception as e:  # safetensors raises its own error type for foreign files
         raise PrunepilotError(f"{path} is not a safetensors file: {e}") from e
     if meta.get("format") != _FORMAT:
         raise PrunepilotError(f"{path} is not a prunepilot checkpoint (no {_FORMAT} metadata)")
-    model = build_source(meta["source"], json.loads(meta["kwargs"]))
-    shapes: dict[str, list[int]] = json.loads(meta["shapes"])
+    return meta, held
+
+
+def _json(meta: Mapping[str, str], key: str, path: Path, default: str | None = None) -> Any:
+    raw = meta.get(key, default)
+    if raw is None:
+        raise PrunepilotError(f"{path} lacks the {key!r} metadata of a {_FORMAT} checkpoint")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise PrunepilotError(f"{path} has unreadable {key!r} metadata: {e}") from e
+
+
+def _shapes(
+    meta: Mapping[str, str], held: dict[str, list[int]], path: Path
+) -> dict[str, list[int]]:
+    """Metadata shapes, refused where they disagree with the file or exceed what it holds.
+
+    A tensor the file lacks (one of tied tensors) is at most as large as the file's largest.
+    """
+    shapes = _json(meta, "shapes", path)
+    largest = max((math.prod(s) for s in held.values()), default=0)
+    if not isinstance(shapes, dict):
+        raise PrunepilotError(f"{path} has malformed 'shapes' metadata")
+    for name, shape in shapes.items():
+        ok = isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
+        if not ok or (shape != held[name] if name in held else math.prod(shape) > largest):
+            raise PrunepilotError(
+                f"{path}: tensor {name!r} has shape {shape!r} in the metadata, which the file's "
+                "tensors do not back; the checkpoint is corrupt"
+            )
+    return shapes
+
+
+def load(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    allow: str | Iterable[str] = (),
+    factory: Callable[..., nn.Module] | None = None,
+) -> nn.Module:
+    """Rebuild a model saved by `save`: same architecture, pruned shapes and weights.
+
+    Args:
+        path: the checkpoint.
+        map_location: device of the returned model.
+        allow: ``fnmatch`` patterns of factories to trust beyond `DEFAULT_TRUST`
+            (torchvision, timm, ``prunepilot.service.zoo``), e.g. ``["mypkg.models:*"]``.
+        factory: build with this function or class instead of the reference in the file
+            (the file's kwargs still apply).
+
+    Raises:
+        UntrustedSourceError: the file names a factory nobody trusted (nothing imported).
+        PrunepilotError: not a checkpoint, refused kwargs, or tensors that do not fit.
+    """
+    path = Path(path)
+    meta, held = _read(path)
+    source = meta.get("source", "")
+    kwargs = _json(meta, "kwargs", path)
+    if not isinstance(kwargs, dict):
+        raise PrunepilotError(f"{path} has malformed 'kwargs' metadata")
+    shapes = _shapes(meta, held, path)
+    if factory is not None:
+        source = getattr(factory, "__qualname__", repr(factory))
+        model = call_factory(factory, kwargs)
+    else:
+        hint = (
+            f"if you trust that code, pass allow=[{source!r}] (or a pattern) or "
+            "factory=<the function or class> to prunepilot.load"
+        )
+        allowed = (*DEFAULT_TRUST, *trust_patterns(allow))
+        model = build_source(source, kwargs, allow=allowed, how_to_allow=hint)
     found = _tensors(model)
     for name, shape in shapes.items():
         if name not in found:
-            raise PrunepilotError(f"{meta['source']} has no tensor {name!r}; wrong source?")
+            raise PrunepilotError(f"{source} has no tensor {name!r}; wrong source?")
         mod, attr, t, is_param = found[name]
         if list(t.shape) == shape:
             continue
@@ -127,11 +179,16 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Modul
         else:
             mod._buffers[attr] = new
     sync_module_attrs(model)
-    for name, n in json.loads(meta.get("num_features", "{}")).items():  # older files lack it
+    sizes = _json(meta, "num_features", path, "{}")  # older files lack it
+    if not isinstance(sizes, dict):
+        raise PrunepilotError(f"{path} has malformed 'num_features' metadata")
+    for name, n in sizes.items():
         try:
             norm = model.get_submodule(name)
         except AttributeError as e:
-            raise PrunepilotError(f"{meta['source']} has no module {name!r}; wrong source?") from e
-        object.__setattr__(norm, "num_features", int(n))
+            raise PrunepilotError(f"{source} has no module {name!r}; wrong source?") from e
+        if type(n) is not int or n < 0:
+            raise PrunepilotError(f"{path} has a malformed num_features {n!r} for {name!r}")
+        object.__setattr__(norm, "num_features", n)
     load_model(model, str(path), strict=True, device=str(map_location))
     return model.to(map_location)

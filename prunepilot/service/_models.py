@@ -3,7 +3,11 @@
 * ``torchvision:NAME`` / ``timm:NAME``: architectures by name (unknown names are refused
   with a hint); random initialisation unless ``weights`` names an uploaded safetensors
   state dict, whose keys and shapes must match exactly.
-* ``package.module:function``: a factory matching the operator's allowlist (``fnmatch``).
+* ``package.module:NAME``: a function or class defined in that module, matching the
+  operator's allowlist (``fnmatch``). Names go through core's one resolver
+  (`prunepilot.core.build_source`): no attribute paths, imported members or private names,
+  no kwargs that could load a file or weights; checked again by the runner against the
+  settings it runs with, so a queued job is refused if the allowlist was narrowed.
 * ``upload:ID``: a pickled module or a ``.pt2`` program. Loading either runs code from the
   file, so it is refused unless the operator sets ``allow_untrusted_models``, and even
   then it is loaded only by the job runner on a Ray worker, never in the API process.
@@ -15,7 +19,6 @@ cannot take the data is refused with both shapes in the message.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,10 +28,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunepilot.core import PrunepilotError, build_source
+from prunepilot.core import (
+    ARCHITECTURE_LIBRARIES,
+    PrunepilotError,
+    UntrustedSourceError,
+    build_source,
+)
 
 from ._db import UploadRow
-from ._errors import Forbidden, SpecError
+from ._errors import Forbidden, ServiceError, SpecError
 from ._settings import Settings
 from .schemas import ModelSpec
 
@@ -64,32 +72,27 @@ def _upload(uploads: UploadLookup, upload_id: str, what: str) -> UploadRow:
     return row
 
 
-def _check_source_name(spec: ModelSpec, settings: Settings) -> None:
-    kind, _, name = spec.source.partition(":")
-    if kind == "torchvision":
-        import torchvision
+_HOW_TO_ALLOW = (
+    "the operator allows factories with PRUNEPILOT_MODEL_ALLOWLIST (or prunepilot serve "
+    "--allow PATTERN); torchvision:NAME and timm:NAME architectures are always allowed"
+)
 
-        names = torchvision.models.list_models()
-        if name not in names:
-            close = [n for n in names if n.startswith(name[:4])][:_MAX_LISTED]
-            hint = f"; similar: {', '.join(close)}" if close else ""
-            raise SpecError(f"torchvision has no model {name!r}{hint}")
-    elif kind == "timm":
-        try:
-            import timm
-        except ImportError:
-            raise SpecError(
-                "timm is not installed on this server; use a torchvision model"
-            ) from None
-        if not timm.is_model(name):
-            raise SpecError(f"timm has no model {name!r}")
-    else:
-        if not any(fnmatch.fnmatchcase(spec.source, p) for p in settings.model_allowlist):
-            raise Forbidden(
-                f"model factory {spec.source!r} is not allowed on this server; allowed "
-                f"patterns: {', '.join(settings.model_allowlist) or '(none)'} "
-                "(the operator sets PRUNEPILOT_MODEL_ALLOWLIST)"
-            )
+
+def _build_named(spec: ModelSpec, settings: Settings) -> nn.Module:
+    """Build a named architecture through core's resolver, under the operator's policy."""
+    try:
+        return build_source(
+            spec.source,
+            spec.kwargs,
+            allow=(*ARCHITECTURE_LIBRARIES, *settings.model_allowlist),
+            how_to_allow=_HOW_TO_ALLOW,
+        )
+    except UntrustedSourceError as e:
+        raise Forbidden(str(e)) from e
+    except PrunepilotError as e:
+        raise SpecError(str(e)) from e
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"cannot build {spec.source} with kwargs {spec.kwargs}: {e}") from e
 
 
 def _weights_shapes(path: Path, upload_id: str) -> dict[str, list[int]]:
@@ -198,7 +201,14 @@ def check(
             if row_w.kind != "safetensors":
                 raise SpecError(f"model.weights upload {spec.weights} must be a safetensors file")
         return
-    _check_source_name(spec, settings)
+    model: nn.Module | None = None
+    try:
+        with torch.device("meta"):
+            model = _build_named(spec, settings)
+    except ServiceError:
+        raise
+    except Exception as e:  # some builders cannot run on meta; the runner checks for real
+        log.info("skipping the submit-time check of %s on meta: %s", spec.source, e)
     weights: dict[str, list[int]] | None = None
     if spec.weights is not None:
         row_w = _upload(uploads, spec.weights, "model.weights")
@@ -208,15 +218,7 @@ def check(
                 "safetensors state dict"
             )
         weights = _weights_shapes(settings.uploads_path / row_w.path, spec.weights)
-    try:
-        with torch.device("meta"):
-            model = build_source(spec.source, spec.kwargs)
-    except (TypeError, ValueError) as e:
-        raise SpecError(f"cannot build {spec.source} with kwargs {spec.kwargs}: {e}") from e
-    except PrunepilotError as e:
-        raise SpecError(str(e)) from e
-    except Exception as e:  # some builders cannot run on meta; the runner checks for real
-        log.info("skipping the submit-time check of %s on meta: %s", spec.source, e)
+    if model is None:
         return
     if weights is not None:
         expected = {k: list(v.shape) for k, v in model.state_dict().items()}
@@ -265,18 +267,13 @@ def build(spec: ModelSpec, settings: Settings, uploads: UploadLookup) -> BuiltMo
         source = f"{cls.__module__}:{cls.__qualname__}"
         note = (
             f"the model came from uploaded {row.kind} {upload_id}: prunepilot.load rebuilds it "
-            f"from {source}, which needs the original code importable (and may not rebuild a "
-            ".pt2 graph module at all); the ONNX export does not"
+            f"from {source}, which needs the original code importable and trusted "
+            f"(prunepilot.load(path, allow=[{source!r}]) or factory=the class; it may not "
+            "rebuild a .pt2 graph module at all); the ONNX export does not"
         )
         kwargs: dict[str, Any] = {}
     else:
-        _check_source_name(spec, settings)
-        try:
-            model = build_source(spec.source, spec.kwargs)
-        except (TypeError, ValueError) as e:
-            raise SpecError(f"cannot build {spec.source} with kwargs {spec.kwargs}: {e}") from e
-        except PrunepilotError as e:
-            raise SpecError(str(e)) from e
+        model = _build_named(spec, settings)  # the current allowlist, not the submit-time one
         source, kwargs = spec.source, dict(spec.kwargs)
     if spec.weights is not None:
         row_w = _upload(uploads, spec.weights, "model.weights")

@@ -79,7 +79,12 @@ def add_server_arguments(p: argparse.ArgumentParser, token_dest: str = "token") 
         "token in DATA_DIR/token, which the client reads for local URLs)",
     )
     p.add_argument("--no-auth", action="store_true", help="no tokens (single-user demo only)")
-    p.add_argument("--allow", action="append", metavar="PATTERN", help="allowlisted factory")
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="PATTERN",
+        help="allow package.module:NAME factories matching this fnmatch pattern",
+    )
     p.add_argument("--allow-untrusted-models", action="store_true", help="accept pickles")
     p.add_argument("--max-upload-bytes", type=int)
     p.add_argument("--max-jobs-per-token", type=int)

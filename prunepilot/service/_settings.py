@@ -49,8 +49,10 @@ class Settings(BaseModel):
             every request then acts as the owner ``local``).
         tokens: bearer token -> owner name. Empty with ``auth``: one local token, created
             in ``data_dir/token`` (see `local_token`).
-        model_allowlist: ``fnmatch`` patterns of ``package.module:function`` factories jobs
-            may name; torchvision and timm architectures are always allowed.
+        model_allowlist: ``fnmatch`` patterns of ``package.module:NAME`` factories jobs
+            may name (NAME: one public function or class defined in that module, see
+            `prunepilot.core.build_source`); torchvision and timm architectures are always
+            allowed. Checked at submit and again by the runner.
         allow_untrusted_models: accept pickled modules and ``.pt2`` uploads as models
             (they run code when loaded; they are only loaded in job runners, on Ray).
         max_upload_bytes: largest accepted upload (413 above).

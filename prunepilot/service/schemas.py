@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 _MODEL_SOURCE = re.compile(
-    r"^(torchvision|timm):[A-Za-z0-9_.\-]+$|^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+    r"^(torchvision|timm):[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+    r"|^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z][A-Za-z0-9_]*$"
 )
 _UPLOAD_ID = re.compile(r"^[a-z0-9]{8,64}$")
 
@@ -69,10 +70,11 @@ class ModelSpec(_Spec):
             if not _UPLOAD_ID.match(v.removeprefix("upload:")):
                 raise ValueError(f"'upload:' must be followed by an upload id; got {v!r}")
             return v
-        if not _MODEL_SOURCE.match(v):
+        if not _MODEL_SOURCE.fullmatch(v):
             raise ValueError(
-                "model source must be 'torchvision:NAME', 'timm:NAME', 'package.module:factory'"
-                f" or 'upload:ID'; got {v!r}"
+                "model source must be 'torchvision:NAME', 'timm:NAME', 'package.module:NAME' "
+                "(one public function or class defined in that module: no attribute path "
+                f"like 'module:a.b', no '_private' name) or 'upload:ID'; got {v!r}"
             )
         return v
 

@@ -17,6 +17,8 @@ from prunepilot import PrunepilotError
 from . import _factories
 from ._helpers import run, snapshot, state_equal
 
+_TESTS = ["tests.core._factories:*"]  # the test factories are not trusted by default
+
 
 def _layer_attrs(model: nn.Module) -> dict[str, tuple[object, ...]]:
     """Size attributes of every standard layer."""
@@ -56,7 +58,7 @@ def test_roundtrip_factory_with_kwargs(tmp_path: Path, as_callable: bool) -> Non
     assert model.conv2.out_channels == 8 and model.dw.groups == 8
     source = _factories.tiny_net if as_callable else "tests.core._factories:tiny_net"
     pp.save(model, tmp_path / "tiny.safetensors", source=source, kwargs={"num_classes": 10})
-    loaded = pp.load(tmp_path / "tiny.safetensors").eval()
+    loaded = pp.load(tmp_path / "tiny.safetensors", allow=_TESTS).eval()
     assert isinstance(loaded, _factories.TinyNet)
     assert loaded.fc.out_features == 10
     assert _layer_attrs(loaded) == _layer_attrs(model)
@@ -72,7 +74,7 @@ def test_roundtrip_unpruned(tmp_path: Path) -> None:
     """An unpruned model round-trips too."""
     model = _factories.tiny_net().eval()
     pp.save(model, tmp_path / "plain.safetensors", source="tests.core._factories:tiny_net")
-    loaded = pp.load(tmp_path / "plain.safetensors").eval()
+    loaded = pp.load(tmp_path / "plain.safetensors", allow=_TESTS).eval()
     x = torch.randn(1, 3, 8, 8)
     assert torch.equal(run(model, x), run(loaded, x))
 
@@ -125,14 +127,14 @@ def test_bad_sources(tmp_path: Path) -> None:
         path = tmp_path / f"{name}.safetensors"
         pp.save(model, path, source=source)
         with pytest.raises(PrunepilotError):
-            pp.load(path)
+            pp.load(path, allow="tests.core.*")
 
 
 def test_loaded_copy_is_independent(tmp_path: Path) -> None:
     """The loaded model owns its tensors: changing it leaves the original alone."""
     model = _factories.tiny_net().eval()
     pp.save(model, tmp_path / "m.safetensors", source=_factories.tiny_net)
-    loaded = pp.load(tmp_path / "m.safetensors")
+    loaded = pp.load(tmp_path / "m.safetensors", allow=_TESTS)
     before = snapshot(copy.deepcopy(model))
     with torch.no_grad():
         for p in loaded.parameters():
@@ -153,7 +155,7 @@ def test_instance_norm_without_weights_keeps_its_pruned_size(tmp_path: Path) -> 
         warnings.simplefilter("error")  # a stale num_features warns on every forward
         ref = model(x)
     pp.save(model, tmp_path / "style.safetensors", source="tests.core._factories:style_net")
-    loaded = pp.load(tmp_path / "style.safetensors").eval()
+    loaded = pp.load(tmp_path / "style.safetensors", allow=_TESTS).eval()
     assert loaded.in1.num_features == 5
     with warnings.catch_warnings():
         warnings.simplefilter("error")
