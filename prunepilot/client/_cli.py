@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from prunepilot.service.schemas import JobInfo, JobStatus, TrialsPage
+from prunepilot.service.schemas import JobInfo, JobStatus, TrialsPage, UploadInfo
 
 from ._client import DEFAULT_URL, Client
 from ._errors import ApiError, ClientError
@@ -253,6 +253,44 @@ def _cmd_upload(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_uploads(uploads: list[UploadInfo]) -> None:
+    table = Table(title=f"{len(uploads)} upload{'s' if len(uploads) != 1 else ''}")
+    table.add_column("id", no_wrap=True, min_width=24)  # ids are what users copy: never cut
+    table.add_column("file", overflow="fold")
+    table.add_column("kind")
+    table.add_column("bytes", justify="right")
+    for col in ("created", "expires", "live jobs"):
+        table.add_column(col)
+    for u in uploads:
+        table.add_row(
+            u.id,
+            escape(u.filename),
+            u.kind,
+            f"{u.size:,}",
+            u.created_at.strftime("%m-%d %H:%M"),
+            u.expires_at.strftime("%m-%d %H:%M") if u.expires_at else "-",
+            ", ".join(u.live_jobs) or "-",
+        )
+    _out().print(table)
+
+
+def _cmd_uploads(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        uploads = list(client.list_uploads(limit=args.limit))
+    if args.json:
+        _dump(uploads)
+    else:
+        _print_uploads(uploads)
+    return 0
+
+
+def _cmd_delete_upload(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.delete_upload(args.upload_id)
+    _out().print(f"upload {escape(args.upload_id)} deleted")
+    return 0
+
+
 def _cmd_health(args: argparse.Namespace) -> int:
     with _client(args) as client:
         body = client.health()
@@ -355,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("upload", _cmd_upload, "upload weights or a dataset; prints its id")
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="print the upload as JSON")
+
+    p = add("uploads", _cmd_uploads, "list your uploads, newest first, with the jobs using them")
+    p.add_argument("--limit", type=int, default=None, help="at most N uploads")
+    p.add_argument("--json", action="store_true", help="print the uploads as JSON")
+
+    p = add("delete-upload", _cmd_delete_upload, "delete an upload no unfinished job uses")
+    p.add_argument("upload_id", metavar="ID")
 
     add("health", _cmd_health, "check that the service is up")
 

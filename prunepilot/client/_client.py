@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -33,6 +34,7 @@ from prunepilot.service.schemas import (
     JobStatus,
     TrialsPage,
     UploadInfo,
+    UploadPage,
 )
 
 from ._errors import (
@@ -305,7 +307,8 @@ class Client:
         Args:
             spec: a `JobSpec`, a mapping, or a YAML/JSON spec file. ``file:PATH`` values in
                 ``model.weights``, ``model.source`` or ``dataset.source`` are uploaded first
-                and replaced by their upload ids.
+                and replaced by their upload ids; when the job is not created (refused or
+                failed), those uploads are deleted again.
             idempotency_key: the same key returns the same job. One is generated when not
                 given, so the request can be retried safely after a lost answer.
 
@@ -315,17 +318,39 @@ class Client:
         """
         raw, base = read_spec(spec)
         files = local_files(raw, base)
-        if files:
-            validate(with_uploads(raw, {k: "0" * 8 for k in files}))  # fail before uploading
-            ids = {k: self.upload(p).id for k, p in files.items()}
-            raw = with_uploads(raw, ids)
-        job_spec = validate(raw)
-        key = idempotency_key or uuid.uuid4().hex
-        body = job_spec.model_dump(mode="json", exclude_none=True)
-        resp = self._send("POST", "/jobs", json=body, headers={"Idempotency-Key": key})
+        created: list[str] = []
+        try:
+            if files:
+                validate(with_uploads(raw, {k: "0" * 8 for k in files}))  # fail before uploading
+                ids: dict[tuple[str, str], str] = {}
+                for field, path in files.items():
+                    ids[field] = self.upload(path).id
+                    created.append(ids[field])
+                raw = with_uploads(raw, ids)
+            job_spec = validate(raw)
+            key = idempotency_key or uuid.uuid4().hex
+            body = job_spec.model_dump(mode="json", exclude_none=True)
+            resp = self._send("POST", "/jobs", json=body, headers={"Idempotency-Key": key})
+        except Exception:
+            self._discard_uploads(created)
+            raise
         info = _parse(JobInfo, resp)
         log.info("submitted job %s (%s)", info.id, info.status)
         return Job(self, info)
+
+    def _discard_uploads(self, upload_ids: Sequence[str]) -> None:
+        """Delete the uploads of a submit that created no job (best effort, logged).
+
+        Safe after a lost answer too: the server refuses (409) to delete an upload a
+        created, unfinished job uses, so such an upload stays.
+        """
+        for upload_id in upload_ids:
+            try:
+                self.delete_upload(upload_id, retries=1)
+            except ClientError as e:
+                log.warning("left upload %s on the server: %s", upload_id, e)
+            else:
+                log.info("deleted upload %s: the job was not created", upload_id)
 
     def job(self, job_id: str) -> Job:
         """A handle to an existing job (fetched now; raises `NotFound` if unknown)."""
@@ -399,6 +424,53 @@ class Client:
         info = _parse(UploadInfo, resp)
         log.info("uploaded %s as %s (%d bytes)", path, info.id, info.size)
         return info
+
+    def uploads_page(self, *, limit: int = 50, cursor: str | None = None) -> UploadPage:
+        """One page of this token's uploads, newest first; pass ``next_cursor`` back."""
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        return self._get_model(UploadPage, "/uploads", params=params)
+
+    def list_uploads(
+        self, *, limit: int | None = None, page_size: int = 50
+    ) -> Iterator[UploadInfo]:
+        """Every upload of this token, newest first, following the pages lazily.
+
+        Each carries ``live_jobs`` (unfinished jobs using it) and ``expires_at``.
+
+        Args:
+            limit: stop after this many uploads (default: all).
+            page_size: uploads per request.
+        """
+        seen = 0
+        cursor: str | None = None
+        while True:
+            size = page_size if limit is None else min(page_size, limit - seen)
+            if size <= 0:
+                return
+            page = self.uploads_page(limit=size, cursor=cursor)
+            for item in page.items:
+                yield item
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            if not page.next_cursor or not page.items:
+                return
+            cursor = page.next_cursor
+
+    def delete_upload(self, upload_id: str, *, retries: int | None = None) -> None:
+        """Delete one of this token's uploads (file and record).
+
+        Args:
+            upload_id: the upload's id.
+            retries: override the client's retries for this request.
+
+        Raises:
+            Conflict: an unfinished job uses it (cancel the job, or wait, first).
+            NotFound: no such upload for this token.
+        """
+        self._send("DELETE", f"/uploads/{quote(upload_id, safe='')}", retries=retries)
 
     def _download(
         self, path: str, dest: Path, *, sha256: str | None, size: int | None = None

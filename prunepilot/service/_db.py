@@ -26,10 +26,12 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     create_engine,
     delete,
     event,
     func,
+    or_,
     select,
     text,
     update,
@@ -49,6 +51,7 @@ __all__ = [
     "IdempotencyRow",
     "IntegrityError",
     "JobRow",
+    "UploadInUse",
     "UploadRow",
     "job_info",
     "upload_info",
@@ -58,6 +61,19 @@ __all__ = [
 log = logging.getLogger("prunepilot.service")
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING)
+_LIKE_BATCH = 100  # upload ids per "spec LIKE" query (SQLite's expression depth is 1000)
+
+
+class UploadInUse(Exception):
+    """An upload cannot be removed: unfinished jobs use it.
+
+    Attributes:
+        job_ids: those jobs.
+    """
+
+    def __init__(self, job_ids: list[str]) -> None:
+        super().__init__(", ".join(job_ids))
+        self.job_ids = job_ids
 
 
 def utcnow() -> datetime:
@@ -522,11 +538,6 @@ class Database:
 
     # ------------------------------------------------------------------ uploads
 
-    def add_upload(self, row: UploadRow) -> None:
-        """Record a stored upload."""
-        with self.write() as s:
-            s.add(row)
-
     def get_upload(self, upload_id: str, owner: str | None = None) -> UploadRow | None:
         """The upload (``None`` when missing or owned by someone else)."""
         with self.read() as s:
@@ -534,6 +545,117 @@ class Database:
             if row is None or (owner is not None and row.owner != owner):
                 return None
             return row
+
+    def list_uploads(
+        self, owner: str, limit: int, before: tuple[datetime, str] | None
+    ) -> list[UploadRow]:
+        """An owner's uploads, newest first, after ``before`` (created_at, id) in that order."""
+        q = select(UploadRow).where(UploadRow.owner == owner)
+        if before is not None:
+            at, last = before
+            q = q.where(
+                or_(
+                    UploadRow.created_at < at,
+                    and_(UploadRow.created_at == at, UploadRow.id < last),
+                )
+            )
+        q = q.order_by(UploadRow.created_at.desc(), UploadRow.id.desc()).limit(limit)
+        with self.read() as s:
+            return list(s.scalars(q))
+
+    def upload_usage(self, owner: str) -> tuple[int, int]:
+        """How many uploads an owner keeps, and their bytes."""
+        with self.read() as s:
+            return _usage(s, owner)
+
+    def add_upload_within(
+        self, row: UploadRow, max_count: int, max_bytes: int
+    ) -> tuple[int, int] | None:
+        """Record a stored upload if its owner's uploads still fit the quotas with it.
+
+        The usage is counted in the inserting transaction (SQLite: ``BEGIN IMMEDIATE``
+        serialises writers; PostgreSQL: an advisory lock per owner), so uploads racing
+        past the quota cannot all be recorded.
+
+        Returns:
+            ``None`` when recorded; else the owner's ``(count, bytes)`` that refused it.
+        """
+        with self.write() as s:
+            if self.engine.dialect.name == "postgresql":
+                s.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                    {"key": f"pp_uploads:{row.owner}"},
+                )
+            count, used = _usage(s, row.owner)
+            if count + 1 > max_count or used + row.size > max_bytes:
+                return count, used
+            s.add(row)
+        return None
+
+    def upload_jobs(
+        self, owner: str, upload_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, JobStatus]]]:
+        """The owner's jobs (id, status), oldest first, that name each of ``upload_ids``."""
+        with self.read() as s:
+            return _jobs_naming(s, owner, upload_ids)
+
+    def delete_upload(self, upload_id: str, owner: str) -> UploadRow | None:
+        """Remove an owner's upload record unless an unfinished job uses it.
+
+        Returns:
+            The removed row (deleting its file is the caller's job), or ``None`` when the
+            owner has no such upload.
+
+        Raises:
+            UploadInUse: unfinished jobs of the owner name it.
+        """
+        with self.write() as s:
+            row = s.get(UploadRow, upload_id)
+            if row is None or row.owner != owner:
+                return None
+            jobs = _jobs_naming(s, owner, [upload_id]).get(upload_id, [])
+            live = [job_id for job_id, status in jobs if status in ACTIVE]
+            if live:
+                raise UploadInUse(live)
+            s.delete(row)
+        return row
+
+    def expire_uploads(self, created_before: datetime, batch: int = 200) -> list[UploadRow]:
+        """Remove the records of uploads made before ``created_before`` that no job names.
+
+        A job of any status keeps its uploads; deleting the job lets them expire. Works
+        through the candidates in batches, one short transaction each.
+
+        Returns:
+            The removed rows (deleting their files is the caller's job).
+        """
+        removed: list[UploadRow] = []
+        after: tuple[datetime, str] | None = None
+        while True:
+            q = select(UploadRow).where(UploadRow.created_at < created_before)
+            if after is not None:
+                at, last = after
+                q = q.where(
+                    or_(
+                        UploadRow.created_at > at,
+                        and_(UploadRow.created_at == at, UploadRow.id > last),
+                    )
+                )
+            q = q.order_by(UploadRow.created_at, UploadRow.id).limit(batch)
+            with self.write() as s:
+                rows = list(s.scalars(q))
+                by_owner: dict[str, list[UploadRow]] = {}
+                for r in rows:
+                    by_owner.setdefault(r.owner, []).append(r)
+                for owner, group in by_owner.items():
+                    used = _jobs_naming(s, owner, [r.id for r in group])
+                    for r in group:
+                        if r.id not in used:
+                            s.delete(r)
+                            removed.append(r)
+            if len(rows) < batch:
+                return removed
+            after = (rows[-1].created_at, rows[-1].id)
 
     # ------------------------------------------------------------------ artifacts
 
@@ -564,6 +686,53 @@ class Database:
             ]
 
 
+def _usage(s: Session, owner: str) -> tuple[int, int]:
+    count, used = s.execute(
+        select(func.count(), func.coalesce(func.sum(UploadRow.size), 0)).where(
+            UploadRow.owner == owner
+        )
+    ).one()
+    return int(count), int(used)
+
+
+def _spec_uploads(spec_json: str) -> set[str]:
+    """The upload ids a stored job spec names (model source and weights, dataset source)."""
+    spec = json.loads(spec_json)
+    model, dataset = spec.get("model") or {}, spec.get("dataset") or {}
+    found = {model.get("weights")}
+    for source in (model.get("source"), dataset.get("source")):
+        if isinstance(source, str) and source.startswith("upload:"):
+            found.add(source.removeprefix("upload:"))
+    return {f for f in found if isinstance(f, str)}
+
+
+def _jobs_naming(
+    s: Session, owner: str, upload_ids: Sequence[str]
+) -> dict[str, list[tuple[str, JobStatus]]]:
+    """Upload id -> the owner's jobs (id, status) whose spec names it, oldest first.
+
+    Jobs can only name their owner's uploads (submission checks), so only the owner's
+    jobs are read; ``LIKE`` picks the candidates, the parsed spec decides.
+    """
+    found: dict[str, list[tuple[str, JobStatus]]] = {}
+    ids = list(dict.fromkeys(upload_ids))
+    for start in range(0, len(ids), _LIKE_BATCH):
+        chunk = ids[start : start + _LIKE_BATCH]
+        wanted = set(chunk)
+        q = (
+            select(JobRow.id, JobRow.status, JobRow.spec)
+            .where(
+                JobRow.owner == owner,
+                or_(*(JobRow.spec.contains(i, autoescape=True) for i in chunk)),
+            )
+            .order_by(JobRow.seq)
+        )
+        for job_id, status, spec in s.execute(q):
+            for upload_id in _spec_uploads(spec) & wanted:
+                found.setdefault(upload_id, []).append((job_id, JobStatus(status)))
+    return found
+
+
 def job_info(row: JobRow) -> JobInfo:
     """The API's view of a job row."""
     return JobInfo(
@@ -583,7 +752,9 @@ def job_info(row: JobRow) -> JobInfo:
     )
 
 
-def upload_info(row: UploadRow) -> UploadInfo:
+def upload_info(
+    row: UploadRow, *, live_jobs: Sequence[str] = (), expires_at: datetime | None = None
+) -> UploadInfo:
     """The API's view of an upload row."""
     return UploadInfo(
         id=row.id,
@@ -592,4 +763,6 @@ def upload_info(row: UploadRow) -> UploadInfo:
         sha256=row.sha256,
         kind=row.kind,  # type: ignore[arg-type]
         created_at=row.created_at,
+        live_jobs=list(live_jobs),
+        expires_at=expires_at,
     )

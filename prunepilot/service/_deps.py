@@ -16,6 +16,7 @@ from ._errors import ServiceError
 from ._metrics import Metrics
 from ._scheduler import Scheduler
 from ._settings import Settings
+from ._upload_quota import InFlight
 from .schemas import ErrorBody
 
 __all__ = [
@@ -56,6 +57,7 @@ class Service:
         owners: bearer token -> owner (empty when auth is off).
         metrics: Prometheus collectors of this app.
         stopping: set when the app shuts down (ends event streams).
+        uploads_in_flight: bytes of uploads in progress, per owner (quota checks).
     """
 
     settings: Settings
@@ -67,6 +69,7 @@ class Service:
     stopping: threading.Event = field(default_factory=threading.Event)
     _optuna: Any = None
     _optuna_lock: threading.Lock = field(default_factory=threading.Lock)
+    uploads_in_flight: InFlight = field(default_factory=InFlight)
 
     def optuna_storage(self) -> Any:
         """The Optuna storage of the job studies (created once, on first use)."""

@@ -1,31 +1,47 @@
-"""``/uploads``: weights and datasets, streamed to disk, referenced by jobs as ``upload:ID``."""
+"""``/uploads``: weights and datasets, streamed to disk, referenced by jobs as ``upload:ID``.
+
+Uploads are bounded per token (a byte and a count quota), listed and deleted by their
+owner, and expire ``upload_ttl_s`` after they were made unless a job uses them. Another
+owner's upload id answers 404 exactly like an unknown one.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from ._db import UploadRow, upload_info, utcnow
-from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, ServiceDep
-from ._errors import NotFound, ServiceError, TooLarge
+from ._db import ACTIVE, UploadInUse, UploadRow, upload_info, utcnow
+from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, Service, ServiceDep
+from ._errors import Conflict, NotFound, ServiceError, SpecError, TooLarge, TooMany
+from ._upload_quota import over_bytes, over_count
 from ._uploads import (
     UploadError,
+    UploadOverQuota,
     UploadTooLarge,
     detect_kind,
     new_upload_id,
     receive,
     remove_quietly,
 )
-from .schemas import ErrorBody, UploadInfo
+from .schemas import ErrorBody, UploadInfo, UploadPage
 
 __all__ = ["router"]
 
 log = logging.getLogger("prunepilot.service")
 
 router = APIRouter(prefix="/uploads", tags=["uploads"], responses=OWNED_RESOURCE_ERRORS)
+
+UploadId = Annotated[str, Path(min_length=1, max_length=64, description="the upload id")]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CURSOR = re.compile(r"^u(\d{1,20})\.([a-z0-9]{1,64})$")
 
 _BODY = {
     "required": True,
@@ -48,6 +64,46 @@ class BadUpload(ServiceError):
     status_code = 400
 
 
+def _encode_cursor(row: UploadRow) -> str:
+    micros = (row.created_at - _EPOCH) // timedelta(microseconds=1)
+    return base64.urlsafe_b64encode(f"u{micros}.{row.id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        found = _CURSOR.match(raw)
+        if found is None:
+            raise ValueError(raw)
+        return _EPOCH + timedelta(microseconds=int(found[1])), found[2]
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
+        raise SpecError(
+            "invalid cursor: pass the next_cursor value of a previous page unchanged"
+        ) from None
+
+
+def _describe(service: Service, owner: str, rows: Sequence[UploadRow]) -> list[UploadInfo]:
+    """Upload rows with the owner's live jobs that use them and when they expire."""
+    refs = service.db.upload_jobs(owner, [r.id for r in rows])
+    out = []
+    for r in rows:
+        jobs = refs.get(r.id, [])
+        out.append(
+            upload_info(
+                r,
+                live_jobs=[job_id for job_id, status in jobs if status in ACTIVE],
+                expires_at=None if jobs else _expiry(service, r),
+            )
+        )
+    return out
+
+
+def _expiry(service: Service, row: UploadRow) -> datetime | None:
+    """When an upload no job uses expires (``None``: the server keeps uploads)."""
+    ttl = service.settings.upload_ttl_s
+    return row.created_at + timedelta(seconds=ttl) if ttl else None
+
+
 @router.post(
     "",
     status_code=201,
@@ -55,7 +111,11 @@ class BadUpload(ServiceError):
     openapi_extra={"requestBody": _BODY},
     responses={
         400: {"model": ErrorBody, "description": "no file in the request"},
-        413: {"model": ErrorBody, "description": "the file is over the server's limit"},
+        413: {
+            "model": ErrorBody,
+            "description": "the file is over the server's limit or this token's byte quota",
+        },
+        429: {"model": ErrorBody, "description": "this token has as many uploads as allowed"},
     },
 )
 async def create_upload(
@@ -68,54 +128,112 @@ async def create_upload(
 ) -> UploadInfo:
     """Store a file (multipart field ``file``, or a raw body). Kinds: ``safetensors``
     (weights, or a dataset with ``inputs``/``labels``), ``archive`` (zip/tar ImageFolder),
-    ``pickle`` and ``pt2`` (models; refused by jobs unless the operator allows them)."""
+    ``pickle`` and ``pt2`` (models; refused by jobs unless the operator allows them).
+    Each token's uploads are bounded by a byte quota (413) and a count quota (429)."""
     settings = service.settings
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + (1 << 20) * 64:
         raise TooLarge(f"the upload ({declared} bytes) is over the server's limit of {limit} bytes")
+    quota_n, quota_b = settings.upload_quota_count, settings.upload_quota_bytes
+    count, used = await run_in_threadpool(service.db.upload_usage, owner)
+    if count >= quota_n:
+        raise TooMany(over_count(quota_n, count))
     upload_id = new_upload_id()
     dest = settings.uploads_path / upload_id
-    try:
-        stored = await receive(
-            request.headers.get("content-type"),
-            request.stream(),
-            dest,
-            limit=limit,
-            filename=filename,
-        )
-    except UploadTooLarge as e:
-        raise TooLarge(str(e)) from None
-    except UploadError as e:
-        raise BadUpload(str(e)) from None
-    try:
-        kind = await run_in_threadpool(detect_kind, dest)
-        row = UploadRow(
-            id=upload_id,
-            owner=owner,
-            filename=stored.filename,
-            size=stored.size,
-            sha256=stored.sha256,
-            kind=kind,
-            path=upload_id,
-            created_at=utcnow(),
-        )
-        await run_in_threadpool(service.db.add_upload, row)
-    except BaseException:
+    flight = service.uploads_in_flight
+    with flight.reserve(owner, quota_b - used) as reservation:
+        try:
+            stored = await receive(
+                request.headers.get("content-type"),
+                request.stream(),
+                dest,
+                limit=limit,
+                filename=filename,
+                reserve=reservation,
+            )
+        except UploadOverQuota as e:
+            others = flight.held(owner) - reservation.taken
+            raise TooLarge(
+                over_bytes(quota_b, used, count, e.size, partial=True, in_flight=others)
+            ) from None
+        except UploadTooLarge as e:
+            raise TooLarge(str(e)) from None
+        except UploadError as e:
+            raise BadUpload(str(e)) from None
+        try:
+            kind = await run_in_threadpool(detect_kind, dest)
+            row = UploadRow(
+                id=upload_id,
+                owner=owner,
+                filename=stored.filename,
+                size=stored.size,
+                sha256=stored.sha256,
+                kind=kind,
+                path=upload_id,
+                created_at=utcnow(),
+            )
+            refused = await run_in_threadpool(service.db.add_upload_within, row, quota_n, quota_b)
+        except BaseException:
+            remove_quietly(dest)
+            raise
+    if refused is not None:
         remove_quietly(dest)
-        raise
+        count, used = refused
+        if count >= quota_n:
+            raise TooMany(over_count(quota_n, count))
+        raise TooLarge(over_bytes(quota_b, used, count, stored.size))
     log.info("upload %s (%s, %d bytes) by %s", upload_id, kind, stored.size, owner)
-    return upload_info(row)
+    return upload_info(row, expires_at=_expiry(service, row))
+
+
+@router.get("", summary="List uploads, newest first")
+def list_uploads(
+    service: ServiceDep,
+    owner: OwnerDep,
+    limit: Annotated[int, Query(ge=1, le=200, description="uploads per page")] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the previous page")
+    ] = None,
+) -> UploadPage:
+    """One page of this token's uploads, with the unfinished jobs that use each and when
+    it expires; follow ``next_cursor`` for older ones."""
+    before = _decode_cursor(cursor) if cursor else None
+    rows = service.db.list_uploads(owner, limit + 1, before)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return UploadPage(
+        items=_describe(service, owner, rows),
+        next_cursor=_encode_cursor(rows[-1]) if more and rows else None,
+    )
 
 
 @router.get("/{upload_id}", summary="An upload's metadata")
-def get_upload(
-    upload_id: Annotated[str, Path(min_length=1, max_length=64)],
-    service: ServiceDep,
-    owner: OwnerDep,
-) -> UploadInfo:
-    """Name, size, sha256 and detected kind of one of this token's uploads."""
+def get_upload(upload_id: UploadId, service: ServiceDep, owner: OwnerDep) -> UploadInfo:
+    """Name, size, sha256, detected kind, the unfinished jobs that use it, expiry."""
     row = service.db.get_upload(upload_id, owner)
     if row is None:
         raise NotFound(f"no upload {upload_id!r} for this token")
-    return upload_info(row)
+    return _describe(service, owner, [row])[0]
+
+
+@router.delete(
+    "/{upload_id}",
+    status_code=204,
+    summary="Delete an upload",
+    responses={409: {"model": ErrorBody, "description": "an unfinished job uses it"}},
+)
+def delete_upload(upload_id: UploadId, service: ServiceDep, owner: OwnerDep) -> Response:
+    """Remove the file and its record; refused while a queued or running job uses it."""
+    try:
+        row = service.db.delete_upload(upload_id, owner)
+    except UploadInUse as e:
+        raise Conflict(
+            f"upload {upload_id} is used by unfinished job(s) {', '.join(e.job_ids)}; cancel "
+            "them (POST /jobs/{id}/cancel) or wait until they finish, then delete it"
+        ) from None
+    if row is None:
+        raise NotFound(f"no upload {upload_id!r} for this token")
+    remove_quietly(service.settings.uploads_path / row.path)
+    log.info("upload %s deleted by %s", upload_id, owner)
+    return Response(status_code=204)

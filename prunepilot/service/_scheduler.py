@@ -9,6 +9,10 @@ runner dies without one (FAILED with the reason, logs kept).
 On start it recovers from a previous process: jobs left RUNNING are re-queued (their
 Optuna study resumes them) and jobs left CANCELLING are marked CANCELLED. On stop it kills
 its runners and leaves their jobs RUNNING, so the next start resumes them.
+
+Housekeeping, at start and every ``upload_expiry_interval_s``: uploads no job names are
+deleted ``upload_ttl_s`` after they were made. Only a scheduling process does it; API-only
+replicas (``scheduler=False``) leave it to the one that schedules for the same database.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from ._db import Database, utcnow
 from ._settings import Settings
+from ._uploads import remove_quietly
 from .schemas import JobStatus
 
 __all__ = ["Scheduler"]
@@ -55,6 +61,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self.last_tick = 0.0
         self.error: str | None = None
+        self._next_housekeeping = 0.0
         # what runners get: no tokens (runners need none; task args are visible in Ray)
         self._runner_settings = settings.model_dump(mode="json", exclude={"tokens"})
 
@@ -63,6 +70,7 @@ class Scheduler:
     def start(self) -> None:
         """Recover jobs of a previous process and start the scheduling thread."""
         self.recover()
+        self.housekeeping()
         self.last_tick = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="prunepilot-scheduler", daemon=True)
         self._thread.start()
@@ -116,6 +124,29 @@ class Scheduler:
             ):
                 log.info("job %s: re-queued after a restart", row.id)
 
+    def housekeeping(self) -> None:
+        """Expire unused uploads if it is time (a failure is logged and retried later)."""
+        now = time.monotonic()
+        if now < self._next_housekeeping:
+            return
+        self._next_housekeeping = now + self.settings.upload_expiry_interval_s
+        try:
+            self.expire_uploads()
+        except Exception:  # the database may be briefly unavailable: next round
+            log.exception("expiring uploads failed")
+
+    def expire_uploads(self) -> int:
+        """Delete (record, then file) each upload no job names, ``upload_ttl_s`` after it
+        was made; returns how many."""
+        ttl = self.settings.upload_ttl_s
+        if not ttl:
+            return 0
+        rows = self.db.expire_uploads(utcnow() - timedelta(seconds=ttl))
+        for row in rows:
+            remove_quietly(self.settings.uploads_path / row.path)
+            log.info("upload %s of %s expired (no job uses it)", row.id, row.owner)
+        return len(rows)
+
     # ------------------------------------------------------------------ loop
 
     def _loop(self) -> None:
@@ -143,7 +174,8 @@ class Scheduler:
         return ray
 
     def tick(self) -> None:
-        """One round: reap, enforce cancellations, launch."""
+        """One round: housekeeping, reap, enforce cancellations, launch."""
+        self.housekeeping()
         with self._lock:
             running = list(self._running.values())
         if running:

@@ -70,6 +70,12 @@ class Settings(BaseModel):
         archive_max_files: most files an ImageFolder archive may hold.
         archive_max_bytes: most bytes an archive may expand to.
         onnx_export: export an ONNX file next to each pruned checkpoint.
+        upload_quota_bytes: most bytes one token's uploads may hold together (413 above).
+        upload_quota_count: most uploads one token may keep (429 above).
+        upload_ttl_s: an upload no job references is deleted this long after it was
+            made (0: never). The scheduling process does it, at start and every
+            ``upload_expiry_interval_s``; API-only replicas rely on it.
+        upload_expiry_interval_s: how often the scheduler looks for expired uploads.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -98,6 +104,10 @@ class Settings(BaseModel):
     archive_max_files: int = Field(default=100_000, ge=1)
     archive_max_bytes: int = Field(default=4 << 30, ge=1)
     onnx_export: bool = True
+    upload_quota_bytes: int = Field(default=10 << 30, ge=1)
+    upload_quota_count: int = Field(default=100, ge=1)
+    upload_ttl_s: float = Field(default=7 * 24 * 3600.0, ge=0, le=100 * 365 * 24 * 3600.0)
+    upload_expiry_interval_s: float = Field(default=300.0, gt=0)
 
     @field_validator("tokens")
     @classmethod

@@ -17,14 +17,22 @@ import re
 import secrets
 import tarfile
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-__all__ = ["StoredFile", "UploadError", "UploadTooLarge", "detect_kind", "new_upload_id", "receive"]
+__all__ = [
+    "StoredFile",
+    "UploadError",
+    "UploadOverQuota",
+    "UploadTooLarge",
+    "detect_kind",
+    "new_upload_id",
+    "receive",
+]
 
 UploadKind = Literal["safetensors", "archive", "pickle", "pt2", "other"]
 
@@ -38,6 +46,18 @@ class UploadError(ValueError):
 
 class UploadTooLarge(UploadError):
     """The upload crosses the operator's size limit."""
+
+
+class UploadOverQuota(UploadTooLarge):
+    """The upload crosses what is left of its owner's quota.
+
+    Attributes:
+        size: the bytes received when it was refused.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the upload crossed its owner's quota after {size} bytes")
+        self.size = size
 
 
 @dataclass(frozen=True)
@@ -63,20 +83,23 @@ def clean_filename(name: str | None) -> str:
 
 
 class _Sink:
-    """Writes the file part's bytes with a size limit and a running hash."""
+    """Writes the file part's bytes with a size limit, a quota and a running hash."""
 
-    def __init__(self, path: Path, limit: int) -> None:
-        self.path, self.limit = path, limit
+    def __init__(self, path: Path, limit: int, reserve: Callable[[int], bool] | None) -> None:
+        self.path, self.limit, self.reserve = path, limit, reserve
         self.size = 0
         self.hash = hashlib.sha256()
         self.too_large = False
+        self.over_quota = False
         self.out: IO[bytes] | None = path.open("xb")
 
     def write(self, data: bytes) -> None:
         if self.too_large or self.out is None:
             return
         self.size += len(data)
-        if self.size > self.limit:
+        if self.size <= self.limit and self.reserve is not None:
+            self.over_quota = not self.reserve(len(data))
+        if self.size > self.limit or self.over_quota:
             self.too_large = True
             self.out.close()
             self.out = None
@@ -140,6 +163,7 @@ async def receive(
     *,
     limit: int,
     filename: str | None = None,
+    reserve: Callable[[int], bool] | None = None,
 ) -> StoredFile:
     """Stream an upload body to ``dest``.
 
@@ -149,13 +173,15 @@ async def receive(
         dest: the file to create.
         limit: the most bytes the file may have.
         filename: the client's file name for a raw body (multipart carries its own).
+        reserve: takes each chunk's size from the owner's quota; ``False`` refuses it.
 
     Raises:
+        UploadOverQuota: ``reserve`` refused a chunk (nothing is kept).
         UploadTooLarge: the file exceeds ``limit`` (nothing is kept).
         UploadError: not multipart with a ``file`` part nor a raw octet stream.
     """
     ctype, params = parse_options_header(content_type or "")
-    sink = _Sink(dest, limit)
+    sink = _Sink(dest, limit, reserve)
     drained = 0
     try:
         if ctype == b"multipart/form-data":
@@ -208,6 +234,8 @@ async def receive(
             dest.unlink()
         raise
     sink.close()
+    if sink.over_quota:
+        raise UploadOverQuota(sink.size)
     if sink.too_large:
         raise UploadTooLarge(f"the upload exceeds the server's limit of {limit} bytes")
     return StoredFile(dest, clean_filename(filename), sink.size, sink.hash.hexdigest())

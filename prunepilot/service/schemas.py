@@ -33,6 +33,7 @@ __all__ = [
     "TrialInfo",
     "TrialsPage",
     "UploadInfo",
+    "UploadPage",
 ]
 
 _MODEL_SOURCE = re.compile(
@@ -233,7 +234,14 @@ class ArtifactInfo(BaseModel):
 
 
 class UploadInfo(BaseModel):
-    """A stored upload that job specs reference as ``upload:ID``."""
+    """A stored upload that job specs reference as ``upload:ID``.
+
+    Attributes:
+        live_jobs: this token's unfinished jobs that use it (it cannot be deleted while
+            there are any).
+        expires_at: when the server deletes it unless a job uses it by then (``None``:
+            a job uses it, or the server keeps uploads for ever).
+    """
 
     id: str
     filename: str
@@ -241,9 +249,18 @@ class UploadInfo(BaseModel):
     sha256: str
     kind: Literal["safetensors", "archive", "pickle", "pt2", "other"]
     created_at: datetime
+    live_jobs: list[str] = Field(default_factory=list)
+    expires_at: datetime | None = None
 
 
 class ErrorBody(BaseModel):
     """Every 4xx/5xx body: what went wrong and what to fix."""
 
     detail: str
+
+
+class UploadPage(BaseModel):
+    """One page of uploads, newest first; pass ``next_cursor`` to get the next."""
+
+    items: list[UploadInfo]
+    next_cursor: str | None = None

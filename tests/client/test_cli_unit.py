@@ -60,5 +60,5 @@ def test_python_dash_m_runs_the_cli() -> None:
         timeout=120,
         check=True,
     ).stdout
-    for command in ("serve", "submit", "status", "list", "trials", "download", "demo"):
+    for command in ("serve", "submit", "status", "list", "trials", "download", "demo", "uploads"):
         assert command in out

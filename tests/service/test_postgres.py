@@ -10,15 +10,18 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 
+from prunepilot.service._db import Database
 from prunepilot.service._runner import study_name
+from prunepilot.service._scheduler import Scheduler
 
-from ._server import Server, free_port, settings, tiny_spec, wait_for
+from ._server import BOB, Server, free_port, settings, tiny_spec, wait_for
 
 pytest.importorskip("psycopg", reason="the postgres extra (psycopg) is not installed")
 
@@ -92,3 +95,48 @@ def test_a_job_runs_and_stays_on_postgres(
         assert names
         listed = [j["id"] for j in c.get("/jobs").json()["items"]]
         assert job_id in listed
+
+
+def test_upload_quota_list_delete_and_expiry_on_postgres(
+    tmp_path: Path, postgres_url: str, weights_path: Path
+) -> None:
+    cfg = settings(
+        tmp_path,
+        database_url=postgres_url,
+        scheduler=False,
+        upload_quota_count=4,
+        upload_ttl_s=1e-3,
+    )
+    with Server(cfg) as server, server.client(BOB) as c:
+        ids = [c.post("/uploads", files={"file": ("f.bin", b"x")}).json()["id"] for _ in range(3)]
+        answers: list[int] = []
+        start = threading.Barrier(4)
+
+        def send() -> None:
+            with server.client(BOB) as mine:
+                start.wait()
+                answers.append(mine.post("/uploads", files={"file": ("r.bin", b"r")}).status_code)
+
+        threads = [threading.Thread(target=send) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(answers) == [201, 429, 429, 429]  # the advisory lock serialises the count
+        listed, cursor = [], None
+        while True:
+            page = c.get("/uploads", params={"limit": 3, **({"cursor": cursor} if cursor else {})})
+            listed += [u["id"] for u in page.json()["items"]]
+            cursor = page.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert len(listed) == 4 and listed[1:] == ids[::-1]
+
+        assert c.delete(f"/uploads/{ids[0]}").status_code == 204
+        weights = c.post("/uploads", files={"file": ("w", weights_path.read_bytes())}).json()["id"]
+        job = c.post("/jobs", json=tiny_spec(model={"weights": weights})).json()
+        assert c.delete(f"/uploads/{weights}").status_code == 409
+        assert Scheduler(cfg, Database(postgres_url)).expire_uploads() == 3
+        assert [u["id"] for u in c.get("/uploads").json()["items"]] == [weights]
+        assert sorted(p.name for p in cfg.uploads_path.iterdir()) == [weights]
+        assert c.post(f"/jobs/{job['id']}/cancel").json()["status"] == "CANCELLED"
