@@ -142,7 +142,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args, token_dest="serve_tokens")
     except ValueError as e:  # pydantic's ValidationError is a ValueError
-        raise ClientError(f"invalid server settings: {e}") from e
+        raise ClientError(str(e)) from None  # names the setting, never its value
     serve(settings, args.host, args.port, log_level=args.log_level)
     return 0
 

@@ -41,6 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from ._redact import clean
 from .schemas import ArtifactInfo, JobInfo, JobSpec, JobStatus, UploadInfo
 
 __all__ = [
@@ -413,6 +414,8 @@ class Database:
             )
             ok = bool(res.rowcount == 1)  # type: ignore[attr-defined]
             if ok and event_data is not None:
+                if event_data.get("message"):
+                    event_data = {**event_data, "message": clean(str(event_data["message"]))}
                 s.add(
                     EventRow(
                         job_id=job_id,
@@ -447,7 +450,7 @@ class Database:
         now = utcnow()
         values: dict[str, Any] = {"status": status.value, "finished_at": now}
         if error is not None:
-            values["error"] = error
+            error = values["error"] = clean(error)
         if result is not None:
             values["result"] = json.dumps(result)
         values["phase"] = phase or status.value.lower()
@@ -522,7 +525,8 @@ class Database:
     # ------------------------------------------------------------------ events
 
     def log(self, job_id: str, level: str, message: str) -> None:
-        """Append a log line to a job."""
+        """Append a log line to a job (cleaned: users read it; see `_redact.clean`)."""
+        message = clean(message)
         with self.write() as s:
             s.add(EventRow(job_id=job_id, at=utcnow(), kind="log", level=level, message=message))
 

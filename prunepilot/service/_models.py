@@ -14,7 +14,9 @@
 
 `check` (API process) builds trusted architectures on the ``meta`` device, so it costs no
 memory or compute, and runs a forward pass with the dataset's sample shape: a model that
-cannot take the data is refused with both shapes in the message.
+cannot take the data is refused with both shapes in the message. That forward (and the
+runner's real one in `check_fit`) also measures the model's `Footprint` for the operator's
+limits (`_limits`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from prunepilot.core import (
 
 from ._db import UploadRow
 from ._errors import Forbidden, ServiceError, SpecError
+from ._limits import Footprint, MeasureMemory
 from ._settings import Settings
 from .schemas import ModelSpec
 
@@ -166,8 +169,12 @@ def check(
     uploads: UploadLookup,
     sample_shape: tuple[int, ...],
     num_classes: int | None,
-) -> None:
+) -> Footprint | None:
     """Refuse a model spec that cannot work, without building real weights.
+
+    Returns:
+        The model's footprint, or ``None`` when it cannot be built here (uploads, builders
+        that fail on ``meta``): the runner measures those.
 
     Raises:
         SpecError: unknown name or upload, weights that do not fit, inputs that do not fit.
@@ -200,7 +207,7 @@ def check(
             row_w = _upload(uploads, spec.weights, "model.weights")
             if row_w.kind != "safetensors":
                 raise SpecError(f"model.weights upload {spec.weights} must be a safetensors file")
-        return
+        return None
     model: nn.Module | None = None
     try:
         with torch.device("meta"):
@@ -219,17 +226,19 @@ def check(
             )
         weights = _weights_shapes(settings.uploads_path / row_w.path, spec.weights)
     if model is None:
-        return
+        return None
     if weights is not None:
         expected = {k: list(v.shape) for k, v in model.state_dict().items()}
         _match_state(expected, weights, spec.weights or "")
     model.eval()
+    measure = MeasureMemory()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), measure:
             out = model(torch.empty((2, *sample_shape), device="meta"))
     except Exception as e:  # any failure on the sample shape: report it with the shapes
         raise _fit_error(spec, [2, *sample_shape], e) from e
     check_output(spec, out, num_classes, [2, *sample_shape])
+    return measure.footprint(model, 2)
 
 
 def build(spec: ModelSpec, settings: Settings, uploads: UploadLookup) -> BuiltModel:
@@ -289,11 +298,17 @@ def build(spec: ModelSpec, settings: Settings, uploads: UploadLookup) -> BuiltMo
 
 def check_fit(
     built: BuiltModel, spec: ModelSpec, sample: torch.Tensor, num_classes: int | None
-) -> None:
-    """Run one real batch through the model (job runner); refuse a misfit with shapes."""
+) -> Footprint:
+    """Run one real batch through the model (job runner); refuse a misfit with shapes.
+
+    Returns:
+        The model's footprint, measured on that batch.
+    """
+    measure = MeasureMemory()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), measure:
             out = built.model(sample)
     except Exception as e:  # any failure on the real batch: report it with the shapes
         raise _fit_error(spec, list(sample.shape), e) from e
     check_output(spec, out, num_classes, list(sample.shape))
+    return measure.footprint(built.model, len(sample))

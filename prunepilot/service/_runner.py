@@ -9,7 +9,8 @@ ones are evaluated again.
 
 Every status write is conditional on the runner's attempt, so a runner whose job was
 re-queued (a restart) or cancelled stops instead of overwriting newer state. Any failure
-marks the job FAILED with its message; log lines are kept.
+marks the job FAILED with its type and message; log lines are kept. Users read the job's
+log, so it gets messages only: tracebacks go to the runner's stderr (the server's log).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import logging
 import math
 import shutil
 import time
-import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,11 @@ import torch
 from prunepilot.core import PrunepilotError, save
 from prunepilot.search import SearchCancelled, SearchData, SearchProgress, SearchResult, search
 
-from . import _datasets, _models
+from . import _datasets, _limits, _models
 from ._artifacts import ArtifactStore
 from ._db import Database, UploadRow
 from ._errors import ServiceError
+from ._redact import error_text
 from ._settings import Settings
 from .schemas import ArtifactInfo, JobSpec, JobStatus
 
@@ -49,12 +50,14 @@ def study_name(job_id: str) -> str:
 
 
 class _DBLogHandler(logging.Handler):
-    """Copies ``prunepilot.*`` log records into the job's log."""
+    """Copies ``prunepilot.*`` log records into the job's log: messages, no tracebacks."""
 
     def __init__(self, db: Database, job_id: str) -> None:
         super().__init__(logging.INFO)
         self.db, self.job_id = db, job_id
-        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.name}: {record.getMessage()}"  # exc_info stays in the server log
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -145,6 +148,9 @@ class _Runner:
         handler = _DBLogHandler(self.db, self.job_id)
         plog = logging.getLogger("prunepilot")
         plog.addHandler(handler)
+        stderr = _stderr_handler()
+        if stderr is not None:
+            plog.addHandler(stderr)
         if plog.level == logging.NOTSET or plog.level > logging.INFO:
             plog.setLevel(logging.INFO)
         work_dir = self.settings.jobs_path / self.job_id
@@ -157,12 +163,14 @@ class _Runner:
                 log.info("attempt %d: resuming study %s", self.attempt, study_name(self.job_id))
             self.set_phase("loading model", spec.model.source)
             built = _models.build(spec.model, self.settings, uploads)
+            _limits.check_params(_limits.count_params(built.model), spec, self.settings)
             self.timings["model_s"] = time.perf_counter() - t0
             t = time.perf_counter()
             self.set_phase("loading data", spec.dataset.source)
             data = _datasets.prepare(spec.dataset, self.settings, uploads, work_dir)
             sample = next(iter(data.val))[0][:2]
-            _models.check_fit(built, spec.model, sample, data.num_classes)
+            footprint = _models.check_fit(built, spec.model, sample, data.num_classes)
+            _limits.check_memory(footprint, spec, self.settings)
             log.info(
                 "data: %s samples of shape %s, %d classes",
                 data.sizes,
@@ -217,7 +225,7 @@ class _Runner:
                 return JobStatus.CANCELLED.value
             return "stale"
         except SearchCancelled:
-            if self.superseded:
+            if self.superseded or self._terminal():  # e.g. FAILED past the wall-clock limit
                 return "stale"
             log.info("job %s cancelled", self.job_id)
             self.db.finish(self.job_id, JobStatus.CANCELLED, attempt=self.attempt)
@@ -227,8 +235,8 @@ class _Runner:
         except PrunepilotError as e:
             return self.fail(str(e))
         except Exception as e:  # anything else still ends the job with its message
-            log.error("job %s crashed:\n%s", self.job_id, traceback.format_exc())
-            return self.fail(f"{type(e).__name__}: {e}")
+            log.error("job %s crashed", self.job_id, exc_info=True)
+            return self.fail(error_text(e))
         finally:
             if pool is not None:
                 try:
@@ -236,6 +244,8 @@ class _Runner:
                 except Exception:  # the pool may already be gone with its actors
                     log.debug("closing the pool failed", exc_info=True)
             plog.removeHandler(handler)
+            if stderr is not None:
+                plog.removeHandler(stderr)
             if self.db.runner_state(self.job_id) is None or self._terminal():
                 shutil.rmtree(work_dir, ignore_errors=True)
 
@@ -304,6 +314,16 @@ class _Runner:
         summary["artifacts"] = [a.name for a in items]
         summary["timings"] = dict(self.timings)
         return json.loads(json.dumps(summary, default=_json_default))
+
+
+def _stderr_handler() -> logging.Handler | None:
+    """Warnings and tracebacks to stderr when nothing else logs them (a bare Ray worker)."""
+    if logging.getLogger().handlers:
+        return None
+    h = logging.StreamHandler()
+    h.setLevel(logging.WARNING)
+    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return h
 
 
 def _json_default(o: Any) -> Any:

@@ -1,8 +1,11 @@
 """The scheduler: a background thread of the API process that runs queued jobs on Ray.
 
 Each tick it reaps finished runners, enforces cancellations (a runner that has not
-stopped ``cancel_grace_s`` after CANCELLING is killed and the job marked CANCELLED), and
-claims queued jobs up to ``concurrent_jobs``, launching one `run_job` Ray task per job.
+stopped ``cancel_grace_s`` after CANCELLING is killed and the job marked CANCELLED),
+enforces the wall-clock limit (a job running longer than ``max_job_seconds`` since its
+runner was launched is marked FAILED, which its runner notices and stops on; one that has
+not stopped ``cancel_grace_s`` later is killed), and claims queued jobs up to
+``concurrent_jobs``, launching one `run_job` Ray task per job.
 The runner writes its own progress and final status; the scheduler only fills in when a
 runner dies without one (FAILED with the reason, logs kept).
 
@@ -25,6 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 from ._db import Database, utcnow
+from ._redact import error_text
 from ._settings import Settings
 from ._uploads import remove_quietly
 from .schemas import JobStatus
@@ -41,6 +45,7 @@ class _Running:
     ref: Any
     started: float
     killed: bool = False
+    expired: float | None = None  # when the wall-clock limit failed the job
 
 
 class Scheduler:
@@ -182,6 +187,7 @@ class Scheduler:
             ray = self._ray()
             self._reap(ray, running)
             self._enforce_cancel(ray)
+            self._enforce_deadline(ray)
         with self._lock:
             free = self.settings.concurrent_jobs - len(self._running)
         if free <= 0 or self._stop.is_set():
@@ -221,7 +227,7 @@ class Scheduler:
                 reason = "the job runner exited without recording a result"
             except Exception as e:  # the runner died: crash, OOM, or killed on cancel
                 outcome = None
-                reason = f"the job runner died: {type(e).__name__}: {e}"
+                reason = f"the job runner died: {error_text(e)}"
             row = self.db.get_job(r.job_id)
             if row is None or row.attempt != r.attempt or JobStatus(row.status).terminal:
                 continue
@@ -250,3 +256,38 @@ class Scheduler:
                 log.debug("ray.cancel failed for %s", row.id, exc_info=True)
             r.killed = True
             self.db.finish(row.id, JobStatus.CANCELLED, attempt=r.attempt)
+
+    def _enforce_deadline(self, ray: Any) -> None:
+        """Fail jobs running past ``max_job_seconds``; kill their runners after the grace."""
+        limit, grace = self.settings.max_job_seconds, self.settings.cancel_grace_s
+        now = time.monotonic()
+        with self._lock:
+            running = [r for r in self._running.values() if not r.killed]
+        for r in running:
+            if r.expired is None:
+                if now - r.started <= limit:
+                    continue
+                r.expired = now
+                reason = (
+                    f"the job ran past the server's wall-clock limit of {limit:g} s "
+                    "(PRUNEPILOT_MAX_JOB_SECONDS)"
+                )
+                if self.db.finish(
+                    r.job_id,
+                    JobStatus.FAILED,
+                    attempt=r.attempt,
+                    from_status=(JobStatus.RUNNING,),
+                    error=reason,
+                ):
+                    log.info("job %s: %s; stopping its runner", r.job_id, reason)
+            elif now - r.expired >= grace:
+                log.info(
+                    "job %s: runner still running %.0f s after its deadline; killing it",
+                    r.job_id,
+                    grace,
+                )
+                try:
+                    ray.cancel(r.ref, force=True)
+                except Exception:  # the runner may have finished meanwhile
+                    log.debug("ray.cancel failed for %s", r.job_id, exc_info=True)
+                r.killed = True

@@ -108,7 +108,8 @@ def settings_from_args(args: argparse.Namespace, token_dest: str = "token") -> S
         for item in getattr(args, token_dest):
             token, sep, owner = item.partition("=")
             if not sep or not token or not owner:
-                raise ValueError(f"--token expects TOKEN=OWNER; got {item[:4]}...")
+                # never echo the item: it holds (part of) a secret
+                raise ValueError("--token expects TOKEN=OWNER")
             tokens[token] = owner
     return Settings.from_env(
         data_dir=args.data_dir,

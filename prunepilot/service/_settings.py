@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = ["Settings"]
 
@@ -76,9 +76,19 @@ class Settings(BaseModel):
             made (0: never). The scheduling process does it, at start and every
             ``upload_expiry_interval_s``; API-only replicas rely on it.
         upload_expiry_interval_s: how often the scheduler looks for expired uploads.
+        max_trials: most ``search.trials`` a job may ask for.
+        max_finetune_steps: most ``finetune.steps`` (and ``search.score_steps``) a job may ask for.
+        max_model_params: most parameters a job's model may have.
+        max_job_memory_bytes: most memory a job's model may need in one evaluator, as
+            estimated at submit (weights, gradients, optimizer state, one batch of
+            activations; see `prunepilot.service._limits`).
+        max_image_size: largest ``dataset.image_size`` a job may resize images to.
+        max_job_seconds: wall-clock limit of one running job (queued time not counted);
+            past it the job is FAILED and its runner stopped.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # inputs stay out of validation errors: tokens and database URLs are secrets
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     data_dir: Path = Field(default_factory=_default_data_dir)
     database_url: str | None = None
@@ -108,15 +118,22 @@ class Settings(BaseModel):
     upload_quota_count: int = Field(default=100, ge=1)
     upload_ttl_s: float = Field(default=7 * 24 * 3600.0, ge=0, le=100 * 365 * 24 * 3600.0)
     upload_expiry_interval_s: float = Field(default=300.0, gt=0)
+    max_trials: int = Field(default=1000, ge=1)
+    max_finetune_steps: int = Field(default=10_000, ge=0)
+    max_model_params: int = Field(default=150_000_000, ge=1)
+    max_job_memory_bytes: int = Field(default=16 << 30, ge=1)
+    max_image_size: int = Field(default=1024, ge=1)
+    max_job_seconds: float = Field(default=86_400.0, gt=0)
 
     @field_validator("tokens")
     @classmethod
     def _tokens(cls, v: dict[str, str]) -> dict[str, str]:
+        # messages name owners, never a token or part of one
         for token, owner in v.items():
-            if len(token) < 8:
-                raise ValueError("every token must be at least 8 characters long")
             if not owner:
-                raise ValueError(f"token {token[:4]}... has an empty owner name")
+                raise ValueError("every token needs an owner name (TOKEN=OWNER)")
+            if len(token) < 8:
+                raise ValueError(f"the token of {owner!r} has fewer than 8 characters")
         return v
 
     # ------------------------------------------------------------------ derived paths
@@ -183,7 +200,8 @@ class Settings(BaseModel):
         ``1/0``, ``true/false``, ``yes/no``, ``on/off``.
 
         Raises:
-            ValueError: a variable cannot be parsed (the message names it).
+            ValueError: a variable cannot be parsed or a value is invalid (the message
+                names the setting and never repeats the value: it may be a secret).
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -196,7 +214,21 @@ class Settings(BaseModel):
             except ValueError as e:
                 raise ValueError(f"{_ENV_PREFIX}{name.upper()}: {e}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as e:
+            raise ValueError(_describe(e)) from None
+
+
+def _describe(err: ValidationError) -> str:
+    """Each invalid setting with its variable and what is wrong, without its value."""
+    parts = []
+    for e in err.errors(include_input=False, include_url=False):
+        name = str(e["loc"][0]) if e["loc"] else "settings"
+        ctx = e.get("ctx") or {}
+        msg = str(ctx["error"]) if "error" in ctx else e["msg"]
+        parts.append(f"{name} ({_ENV_PREFIX}{name.upper()}): {msg}")
+    return "invalid settings: " + "; ".join(parts)
 
 
 def _parse_env(name: str, annotation: Any, raw: str) -> Any:
@@ -212,7 +244,7 @@ def _parse_env(name: str, annotation: Any, raw: str) -> Any:
         for item in filter(None, (s.strip() for s in raw.split(","))):
             token, sep, owner = item.partition("=")
             if not sep:
-                raise ValueError(f"expected token=owner pairs; got {item[:4]}...")
+                raise ValueError("expected TOKEN=OWNER pairs separated by commas")
             out[token.strip()] = owner.strip()
         return out
     if name == "model_allowlist":

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ._redact import clean
 from .schemas import TrialInfo, TrialsPage
 
 __all__ = ["from_report", "from_study", "pareto_numbers"]
@@ -28,7 +29,7 @@ def _num(v: Any) -> float | None:
 
 
 def _trial(d: dict[str, Any]) -> TrialInfo:
-    reason = d.get("reason")
+    reason = clean(str(d["reason"])) if d.get("reason") else None
     if d.get("duplicate_of") is not None:
         reason = f"duplicate of trial {d['duplicate_of']}: its score is reused"
     return TrialInfo(

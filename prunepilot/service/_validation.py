@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prunepilot.search import available_criteria
 
-from . import _datasets, _models
+from . import _datasets, _limits, _models
 from ._db import Database, UploadRow
 from ._errors import SpecError
 from ._settings import Settings
@@ -21,7 +21,8 @@ def validate_job(spec: JobSpec, owner: str, settings: Settings, db: Database) ->
     """Refuse a spec that names unknown or forbidden things, or whose parts do not fit.
 
     Raises:
-        SpecError: unknown model, dataset, upload or criterion; inputs that do not fit.
+        SpecError: unknown model, dataset, upload or criterion; inputs that do not fit; a
+            job over the operator's limits (`_limits`).
         Forbidden: a factory outside the allowlist, an untrusted model upload.
     """
 
@@ -33,10 +34,14 @@ def validate_job(spec: JobSpec, owner: str, settings: Settings, db: Database) ->
             f"workers={spec.workers} is over this server's limit of "
             f"{settings.max_workers_per_job} per job"
         )
+    _limits.check_spec(spec, settings)
     criteria = available_criteria()
     if spec.search.criterion not in criteria:
         raise SpecError(
             f"unknown criterion {spec.search.criterion!r}; available: {', '.join(criteria)}"
         )
     info = _datasets.describe(spec.dataset, settings, uploads)
-    _models.check(spec.model, settings, uploads, info.sample_shape, info.num_classes)
+    footprint = _models.check(spec.model, settings, uploads, info.sample_shape, info.num_classes)
+    if footprint is not None:
+        _limits.check_params(footprint.params, spec, settings)
+        _limits.check_memory(footprint, spec, settings)

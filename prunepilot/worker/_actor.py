@@ -1,10 +1,14 @@
-"""The Ray actor that evaluates candidates: one per device, loads the workload once."""
+"""The Ray actor that evaluates candidates: one per device, loads the workload once.
+
+A failing task's traceback goes to this worker's log (Ray's worker log files, forwarded to
+the server's output), never into the outcome: outcomes reach users as trial reasons.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-import traceback
 from typing import Any
 
 import torch
@@ -12,6 +16,8 @@ import torch
 from prunepilot.search import Evaluator, Outcome, Task, Workload, run_task
 
 __all__ = ["EvaluatorActor"]
+
+log = logging.getLogger("prunepilot.worker")
 
 
 class EvaluatorActor:
@@ -45,12 +51,12 @@ class EvaluatorActor:
         try:
             value: Any = run_task(self.evaluator, task)
         except Exception as e:  # a failing candidate fails its trial, not the worker
+            log.warning("%s: task %s %d failed", self.name, task.kind, task.key, exc_info=True)
             return Outcome(
                 task,
                 error=f"{type(e).__name__}: {e}",
                 worker=self.name,
                 seconds=time.perf_counter() - t0,
-                info={"traceback": traceback.format_exc(limit=5)},
             )
         return Outcome(task, value=value, worker=self.name, seconds=time.perf_counter() - t0)
 
