@@ -67,6 +67,8 @@ class Settings(BaseModel):
         cancel_grace_s: after this long a cancelled job's runner is killed outright.
         archive_max_files: most files an ImageFolder archive may hold.
         archive_max_bytes: most bytes an archive may expand to.
+        max_image_pixels: most pixels (width x height) a dataset image may have; larger
+            ones are refused before they are decoded (decompression bombs).
         onnx_export: export an ONNX file next to each pruned checkpoint.
     """
 
@@ -95,6 +97,7 @@ class Settings(BaseModel):
     cancel_grace_s: float = Field(default=5.0, ge=0)
     archive_max_files: int = Field(default=100_000, ge=1)
     archive_max_bytes: int = Field(default=4 << 30, ge=1)
+    max_image_pixels: int = Field(default=4096 * 4096, ge=1)
     onnx_export: bool = True
 
     @field_validator("tokens")
