@@ -88,13 +88,15 @@ def _print_job(info: JobInfo) -> None:
     table.add_row("phase", escape(info.phase or "-"))
     table.add_row("trials", f"{info.trials_done}/{info.trials_planned or '?'}")
     table.add_row("best score", "-" if info.best_score is None else f"{info.best_score:.4f}")
-    table.add_row("model", escape(info.spec.model.source))
-    table.add_row("dataset", escape(info.spec.dataset.source))
-    c = info.spec.constraints
-    budgets = [f"{k} <= {v}" for k, v in (("MACs", c.flops), ("params", c.params)) if v]
-    if c.latency_ms is not None:
-        budgets.append(f"latency <= {c.latency_ms} ms on {c.target.device} b{c.target.batch_size}")
-    table.add_row("budgets", escape(", ".join(budgets)))
+    if info.spec is not None:  # None: a stored spec the server can no longer read
+        table.add_row("model", escape(info.spec.model.source))
+        table.add_row("dataset", escape(info.spec.dataset.source))
+        c = info.spec.constraints
+        budgets = [f"{k} <= {v}" for k, v in (("MACs", c.flops), ("params", c.params)) if v]
+        if c.latency_ms is not None:
+            target = c.target
+            budgets.append(f"latency <= {c.latency_ms} ms on {target.device} b{target.batch_size}")
+        table.add_row("budgets", escape(", ".join(budgets)))
     for field in ("created_at", "started_at", "finished_at"):
         table.add_row(field.removesuffix("_at"), _when(info, field))
     if info.error:

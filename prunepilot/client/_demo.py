@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from prunepilot.service.schemas import JobInfo, JobStatus
+from prunepilot.service.schemas import JobInfo, JobSpec, JobStatus
 
 from ._client import Client
 from ._errors import ClientError
@@ -250,11 +250,11 @@ def _report(
     console: Console,
     before: dict[str, float],
     after: dict[str, float],
-    info: JobInfo,
+    spec: JobSpec,
     report: dict[str, Any],
     n_test: int,
 ) -> None:
-    c = info.spec.constraints
+    c = spec.constraints
     table = Table(title="digits_cnn before and after pruning")
     table.add_column("")
     table.add_column("before", justify="right")
@@ -294,7 +294,7 @@ def _report(
         f"{c.target.threads} thread(s), as the job measured it: "
         f"{'met' if lat_ok else 'NOT met'}. The two latency rows are separate measurements "
         "(noisy on a busy machine). The pruned model was fine-tuned by the job "
-        f"({info.spec.finetune.steps} steps on the training split), which is why its "
+        f"({spec.finetune.steps} steps on the training split), which is why its "
         "accuracy can exceed the briefly trained original's.",
         highlight=False,
     )
@@ -355,8 +355,9 @@ def run_demo(
                 console.print(f"service ready after {time.monotonic() - t_start:.1f} s")
                 up = client.upload(weights)
                 console.print(f"uploaded {weights.name}: id {up.id}, {up.size:,} bytes")
-                job = client.submit(job_spec(up.id, trials))
-                console.print(f"submitted job {job.id}: {job.info.spec.name}")
+                spec = JobSpec.model_validate(job_spec(up.id, trials))
+                job = client.submit(spec)
+                console.print(f"submitted job {job.id}: {spec.name}")
                 info = job.wait(progress=True, poll=1.0, console=console)
                 if info.status is not JobStatus.SUCCEEDED:
                     console.print(f"[red]job {info.status.value}[/]: {info.error or ''}")
@@ -391,7 +392,7 @@ def run_demo(
             "ms": ms1,
         }
         report = json.loads((root / "artifacts" / "report.json").read_text())
-        _report(console, before, after, info, report, len(data.y_test))
+        _report(console, before, after, spec, report, len(data.y_test))
         console.print(f"demo finished in {time.monotonic() - t_start:.1f} s")
         ok = True
         return 0

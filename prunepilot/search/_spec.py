@@ -7,7 +7,9 @@ the original model (``"50%"``).
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -32,10 +34,15 @@ __all__ = [
 
 _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
 _DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
+# hard bounds: anything beyond is a typo or an attack (the operator's limits are lower)
+MAX_SEED = 2**32 - 1  # numpy's RandomState (Optuna's samplers) takes seeds below 2**32
+MAX_STEPS = 10**7
+MAX_BATCHES = 100_000
+MAX_TRIALS = 100_000
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Budget(_Frozen):
@@ -55,24 +62,46 @@ class Budget(_Frozen):
             return raw
         if isinstance(raw, dict):
             return cls.model_validate(raw)
+        given = raw
         if isinstance(raw, str):
             m = _PERCENT.match(raw)
             if m:
                 pct = float(m.group(1))
                 if not 0 < pct <= 100:
-                    raise ValueError(f"a percentage budget must be in (0%, 100%]; got {raw!r}")
+                    raise ValueError(
+                        f"a percentage budget must be in (0%, 100%]; got {_short(raw)}"
+                    )
                 return cls(value=pct / 100, relative=True)
             try:
                 raw = float(raw)
             except ValueError:
                 raise ValueError(
-                    f"a budget is a positive number or a percentage such as '50%'; got {raw!r}"
+                    "a budget is a positive number or a percentage such as '50%'; got "
+                    f"{_short(raw)}"
                 ) from None
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not raw > 0:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             raise ValueError(
-                f"a budget is a positive number or a percentage such as '50%'; got {raw!r}"
+                f"a budget is a positive number or a percentage such as '50%'; got {_short(raw)}"
             )
-        return cls(value=float(raw))
+        try:
+            value = float(raw)
+        except OverflowError:  # an int beyond float's range
+            value = math.inf
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(
+                "a budget is a finite positive number or a percentage such as '50%'; got "
+                f"{_short(given)}"
+            )
+        return cls(value=value)
+
+    @model_validator(mode="after")
+    def _relative(self) -> Budget:
+        if self.relative and (self.value > 1 or _percent_text(self.value) is None):
+            raise ValueError(
+                "a relative budget is a fraction in (0, 1] that a percentage such as '50%' "
+                f"writes exactly; got {self.value!r}"
+            )
+        return self
 
     def limit(self, original: float) -> float:
         """The absolute bound, given the original model's amount."""
@@ -82,6 +111,25 @@ class Budget(_Frozen):
         return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
 
 
+def _percent_text(value: float) -> str | None:
+    """The shortest ``"N%"`` that parses back to exactly ``value`` (``None``: none does).
+
+    Stored specs are parsed again by the runner, so a relative budget must survive the
+    round trip bit for bit (``:g`` would round ``12.3456789%`` and write ``1e-05%``).
+    """
+    for digits in range(1, 18):
+        text = format(Decimal(f"{value * 100:.{digits}g}"), "f")
+        if float(text) / 100 == value:
+            return f"{text}%"
+    return None
+
+
+def _short(raw: Any) -> str:
+    """``repr`` of a value, cut short (a huge number must not flood the error)."""
+    text = repr(raw)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} chars)"
+
+
 def _budget_or_none(raw: Any) -> Budget | None:
     return None if raw is None else Budget.parse(raw)
 
@@ -89,7 +137,7 @@ def _budget_or_none(raw: Any) -> Budget | None:
 def _dump_budget(b: Budget | None) -> str | float | None:
     if b is None:
         return None
-    return str(b) if b.relative else b.value
+    return _percent_text(b.value) if b.relative else b.value
 
 
 BudgetField = Annotated[
@@ -123,12 +171,12 @@ class LatencyTarget(_Frozen):
     """
 
     device: str = "cpu"
-    batch_size: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=1, ge=1, le=4096)
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
-    threads: int | None = Field(default=None, ge=1)
+    threads: int | None = Field(default=None, ge=1, le=1024)
     memory_format: Literal["contiguous", "channels_last"] = "contiguous"
-    warmup: int = Field(default=5, ge=0)
-    repeats: int = Field(default=20, ge=1)
+    warmup: int = Field(default=5, ge=0, le=10_000)
+    repeats: int = Field(default=20, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _check_device(self) -> LatencyTarget:
@@ -177,8 +225,8 @@ class SearchSpace(_Frozen):
 
     min_ratio: float = Field(default=0.1, gt=0, le=1)
     max_ratio: float = Field(default=1.0, gt=0, le=1)
-    step: float = Field(default=0.05, gt=0, le=1)
-    round_to: int = Field(default=1, ge=1)
+    step: float = Field(default=0.05, ge=0.001, le=1)  # at most 1000 ratios on the grid
+    round_to: int = Field(default=1, ge=1, le=4096)
     ignore: tuple[str, ...] = ()
     tie: bool = False
 
@@ -237,20 +285,20 @@ class SearchSettings(_Frozen):
     """
 
     sampler: Literal["tpe", "nsga2"] = "tpe"
-    trials: int = Field(default=40, ge=1)
-    uniform_seeds: int = Field(default=4, ge=0)
-    seed: int = 0
-    criterion: str = "l2"
-    calib_batches: int = Field(default=8, ge=1)
-    bn_batches: int = Field(default=10, ge=0)
-    score_batches: int = Field(default=10, ge=1)
-    score_steps: int = Field(default=0, ge=0)
-    top_k: int = Field(default=3, ge=1)
+    trials: int = Field(default=40, ge=1, le=MAX_TRIALS)
+    uniform_seeds: int = Field(default=4, ge=0, le=MAX_TRIALS)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    criterion: str = Field(default="l2", min_length=1, max_length=100)
+    calib_batches: int = Field(default=8, ge=1, le=MAX_BATCHES)
+    bn_batches: int = Field(default=10, ge=0, le=MAX_BATCHES)
+    score_batches: int = Field(default=10, ge=1, le=MAX_BATCHES)
+    score_steps: int = Field(default=0, ge=0, le=MAX_STEPS)
+    top_k: int = Field(default=3, ge=1, le=1000)
     latency_model: bool = True
-    latency_margin: float = Field(default=0.1, ge=0)
+    latency_margin: float = Field(default=0.1, ge=0, le=100)
     fill_budget: bool = True
     latency_slack: float = Field(default=0.03, ge=0, lt=0.5)
-    latency_fit_samples: int = Field(default=10, ge=0)
+    latency_fit_samples: int = Field(default=10, ge=0, le=10_000)
     latency_anchor: bool = True
 
 
@@ -266,7 +314,7 @@ class FinetuneSettings(_Frozen):
         device: where finalists train (``None``: the worker's device).
     """
 
-    steps: int = Field(default=200, ge=0)
+    steps: int = Field(default=200, ge=0, le=MAX_STEPS)
     lr: float = Field(default=0.01, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=5e-4, ge=0)

@@ -93,35 +93,75 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
 
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(
-            {"detail": f"internal server error: {type(exc).__name__}; see the server log"},
-            status_code=500,
-        )
-
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(Exception, unexpected)
 
 
-class _BodyLimit:
-    """Refuses JSON bodies over 1 MiB by their declared length (uploads are exempt)."""
+class _LastResort:
+    """Answers an unhandled error with a JSON 500 and keeps the connection usable.
+
+    Starlette's outermost error middleware answers and then re-raises, so the server
+    drops the keep-alive connection; this one (inside it) logs the traceback and returns.
+    An error after the response has started cannot be answered: it propagates, and the
+    server closes the half-sent response.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and not scope.get("path", "").startswith("/uploads"):
-            for k, v in scope.get("headers", ()):
-                if k == b"content-length" and v.isdigit() and int(v) > _MAX_JSON_BYTES:
-                    resp = JSONResponse(
-                        {"detail": f"request body over {_MAX_JSON_BYTES} bytes"}, status_code=413
-                    )
-                    await resp(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            if started:
+                raise
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            detail = f"internal server error ({type(exc).__name__}); see the server log"
+            await JSONResponse({"detail": detail}, status_code=500)(scope, receive, send)
+
+
+class _BodyLimit:
+    """Refuses JSON bodies over 1 MiB (uploads are exempt, they have their own limit).
+
+    A declared ``Content-Length`` over the limit is refused before reading; otherwise the
+    bytes are counted as the app reads them, so a chunked body is refused (413) as soon as
+    it crosses the limit instead of being read whole.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path", "").startswith("/uploads"):
+            await self.app(scope, receive, send)
+            return
+        detail = f"request body over {_MAX_JSON_BYTES} bytes; send a smaller JSON body"
+        for k, v in scope.get("headers", ()):
+            if k == b"content-length" and v.isdigit() and int(v) > _MAX_JSON_BYTES:
+                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+                return
+        received = 0
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > _MAX_JSON_BYTES:  # FastAPI re-raises HTTP errors from body reads
+                raise StarletteHTTPException(413, detail)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -177,6 +217,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.add_middleware(_BodyLimit)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    app.add_middleware(_LastResort)  # outermost of ours: covers the two above as well
     return app
 
 

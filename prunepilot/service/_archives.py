@@ -12,11 +12,12 @@ import stat
 import tarfile
 import zipfile
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-__all__ = ["IMAGE_SUFFIXES", "ArchiveError", "ArchiveSummary", "extract", "scan"]
+__all__ = ["IMAGE_SUFFIXES", "ArchiveError", "ArchiveSummary", "extract", "open_member", "scan"]
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
@@ -112,6 +113,39 @@ def scan(path: Path, *, max_files: int, max_bytes: int) -> ArchiveSummary:
         raise ArchiveError(f"cannot read the archive: {e}") from e
     total = _check_limits(files, max_files, max_bytes)
     return ArchiveSummary(tuple(files), total)
+
+
+def _find(stack: ExitStack, path: Path, name: str) -> IO[bytes] | None:
+    if zipfile.is_zipfile(path):
+        zf = stack.enter_context(zipfile.ZipFile(path))
+        for member, _size, info in _zip_members(zf):
+            if member == name:
+                return stack.enter_context(zf.open(info))
+        return None
+    tf = stack.enter_context(tarfile.open(path))  # noqa: SIM115 (the stack closes it)
+    for member, _size, m in _tar_members(tf):
+        if member == name:
+            fobj = tf.extractfile(m)
+            return None if fobj is None else stack.enter_context(fobj)
+    return None
+
+
+@contextmanager
+def open_member(path: Path, name: str) -> Iterator[IO[bytes]]:
+    """One regular member (by its normalised name, as `scan` lists it) as a seekable
+    stream, decompressed as it is read, so a caller reads what it needs and no more.
+
+    Raises:
+        ArchiveError: no such member, or the archive cannot be read.
+    """
+    with ExitStack() as stack:
+        try:
+            stream = _find(stack, path, name)
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
+            raise ArchiveError(f"cannot read the archive: {e}") from e
+        if stream is None:
+            raise ArchiveError(f"the archive has no member {name!r}")
+        yield stream
 
 
 def _copy(src: IO[bytes], dest: Path, budget: list[int], name: str) -> None:

@@ -17,23 +17,20 @@ Sources: ``builtin:digits`` (scikit-learn, no download), ``builtin:fashion-mnist
 from __future__ import annotations
 
 import importlib
-import io
 import logging
 import shutil
-import tarfile
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._archives import IMAGE_SUFFIXES, ArchiveError, extract, scan
+from ._archives import IMAGE_SUFFIXES, ArchiveError, extract, open_member, scan
 from ._db import UploadRow
 from ._errors import SpecError
+from ._images import decode, image_size
 from ._settings import Settings
 from .schemas import DatasetSpec
 
@@ -205,40 +202,18 @@ def _image_folder(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, int]
     return classes, items
 
 
-def _open_image(data: bytes | Path) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
+def _archive_image_size(path: Path, name: str, max_pixels: int) -> tuple[int, int]:
+    """``(height, width)`` of an archive member from its header (the member is streamed)."""
     try:
-        img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
-        img.load()
-    except (UnidentifiedImageError, OSError) as e:
-        raise SpecError(f"cannot read an image: {e}") from e
-    return img
+        with open_member(path, name) as f:
+            return image_size(f, name, max_pixels)
+    except ArchiveError as e:
+        raise SpecError(str(e)) from e
 
 
-def _first_image_size(read: Callable[[str], bytes], path: str) -> tuple[int, int]:
-    img = _open_image(read(path))
-    w, h = img.size
-    return (h, w)
-
-
-def _archive_reader(path: Path) -> Callable[[str], bytes]:
-    def read(name: str) -> bytes:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                for info in zf.infolist():
-                    if info.filename.replace("\\", "/").strip("/").endswith(name):
-                        return zf.read(info)
-        else:
-            with tarfile.open(path) as tf:
-                for m in tf:
-                    if m.isfile() and m.name.strip("/").endswith(name):
-                        f = tf.extractfile(m)
-                        if f is not None:
-                            return f.read()
-        raise SpecError(f"cannot read {name} from the archive")
-
-    return read
+def _file_image_size(path: Path, name: str, max_pixels: int) -> tuple[int, int]:
+    with path.open("rb") as f:
+        return image_size(f, name, max_pixels)
 
 
 def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
@@ -308,7 +283,7 @@ def describe(spec: DatasetSpec, settings: Settings, uploads: UploadLookup) -> Da
             hw = (
                 (spec.image_size, spec.image_size)
                 if spec.image_size
-                else _first_image_size(_archive_reader(path), items[0][0])
+                else _archive_image_size(path, items[0][0], settings.max_image_pixels)
             )
             info = DatasetInfo(_out_shape(spec, spec.channels or 3, hw), len(classes))
         else:
@@ -323,7 +298,7 @@ def describe(spec: DatasetSpec, settings: Settings, uploads: UploadLookup) -> Da
         hw = (
             (spec.image_size, spec.image_size)
             if spec.image_size
-            else _first_image_size(lambda n: (root / n).read_bytes(), items[0][0])
+            else _file_image_size(root / items[0][0], items[0][0], settings.max_image_pixels)
         )
         info = DatasetInfo(_out_shape(spec, spec.channels or 3, hw), len(classes))
     else:  # the schema validator rejects other prefixes
@@ -336,7 +311,7 @@ def describe(spec: DatasetSpec, settings: Settings, uploads: UploadLookup) -> Da
 
 
 def _load_images(
-    root: Path, spec: DatasetSpec
+    root: Path, spec: DatasetSpec, max_pixels: int
 ) -> tuple[torch.Tensor, torch.Tensor, int, tuple[int, int] | None]:
     files = [str(p.relative_to(root)) for p in sorted(root.rglob("*")) if p.is_file()]
     classes, items = _image_folder(files)
@@ -348,7 +323,7 @@ def _load_images(
     size: tuple[int, int] | None = (spec.image_size, spec.image_size) if spec.image_size else None
     arrays = []
     for rel, _ in items:
-        img = _open_image(root / rel).convert(mode)
+        img = decode(root / rel, rel, max_pixels).convert(mode)
         if size is None:
             size = (img.size[1], img.size[0])
         if (img.size[1], img.size[0]) != size:
@@ -413,11 +388,11 @@ def _raw(
                     shutil.rmtree(tmp, ignore_errors=True)
                     raise SpecError(f"upload {rest}: {e}") from e
                 tmp.rename(dest)
-            x, y, n, _ = _load_images(dest, spec)
+            x, y, n, _ = _load_images(dest, spec, settings.max_image_pixels)
             return x, y, n
         raise SpecError(f"upload {rest} is a {row.kind} file, not a dataset")
     if kind == "dir":
-        x, y, n, _ = _load_images(_dir_root(settings, rest), spec)
+        x, y, n, _ = _load_images(_dir_root(settings, rest), spec, settings.max_image_pixels)
         return x, y, n
     raise SpecError(f"unknown dataset source {spec.source!r}")
 

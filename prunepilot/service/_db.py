@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import (
     DateTime,
     Float,
@@ -55,6 +56,7 @@ __all__ = [
     "UploadInUse",
     "UploadRow",
     "job_info",
+    "stored_spec",
     "upload_info",
     "utcnow",
 ]
@@ -737,21 +739,40 @@ def _jobs_naming(
     return found
 
 
+def stored_spec(row: JobRow) -> JobSpec | str:
+    """The row's spec, or why it no longer parses (a row written under older rules)."""
+    try:
+        return JobSpec.model_validate_json(row.spec)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "spec"
+        return f"{where}: {first['msg']}"
+
+
 def job_info(row: JobRow) -> JobInfo:
-    """The API's view of a job row."""
+    """The API's view of a job row.
+
+    A row whose stored spec no longer parses shows as FAILED with ``spec`` ``None`` and an
+    error saying so, so that one bad row never breaks listing and its owner can delete it.
+    """
+    spec = stored_spec(row)
+    status, phase, error = JobStatus(row.status), row.phase, row.error
+    if isinstance(spec, str):
+        status, phase = JobStatus.FAILED, "failed"
+        error = f"the stored job spec is unreadable ({spec}); delete this job and submit it again"
     return JobInfo(
         id=row.id,
         name=row.name,
-        status=JobStatus(row.status),
-        phase=row.phase,
+        status=status,
+        phase=phase,
         trials_done=row.trials_done,
         trials_planned=row.trials_planned,
         best_score=row.best_score,
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
-        error=row.error,
-        spec=JobSpec.model_validate_json(row.spec),
+        error=error,
+        spec=spec if isinstance(spec, JobSpec) else None,
         result=json.loads(row.result) if row.result else None,
     )
 

@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import json
 import logging
+import re
 import secrets
 import shutil
 import time
@@ -20,6 +21,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from . import _trials
@@ -38,6 +40,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=OWNED_RESOURCE_ERROR
 
 JobId = Annotated[str, Path(min_length=1, max_length=64, description="the job id")]
 _HEARTBEAT_S = 15.0
+_CURSOR = re.compile(r"s([1-9][0-9]{0,17})")  # a row sequence number, well inside int64
 
 
 def _job(service: Service, job_id: str, owner: str) -> JobRow:
@@ -48,7 +51,15 @@ def _job(service: Service, job_id: str, owner: str) -> JobRow:
 
 
 def _fingerprint(spec: JobSpec) -> str:
-    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+    """The sha256 of the spec as it will be stored, once it is known to parse back as is."""
+    stored = spec.model_dump_json()
+    try:
+        same = JobSpec.model_validate_json(stored) == spec
+    except ValidationError as e:
+        raise SpecError(f"the spec does not survive storage: {e.errors()[0]['msg']}") from None
+    if not same:
+        raise SpecError("the spec changes when stored; give plain finite numbers and strings")
+    return hashlib.sha256(stored.encode()).hexdigest()
 
 
 def _encode_cursor(seq: int) -> str:
@@ -58,13 +69,12 @@ def _encode_cursor(seq: int) -> str:
 def _decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("s"):
-            raise ValueError(raw)
-        return int(raw[1:])
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise SpecError(
-            "invalid cursor: pass the next_cursor value of a previous page unchanged"
-        ) from None
+        raw = ""
+    m = _CURSOR.fullmatch(raw)
+    if m is None:
+        raise SpecError("invalid cursor: pass the next_cursor value of a previous page unchanged")
+    return int(m.group(1))
 
 
 @router.post(
@@ -195,10 +205,10 @@ def cancel_job(job_id: JobId, service: ServiceDep, owner: OwnerDep) -> JobInfo:
 )
 def delete_job(job_id: JobId, service: ServiceDep, owner: OwnerDep) -> Response:
     """Remove a finished job: its record, artifacts, logs and Optuna study."""
-    row = _job(service, job_id, owner)
-    if JobStatus(row.status) in ACTIVE:
+    status = job_info(_job(service, job_id, owner)).status  # an unreadable spec: FAILED
+    if status in ACTIVE:
         raise Conflict(
-            f"job {job_id} is {row.status}; cancel it and wait until it is CANCELLED first"
+            f"job {job_id} is {status.value}; cancel it and wait until it is CANCELLED first"
         )
     service.store.remove(job_id)
     shutil.rmtree(service.settings.jobs_path / job_id, ignore_errors=True)

@@ -31,7 +31,7 @@ from prunepilot.search import SearchCancelled, SearchData, SearchProgress, Searc
 
 from . import _datasets, _limits, _models
 from ._artifacts import ArtifactStore
-from ._db import Database, UploadRow
+from ._db import Database, UploadRow, stored_spec
 from ._errors import ServiceError
 from ._redact import error_text
 from ._settings import Settings
@@ -139,7 +139,9 @@ class _Runner:
         row = self.db.get_job(self.job_id)
         if row is None or row.attempt != self.attempt:
             return "stale"
-        spec = JobSpec.model_validate_json(row.spec)
+        spec = stored_spec(row)
+        if isinstance(spec, str):
+            return self.fail(f"the stored job spec is unreadable ({spec})")
         owner = row.owner
 
         def uploads(upload_id: str) -> UploadRow | None:

@@ -69,6 +69,8 @@ class Settings(BaseModel):
         cancel_grace_s: after this long a cancelled job's runner is killed outright.
         archive_max_files: most files an ImageFolder archive may hold.
         archive_max_bytes: most bytes an archive may expand to.
+        max_image_pixels: most pixels (width x height) a dataset image may have; larger
+            ones are refused before they are decoded (decompression bombs).
         onnx_export: export an ONNX file next to each pruned checkpoint.
         upload_quota_bytes: most bytes one token's uploads may hold together (413 above).
         upload_quota_count: most uploads one token may keep (429 above).
@@ -113,6 +115,7 @@ class Settings(BaseModel):
     cancel_grace_s: float = Field(default=5.0, ge=0)
     archive_max_files: int = Field(default=100_000, ge=1)
     archive_max_bytes: int = Field(default=4 << 30, ge=1)
+    max_image_pixels: int = Field(default=4096 * 4096, ge=1)
     onnx_export: bool = True
     upload_quota_bytes: int = Field(default=10 << 30, ge=1)
     upload_quota_count: int = Field(default=100, ge=1)

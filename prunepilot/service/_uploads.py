@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -22,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 __all__ = [
     "StoredFile",
@@ -38,6 +38,8 @@ UploadKind = Literal["safetensors", "archive", "pickle", "pt2", "other"]
 
 _FILENAME = re.compile(r"[^A-Za-z0-9._ -]+")
 _DRAIN_CAP = 64 << 20  # bytes read and discarded past the limit before giving up
+_MULTIPART_SLACK = 1 << 20  # multipart bytes besides the file (boundaries, other fields)
+_SAFETENSORS_HEADER_MAX = 16 << 20  # bigger headers are not sniffed as safetensors
 
 
 class UploadError(ValueError):
@@ -100,14 +102,17 @@ class _Sink:
         if self.size <= self.limit and self.reserve is not None:
             self.over_quota = not self.reserve(len(data))
         if self.size > self.limit or self.over_quota:
-            self.too_large = True
-            self.out.close()
-            self.out = None
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            self.refuse()
             return
         self.hash.update(data)
         self.out.write(data)
+
+    def refuse(self) -> None:
+        """The upload is over the limit: drop what was written."""
+        self.too_large = True
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
 
     def close(self) -> None:
         if self.out is not None:
@@ -156,6 +161,49 @@ class _Parts:
         self.in_file = False
 
 
+async def _multipart(boundary: bytes, stream: AsyncIterator[bytes], sink: _Sink) -> str | None:
+    """Parse a multipart body into ``sink``; the client's file name, if it gave one.
+
+    Raises:
+        FormParserError: the body is malformed.
+        UploadError: no ``file`` part, or no closing boundary.
+    """
+    st = _Parts(sink)
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": st.on_part_begin,
+            "on_part_data": st.on_part_data,
+            "on_part_end": st.on_part_end,
+            "on_header_field": st.on_header_field,
+            "on_header_value": st.on_header_value,
+            "on_header_end": st.on_header_end,
+            "on_headers_finished": st.on_headers_finished,
+        },
+    )
+    received = drained = 0
+    async for chunk in stream:
+        received += len(chunk)
+        if received > sink.limit + _MULTIPART_SLACK and not sink.too_large:
+            sink.refuse()  # the other parts and the boundaries count too
+        if sink.too_large:
+            drained += len(chunk)
+            if drained > _DRAIN_CAP:
+                break
+            continue
+        parser.write(chunk)
+    if sink.too_large:
+        return None
+    parser.finalize()
+    if not st.seen:
+        raise UploadError("the multipart body has no 'file' part; send the file as field 'file'")
+    if parser.state != MultipartState.END:
+        raise UploadError(
+            "the multipart body ends before its closing boundary; send the whole body"
+        )
+    return st.name
+
+
 async def receive(
     content_type: str | None,
     stream: AsyncIterator[bytes],
@@ -178,7 +226,8 @@ async def receive(
     Raises:
         UploadOverQuota: ``reserve`` refused a chunk (nothing is kept).
         UploadTooLarge: the file exceeds ``limit`` (nothing is kept).
-        UploadError: not multipart with a ``file`` part nor a raw octet stream.
+        UploadError: not multipart with a ``file`` part nor a raw octet stream, a malformed
+            multipart body, or an empty file.
     """
     ctype, params = parse_options_header(content_type or "")
     sink = _Sink(dest, limit, reserve)
@@ -188,33 +237,13 @@ async def receive(
             boundary = params.get(b"boundary")
             if not boundary:
                 raise UploadError("multipart body without a boundary")
-            st = _Parts(sink)
-            parser = MultipartParser(
-                boundary,
-                {
-                    "on_part_begin": st.on_part_begin,
-                    "on_part_data": st.on_part_data,
-                    "on_part_end": st.on_part_end,
-                    "on_header_field": st.on_header_field,
-                    "on_header_value": st.on_header_value,
-                    "on_header_end": st.on_header_end,
-                    "on_headers_finished": st.on_headers_finished,
-                },
-            )
-            async for chunk in stream:
-                if sink.too_large:
-                    drained += len(chunk)
-                    if drained > _DRAIN_CAP:
-                        break
-                    continue
-                parser.write(chunk)
-            if not sink.too_large:
-                parser.finalize()
-                if not st.seen:
-                    raise UploadError(
-                        "the multipart body has no 'file' part; send the file as field 'file'"
-                    )
-            filename = st.name or filename
+            try:
+                filename = await _multipart(boundary, stream, sink) or filename
+            except FormParserError as e:
+                raise UploadError(
+                    f"malformed multipart body ({e}); send multipart/form-data with a 'file' "
+                    "field, or a raw application/octet-stream body"
+                ) from None
         elif ctype in (b"application/octet-stream", b""):
             async for chunk in stream:
                 if sink.too_large:
@@ -228,6 +257,8 @@ async def receive(
                 f"unsupported Content-Type {ctype.decode('latin-1')!r}: send multipart/form-data "
                 "with a 'file' field, or a raw application/octet-stream body"
             )
+        if sink.size == 0:
+            raise UploadError("the uploaded file is empty (0 bytes); send the file's content")
     except BaseException:
         sink.close()
         with contextlib.suppress(FileNotFoundError):
@@ -242,19 +273,17 @@ async def receive(
 
 
 def _is_safetensors(head: bytes, size: int, path: Path) -> bool:
+    """A JSON-object header of a plausible length; its content is checked where it is used
+    (parsing an attacker's 16 MiB of JSON here would cost memory, or the stack)."""
     if len(head) < 10 or head[8:9] != b"{":
         return False
     n = int.from_bytes(head[:8], "little")
-    if n < 2 or n > size - 8 or n > 100 << 20:
+    if n < 2 or n > size - 8 or n > _SAFETENSORS_HEADER_MAX:
         return False
     with path.open("rb") as f:
-        f.seek(8)
-        raw = f.read(n)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(header, dict)
+        f.seek(8 + max(0, n - 64))
+        tail = f.read(min(n, 64))
+    return tail.rstrip(b" ").endswith(b"}")
 
 
 def detect_kind(path: Path) -> UploadKind:

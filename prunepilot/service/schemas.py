@@ -6,6 +6,7 @@ client imports it without the server's dependencies.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -14,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prunepilot.search._spec import (
+    MAX_SEED,
     Constraints,
     FinetuneSettings,
     SearchSettings,
@@ -41,10 +43,27 @@ _MODEL_SOURCE = re.compile(
     r"|^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z][A-Za-z0-9_]*$"
 )
 _UPLOAD_ID = re.compile(r"^[a-z0-9]{8,64}$")
+_KWARGS_DEPTH = 16
+
+
+def _check_kwargs(kwargs: dict[str, Any]) -> None:
+    """Refuse builder arguments that would not survive a JSON round trip (NaN, infinity)
+    or nest absurdly deep; walked iteratively so depth cannot exhaust the stack."""
+    stack: list[tuple[str, Any, int]] = [(str(k), v, 1) for k, v in kwargs.items()]
+    while stack:
+        where, value, depth = stack.pop()
+        if depth > _KWARGS_DEPTH:
+            raise ValueError(f"nested deeper than {_KWARGS_DEPTH} levels at {where}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where} must be a finite number; got {value}")
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{k}", v, depth + 1) for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{where}[{i}]", v, depth + 1) for i, v in enumerate(value))
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec(_Spec):
@@ -79,6 +98,12 @@ class ModelSpec(_Spec):
             )
         return v
 
+    @field_validator("kwargs")
+    @classmethod
+    def _kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _check_kwargs(v)
+        return v
+
     @field_validator("input_shape")
     @classmethod
     def _shape(cls, v: tuple[int, ...]) -> tuple[int, ...]:
@@ -109,13 +134,13 @@ class DatasetSpec(_Spec):
     source: str = Field(min_length=3, max_length=300)
     image_size: int | None = Field(default=None, ge=1, le=4096)
     channels: Literal[1, 3] | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
+    mean: tuple[float, ...] | None = Field(default=None, max_length=4096)
+    std: tuple[float, ...] | None = Field(default=None, max_length=4096)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     score_fraction: float = Field(default=0.1, gt=0, lt=1)
     batch_size: int = Field(default=64, ge=1, le=4096)
-    limit: int | None = Field(default=None, ge=10)
-    seed: int = 0
+    limit: int | None = Field(default=None, ge=10, le=10**9)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
     @field_validator("source")
     @classmethod
@@ -178,7 +203,11 @@ class JobStatus(StrEnum):
 
 
 class JobInfo(BaseModel):
-    """A job as the API reports it."""
+    """A job as the API reports it.
+
+    ``spec`` is ``None`` only for a job whose stored spec no longer parses (written by an
+    older server): it shows as FAILED with an error saying so, and can be deleted.
+    """
 
     id: str
     name: str | None = None
@@ -191,7 +220,7 @@ class JobInfo(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
-    spec: JobSpec
+    spec: JobSpec | None
     result: dict[str, Any] | None = None
 
 

@@ -75,3 +75,16 @@ def test_budgets() -> None:
             Constraints(flops=bad)
     with pytest.raises(ValueError, match="'cpu', 'cuda' or 'cuda:N'"):
         Constraints(flops=1, target={"device": "tpu"})
+
+
+def test_budgets_are_finite_and_survive_storage() -> None:
+    for bad in ("inf", "-inf", "nan", "1e400", float("inf"), float("nan"), 10**400):
+        with pytest.raises(ValueError, match="finite positive number"):
+            Budget.parse(bad)
+    with pytest.raises(ValueError, match=r"fraction in \(0, 1\]"):
+        Budget.parse({"value": 5, "relative": True})
+    # stored specs are parsed again by the job runner: bit for bit, no exponent forms
+    for text in ("12.3456789%", "0.00001%", "7%", "100%"):
+        c = Constraints(flops=text)
+        dumped = c.model_dump_json()
+        assert text in dumped and Constraints.model_validate_json(dumped) == c

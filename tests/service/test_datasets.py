@@ -113,3 +113,19 @@ def test_image_folder_dir_and_archive(tmp_path: Path) -> None:
     data = prepare(spec, cfg, uploads.get, work)
     assert data.sample_shape == (3, 8, 8) and data.num_classes == 2
     assert (work / "data" / "set" / "train" / "class1").is_dir()
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    _images(root / "set", size=12)  # 12x14 = 168 pixels each
+    cfg = _settings(tmp_path, data_root=root, max_image_pixels=100)
+    with pytest.raises(SpecError, match=r"'class0/0.png' is 14x12 = 168 pixels, over .* 100 "):
+        describe(DatasetSpec(source="dir:set"), cfg, lambda _: None)
+    # with image_size the submit check does not open images; the runner refuses them
+    spec = DatasetSpec(source="dir:set", image_size=8)
+    assert describe(spec, cfg, lambda _: None).sample_shape == (3, 8, 8)
+    with pytest.raises(SpecError, match=r"'class0/0.png' is 14x12 = 168 pixels, over .* 100 "):
+        prepare(spec, cfg, lambda _: None, tmp_path / "w")
+    (root / "set" / "class0" / "0.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n")
+    with pytest.raises(SpecError, match=r"cannot read image 'class0/0.png' \(PNG, JPEG"):
+        describe(DatasetSpec(source="dir:set"), _settings(tmp_path, data_root=root), lambda _: None)

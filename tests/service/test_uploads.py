@@ -97,3 +97,13 @@ def test_kinds_are_sniffed_from_content(tmp_path: Path) -> None:
     other = tmp_path / "o.bin"
     other.write_bytes(b"hello world, nothing special here")
     assert detect_kind(other) == "other"
+
+
+def test_sniffing_never_parses_a_whole_header(tmp_path: Path) -> None:
+    # a "safetensors" header of 4 MiB of nesting: json.loads would exhaust the stack
+    header = b"{" + b"[" * (2 << 20) + b"]" * (2 << 20) + b"}"
+    path = tmp_path / "deep.bin"
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    assert detect_kind(path) == "safetensors"  # plausible; the readers refuse it later
+    path.write_bytes((1 << 40).to_bytes(8, "little") + b"{}")
+    assert detect_kind(path) == "other"
