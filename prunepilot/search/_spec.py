@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StringConstraints,
     WithJsonSchema,
     model_validator,
 )
@@ -33,7 +34,10 @@ __all__ = [
 ]
 
 _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
-_DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
+_DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]{1,2})?)$"
+_DEVICE = re.compile(_DEVICE_PATTERN)
+_MAX_IGNORE = 256
+_MAX_PATTERN = 200
 # hard bounds: anything beyond is a typo or an attack (the operator's limits are lower)
 MAX_SEED = 2**32 - 1  # numpy's RandomState (Optuna's samplers) takes seeds below 2**32
 MAX_STEPS = 10**7
@@ -227,7 +231,9 @@ class SearchSpace(_Frozen):
     max_ratio: float = Field(default=1.0, gt=0, le=1)
     step: float = Field(default=0.05, ge=0.001, le=1)  # at most 1000 ratios on the grid
     round_to: int = Field(default=1, ge=1, le=4096)
-    ignore: tuple[str, ...] = ()
+    ignore: tuple[Annotated[str, StringConstraints(min_length=1, max_length=_MAX_PATTERN)], ...] = (
+        Field(default=(), max_length=_MAX_IGNORE)
+    )
     tie: bool = False
 
     @model_validator(mode="after")
@@ -319,7 +325,7 @@ class FinetuneSettings(_Frozen):
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=5e-4, ge=0)
     distill: bool = False
-    device: str | None = None
+    device: str | None = Field(default=None, pattern=_DEVICE_PATTERN)
 
 
 class SearchSpec(_Frozen):

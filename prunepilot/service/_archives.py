@@ -4,11 +4,17 @@ Archives come from users, so nothing in them is trusted: absolute paths, ``..``
 components, symbolic and hard links, device files, too many members and too many bytes
 (declared or actual: a zip bomb may lie about its sizes) are refused with a message that
 names the offending member. Members are copied by hand, never with ``extractall``.
+
+A zip's central directory is counted, record by record, before `zipfile` reads it:
+`zipfile` builds an object per record first, so a 1 GiB zip of empty entries (12 million
+records, about 7 GB of objects) would exhaust the process before any limit could apply.
 """
 
 from __future__ import annotations
 
+import os
 import stat
+import struct
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -17,12 +23,26 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-__all__ = ["IMAGE_SUFFIXES", "ArchiveError", "ArchiveSummary", "extract", "open_member", "scan"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ArchiveError",
+    "ArchiveSummary",
+    "extract",
+    "open_member",
+    "open_zip",
+    "scan",
+    "zip_entries",
+]
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
 )
 _CHUNK = 1 << 20
+_END = b"PK\x05\x06"  # end of central directory record (22 bytes + a comment)
+_END64 = b"PK\x06\x06"  # zip64 end record (56 bytes), then its locator (20 bytes)
+_END64_LOCATOR = b"PK\x06\x07"
+_RECORD = b"PK\x01\x02"  # central directory record (46 bytes + name, extra, comment)
+_TAIL = 22 + 0xFFFF  # the end record with the longest comment
 
 
 class ArchiveError(ValueError):
@@ -53,6 +73,54 @@ def _safe_name(name: str) -> str:
     if "\x00" in raw:
         raise ArchiveError(f"archive member {name!r} contains a NUL byte")
     return "/".join(parts)
+
+
+def zip_entries(path: Path, stop: int) -> int:
+    """Records in a zip's central directory, counted without loading it (at most ``stop + 1``).
+
+    Raises:
+        ArchiveError: no end record, or a central directory that does not parse.
+    """
+    with path.open("rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        n = min(size, _TAIL)
+        f.seek(size - n)
+        tail = f.read(n)
+        at = tail.rfind(_END)
+        if at < 0 or n - at < 22:
+            raise ArchiveError(f"{path.name} is not a zip archive (no end record)")
+        cd_size = int.from_bytes(tail[at + 12 : at + 16], "little")
+        end = size - n + at
+        loc = at - 20
+        if loc >= 56 and tail[loc : loc + 4] == _END64_LOCATOR:
+            rec = tail[loc - 56 : loc]
+            if rec[:4] == _END64:
+                cd_size = int.from_bytes(rec[40:48], "little")
+                end -= 76
+        start = end - cd_size
+        if start < 0:
+            raise ArchiveError("the zip's central directory claims more bytes than the file has")
+        count = pos = 0
+        while pos < cd_size and count <= stop:
+            f.seek(start + pos)
+            head = f.read(46)
+            if len(head) < 46 or head[:4] != _RECORD:
+                raise ArchiveError("cannot read the archive: a broken zip central directory")
+            pos += 46 + sum(struct.unpack("<HHH", head[28:34]))
+            count += 1
+        return count
+
+
+def open_zip(path: Path, max_files: int) -> zipfile.ZipFile:
+    """A zip opened only once its directory holds at most ``2 * max_files`` records (files,
+    and as many directories).
+
+    Raises:
+        ArchiveError: more records than that, or as `zip_entries`.
+    """
+    if zip_entries(path, 2 * max_files) > 2 * max_files:
+        raise ArchiveError(f"the archive holds more than {max_files} files")
+    return zipfile.ZipFile(path)
 
 
 def _zip_members(zf: zipfile.ZipFile) -> Iterator[tuple[str, int, zipfile.ZipInfo]]:
@@ -96,7 +164,7 @@ def scan(path: Path, *, max_files: int, max_bytes: int) -> ArchiveSummary:
     files: list[tuple[str, int]] = []
     try:
         if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
+            with open_zip(path, max_files) as zf:
                 for name, size, _ in _zip_members(zf):
                     files.append((name, size))
                     if len(files) > max_files:
@@ -115,9 +183,9 @@ def scan(path: Path, *, max_files: int, max_bytes: int) -> ArchiveSummary:
     return ArchiveSummary(tuple(files), total)
 
 
-def _find(stack: ExitStack, path: Path, name: str) -> IO[bytes] | None:
+def _find(stack: ExitStack, path: Path, name: str, max_files: int) -> IO[bytes] | None:
     if zipfile.is_zipfile(path):
-        zf = stack.enter_context(zipfile.ZipFile(path))
+        zf = stack.enter_context(open_zip(path, max_files))
         for member, _size, info in _zip_members(zf):
             if member == name:
                 return stack.enter_context(zf.open(info))
@@ -131,7 +199,7 @@ def _find(stack: ExitStack, path: Path, name: str) -> IO[bytes] | None:
 
 
 @contextmanager
-def open_member(path: Path, name: str) -> Iterator[IO[bytes]]:
+def open_member(path: Path, name: str, *, max_files: int) -> Iterator[IO[bytes]]:
     """One regular member (by its normalised name, as `scan` lists it) as a seekable
     stream, decompressed as it is read, so a caller reads what it needs and no more.
 
@@ -140,7 +208,7 @@ def open_member(path: Path, name: str) -> Iterator[IO[bytes]]:
     """
     with ExitStack() as stack:
         try:
-            stream = _find(stack, path, name)
+            stream = _find(stack, path, name, max_files)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
             raise ArchiveError(f"cannot read the archive: {e}") from e
         if stream is None:
@@ -179,7 +247,7 @@ def extract(path: Path, dest: Path, *, max_files: int, max_bytes: int) -> Archiv
 
     try:
         if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
+            with open_zip(path, max_files) as zf:
                 for name, _size, info in _zip_members(zf):
                     with zf.open(info) as src:
                         _copy(src, target(name), budget, name)

@@ -202,10 +202,10 @@ def _image_folder(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, int]
     return classes, items
 
 
-def _archive_image_size(path: Path, name: str, max_pixels: int) -> tuple[int, int]:
+def _archive_image_size(path: Path, name: str, max_pixels: int, max_files: int) -> tuple[int, int]:
     """``(height, width)`` of an archive member from its header (the member is streamed)."""
     try:
-        with open_member(path, name) as f:
+        with open_member(path, name, max_files=max_files) as f:
             return image_size(f, name, max_pixels)
     except ArchiveError as e:
         raise SpecError(str(e)) from e
@@ -283,7 +283,9 @@ def describe(spec: DatasetSpec, settings: Settings, uploads: UploadLookup) -> Da
             hw = (
                 (spec.image_size, spec.image_size)
                 if spec.image_size
-                else _archive_image_size(path, items[0][0], settings.max_image_pixels)
+                else _archive_image_size(
+                    path, items[0][0], settings.max_image_pixels, settings.archive_max_files
+                )
             )
             info = DatasetInfo(_out_shape(spec, spec.channels or 3, hw), len(classes))
         else:

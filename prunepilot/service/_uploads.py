@@ -24,6 +24,8 @@ from typing import IO, Literal
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
+from ._archives import ArchiveError, zip_entries
+
 __all__ = [
     "StoredFile",
     "UploadError",
@@ -38,6 +40,7 @@ UploadKind = Literal["safetensors", "archive", "pickle", "pt2", "other"]
 
 _FILENAME = re.compile(r"[^A-Za-z0-9._ -]+")
 _DRAIN_CAP = 64 << 20  # bytes read and discarded past the limit before giving up
+_SNIFF_ENTRIES = 100_000  # zip records listed to tell a model file from an archive
 _MULTIPART_SLACK = 1 << 20  # multipart bytes besides the file (boundaries, other fields)
 _SAFETENSORS_HEADER_MAX = 16 << 20  # bigger headers are not sniffed as safetensors
 
@@ -295,9 +298,11 @@ def detect_kind(path: Path) -> UploadKind:
         return "safetensors"
     if head[:2] == b"PK" and zipfile.is_zipfile(path):
         try:
+            if zip_entries(path, _SNIFF_ENTRIES) > _SNIFF_ENTRIES:
+                return "archive"  # no model file has that many; scan refuses it as a dataset
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
-        except (zipfile.BadZipFile, OSError):
+        except (ArchiveError, zipfile.BadZipFile, OSError):
             return "other"
         if any(n.endswith("archive_format") for n in names):
             return "pt2"

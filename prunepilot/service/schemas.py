@@ -43,6 +43,7 @@ _MODEL_SOURCE = re.compile(
     r"|^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z][A-Za-z0-9_]*$"
 )
 _UPLOAD_ID = re.compile(r"^[a-z0-9]{8,64}$")
+_MAX_SAMPLE_ELEMENTS = 3 * 2048 * 2048  # one sample: a 3-channel 2048x2048 image
 _KWARGS_DEPTH = 16
 
 
@@ -109,6 +110,11 @@ class ModelSpec(_Spec):
     def _shape(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         if any(d < 1 or d > 4096 for d in v):
             raise ValueError(f"input_shape dims must be in [1, 4096]; got {list(v)}")
+        if math.prod(v) > _MAX_SAMPLE_ELEMENTS:
+            raise ValueError(
+                f"input_shape {list(v)} has {math.prod(v):,} values per sample, over "
+                f"{_MAX_SAMPLE_ELEMENTS:,}; use smaller inputs"
+            )
         return v
 
 

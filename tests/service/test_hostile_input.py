@@ -129,6 +129,26 @@ def test_huge_integers_are_refused_by_the_schema(
     _listing_works(proc)
 
 
+@pytest.mark.parametrize(
+    ("section", "value", "message"),
+    [
+        ("space", {"ignore": ["*a" * 200]}, "body.space.ignore.0: String should have at most 200"),
+        ("space", {"ignore": ["x"] * 257}, "body.space.ignore: Tuple should have at most 256"),
+        ("finetune", {"device": "../../x"}, "body.finetune.device: String should match pattern"),
+        ("finetune", {"device": "cuda:123456789"}, "body.finetune.device: String should match"),
+        ("model", {"input_shape": [3, 4096, 4096]}, "values per sample, over 12,582,912"),
+        ("dataset", {"mean": [0.5] * 4097, "std": [1.0]}, "body.dataset.mean: Tuple should"),
+    ],
+    ids=["long-pattern", "many-patterns", "device-path", "device-index", "huge-sample", "mean"],
+)
+def test_unbounded_strings_lists_and_shapes_are_refused(
+    proc: ServerProcess, section: str, value: dict[str, Any], message: str
+) -> None:
+    r = _post_raw(proc, json.dumps(tiny_spec(**{section: value})))
+    assert r.status_code == 422 and message in r.json()["detail"], r.text
+    _listing_works(proc)
+
+
 def test_numeric_query_and_header_overflows(proc: ServerProcess) -> None:
     with proc.client() as c:
         for cursor in ("czEwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA", "cy01", "czAx", "é"):
@@ -285,6 +305,41 @@ def test_image_bombs_are_refused_at_submit_from_their_headers(
           f"peak RSS {before / MB:.0f} MB -> +{grew / MB:.1f} MB")  # fmt: skip
     assert r.status_code == 422 and message in r.json()["detail"], r.text
     assert grew < 300 * MB
+    _listing_works(proc)
+
+
+def _zip_of_many_entries(n: int) -> bytes:
+    """A zip64 whose central directory lists one empty member ``n`` times (47 bytes each)."""
+    local = b"PK\x03\x04" + struct.pack("<HHHHHIIIHH", 20, 0, 0, 0, 0, 0, 0, 0, 1, 0) + b"a"
+    record = b"PK\x01\x02" + struct.pack(
+        "<HHHHHHIIIHHHHHII", 45, 20, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0
+    )
+    directory = (record + b"a") * n
+    end64 = b"PK\x06\x06" + struct.pack(
+        "<QHHIIQQQQ", 44, 45, 45, 0, 0, n, n, len(directory), len(local)
+    )
+    locator = b"PK\x06\x07" + struct.pack("<IQI", 0, len(local) + len(directory), 1)
+    end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, 0xFFFF, 0xFFFF, 2**32 - 1, 2**32 - 1, 0)
+    return local + directory + end64 + locator + end
+
+
+def test_a_zip_of_millions_of_entries_is_counted_not_loaded(
+    proc: ServerProcess, archives_warm: None
+) -> None:
+    # zipfile would build 2 million member objects (about 720 MB, 9 s) before any check
+    data = _zip_of_many_entries(2_000_000)
+    before, t0 = proc.peak_rss(), time.monotonic()
+    with proc.client() as c:
+        up = c.post("/uploads", content=data, params={"filename": "many.zip"})
+        assert up.status_code == 201 and up.json()["kind"] == "archive", up.text
+        spec = tiny_spec(dataset={"source": f"upload:{up.json()['id']}", "channels": 1})
+        r = c.post("/jobs", json=spec)
+    took, grew = time.monotonic() - t0, proc.peak_rss() - before
+    print(f"\n2M-entry zip ({len(data) / MB:.0f} MB): {r.status_code} in {took:.2f} s, "
+          f"peak RSS {before / MB:.0f} MB -> +{grew / MB:.1f} MB")  # fmt: skip
+    assert r.status_code == 422, r.text
+    assert "the archive holds more than 100000 files" in r.json()["detail"]
+    assert grew < 100 * MB
     _listing_works(proc)
 
 
