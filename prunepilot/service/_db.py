@@ -54,6 +54,7 @@ __all__ = [
     "IntegrityError",
     "JobRow",
     "UploadInUse",
+    "UploadMissing",
     "UploadRow",
     "job_info",
     "stored_spec",
@@ -77,6 +78,19 @@ class UploadInUse(Exception):
     def __init__(self, job_ids: list[str]) -> None:
         super().__init__(", ".join(job_ids))
         self.job_ids = job_ids
+
+
+class UploadMissing(Exception):
+    """A job cannot be queued: uploads its spec names are gone (deleted or expired since
+    the submit check).
+
+    Attributes:
+        upload_ids: those uploads.
+    """
+
+    def __init__(self, upload_ids: list[str]) -> None:
+        super().__init__(", ".join(upload_ids))
+        self.upload_ids = upload_ids
 
 
 def utcnow() -> datetime:
@@ -263,10 +277,13 @@ class Database:
         *,
         idempotency: tuple[str, str] | None = None,
     ) -> JobRow:
-        """Insert a queued job (and its idempotency key, atomically).
+        """Insert a queued job (and its idempotency key, atomically), if the uploads its
+        spec names still exist: checked under the owner's upload lock, so a concurrent
+        delete or expiry cannot take them between the check and the insert.
 
         Raises:
             IntegrityError: the idempotency key was taken concurrently.
+            UploadMissing: an upload the spec names is gone.
         """
         now = utcnow()
         row = JobRow(
@@ -282,6 +299,18 @@ class Database:
             attempt=0,
         )
         with self.write() as s:
+            self._lock_uploads(s, owner)
+            named = _spec_uploads(row.spec)
+            if named:
+                found = set(
+                    s.scalars(
+                        select(UploadRow.id).where(
+                            UploadRow.owner == owner, UploadRow.id.in_(sorted(named))
+                        )
+                    )
+                )
+                if named - found:
+                    raise UploadMissing(sorted(named - found))
             s.add(row)
             if idempotency is not None:
                 key, fingerprint = idempotency
@@ -587,16 +616,24 @@ class Database:
             ``None`` when recorded; else the owner's ``(count, bytes)`` that refused it.
         """
         with self.write() as s:
-            if self.engine.dialect.name == "postgresql":
-                s.execute(
-                    text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                    {"key": f"pp_uploads:{row.owner}"},
-                )
+            self._lock_uploads(s, row.owner)
             count, used = _usage(s, row.owner)
             if count + 1 > max_count or used + row.size > max_bytes:
                 return count, used
             s.add(row)
         return None
+
+    def _lock_uploads(self, s: Session, owner: str) -> None:
+        """Serialise the transactions that add, remove or rely on an owner's uploads.
+
+        SQLite's ``BEGIN IMMEDIATE`` already serialises every writer; PostgreSQL takes a
+        transaction-scoped advisory lock per owner.
+        """
+        if self.engine.dialect.name == "postgresql":
+            s.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                {"key": f"pp_uploads:{owner}"},
+            )
 
     def upload_jobs(
         self, owner: str, upload_ids: Sequence[str]
@@ -616,6 +653,7 @@ class Database:
             UploadInUse: unfinished jobs of the owner name it.
         """
         with self.write() as s:
+            self._lock_uploads(s, owner)
             row = s.get(UploadRow, upload_id)
             if row is None or row.owner != owner:
                 return None
@@ -654,6 +692,7 @@ class Database:
                 for r in rows:
                     by_owner.setdefault(r.owner, []).append(r)
                 for owner, group in by_owner.items():
+                    self._lock_uploads(s, owner)
                     used = _jobs_naming(s, owner, [r.id for r in group])
                     for r in group:
                         if r.id not in used:

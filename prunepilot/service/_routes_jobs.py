@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from . import _trials
-from ._db import ACTIVE, IntegrityError, JobRow, job_info
+from ._db import ACTIVE, IntegrityError, JobRow, UploadMissing, job_info
 from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, Service, ServiceDep
 from ._errors import Conflict, NotFound, SpecError, TooMany
 from ._runner import study_name
@@ -129,6 +129,11 @@ def submit_job(
         if hit is None:
             raise
         return _replay(service, owner, hit, fingerprint, response)
+    except UploadMissing as e:
+        raise SpecError(
+            f"upload {', '.join(e.upload_ids)} was deleted or expired while the job was being "
+            "submitted; upload it again (GET /uploads lists yours)"
+        ) from None
     log.info("job %s submitted by %s", job_id, owner)
     if service.scheduler is not None:
         service.scheduler.wake()

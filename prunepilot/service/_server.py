@@ -38,7 +38,10 @@ def serve(
     )
     app = create_app(settings)
     if settings.auth and not settings.tokens:
-        log.info("API token (from %s): %s", settings.data_dir / "token", settings.local_token())
+        settings.local_token()  # created now, so clients find it; never logged (a secret)
+        log.info(
+            "API token in %s (the client reads it for local URLs)", settings.data_dir / "token"
+        )
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=15)
     finally:

@@ -260,3 +260,28 @@ def test_unused_uploads_expire_used_ones_stay(tmp_path: Path, weights_path: Path
         _until(gone(used), "the upload of the deleted job to expire")
         assert _files(second) == []
         assert second.alive()
+
+
+def test_a_job_is_not_queued_when_its_upload_went_after_the_submit_check(
+    tmp_path: Path,
+) -> None:
+    # the window between validate_job and add_job: a DELETE or an expiry takes the upload
+    from prunepilot.service._db import Database, UploadInUse, UploadMissing
+    from prunepilot.service.schemas import JobSpec
+
+    from ._rows import upload_row
+
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.create_all()
+    db.add_upload_within(upload_row("aaaaaaaa0001", "safetensors"), 10, 1 << 20)
+    db.add_upload_within(upload_row("aaaaaaaa0002", "safetensors"), 10, 1 << 20)
+    spec = JobSpec.model_validate(tiny_spec(model={"weights": "aaaaaaaa0001"}))
+    assert db.delete_upload("aaaaaaaa0001", "t") is not None
+    with pytest.raises(UploadMissing) as e:
+        db.add_job("job1", "t", spec)
+    assert e.value.upload_ids == ["aaaaaaaa0001"]
+    assert db.get_job("job1") is None
+    ok = JobSpec.model_validate(tiny_spec(model={"weights": "aaaaaaaa0002"}))
+    db.add_job("job2", "t", ok)
+    with pytest.raises(UploadInUse):  # and the queued job keeps it from now on
+        db.delete_upload("aaaaaaaa0002", "t")
