@@ -52,8 +52,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
 @pytest.mark.parametrize(
     ("sections", "setting", "value"),
     [
-        ({"search": {"trials": 2**63 - 1}}, "PRUNEPILOT_MAX_TRIALS", str(2**63 - 1)),
-        ({"finetune": {"steps": 10**12}}, "PRUNEPILOT_MAX_FINETUNE_STEPS", str(10**12)),
+        # inside the schema's hard bounds (test_hostile_input), over this operator's limits
+        ({"search": {"trials": 100_000}}, "PRUNEPILOT_MAX_TRIALS", "100000"),
+        ({"finetune": {"steps": 10**7}}, "PRUNEPILOT_MAX_FINETUNE_STEPS", str(10**7)),
         ({"search": {"score_steps": 101}}, "PRUNEPILOT_MAX_FINETUNE_STEPS", "101"),
         ({"dataset": {"image_size": 4096}}, "PRUNEPILOT_MAX_IMAGE_SIZE", "4096"),
         ({"model": {"kwargs": {"width": 20000}}}, "PRUNEPILOT_MAX_MODEL_PARAMS", "43,200,940,010"),
