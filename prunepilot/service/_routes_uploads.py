@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
+from python_multipart.exceptions import MultipartParseError
 from starlette.concurrency import run_in_threadpool
 
 from ._db import UploadRow, upload_info, utcnow
 from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, ServiceDep
 from ._errors import NotFound, ServiceError, TooLarge
+from ._openapi import errors
+from ._params import UploadId
 from ._uploads import (
     UploadError,
     UploadTooLarge,
@@ -19,7 +22,7 @@ from ._uploads import (
     receive,
     remove_quietly,
 )
-from .schemas import ErrorBody, UploadInfo
+from .schemas import UploadInfo
 
 __all__ = ["router"]
 
@@ -27,17 +30,14 @@ log = logging.getLogger("prunepilot.service")
 
 router = APIRouter(prefix="/uploads", tags=["uploads"], responses=OWNED_RESOURCE_ERRORS)
 
+_FILE = {"type": "string", "format": "binary", "minLength": 1, "description": "not empty"}
 _BODY = {
     "required": True,
     "content": {
         "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary"}},
-                "required": ["file"],
-            }
+            "schema": {"type": "object", "properties": {"file": _FILE}, "required": ["file"]}
         },
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": _FILE},
     },
 }
 
@@ -53,10 +53,10 @@ class BadUpload(ServiceError):
     status_code=201,
     summary="Upload weights or a dataset",
     openapi_extra={"requestBody": _BODY},
-    responses={
-        400: {"model": ErrorBody, "description": "no file in the request"},
-        413: {"model": ErrorBody, "description": "the file is over the server's limit"},
-    },
+    responses=errors(
+        (400, "no file in the request, an empty file, or a malformed multipart body"),
+        (413, "the file is over the server's limit"),
+    ),
 )
 async def create_upload(
     request: Request,
@@ -88,6 +88,11 @@ async def create_upload(
         raise TooLarge(str(e)) from None
     except UploadError as e:
         raise BadUpload(str(e)) from None
+    except MultipartParseError as e:
+        raise BadUpload(f"malformed multipart body: {e}") from None
+    if stored.size == 0:
+        remove_quietly(dest)
+        raise BadUpload("the file is empty: send its bytes as field 'file' or as the raw body")
     try:
         kind = await run_in_threadpool(detect_kind, dest)
         row = UploadRow(
@@ -110,7 +115,7 @@ async def create_upload(
 
 @router.get("/{upload_id}", summary="An upload's metadata")
 def get_upload(
-    upload_id: Annotated[str, Path(min_length=1, max_length=64)],
+    upload_id: UploadId,
     service: ServiceDep,
     owner: OwnerDep,
 ) -> UploadInfo:
