@@ -22,6 +22,9 @@ from prunepilot.search._spec import (
 )
 
 __all__ = [
+    "DATASET_SOURCE_PATTERN",
+    "MODEL_SOURCE_PATTERN",
+    "UPLOAD_ID_PATTERN",
     "ArtifactInfo",
     "DatasetSpec",
     "ErrorBody",
@@ -35,10 +38,16 @@ __all__ = [
     "UploadInfo",
 ]
 
-_MODEL_SOURCE = re.compile(
-    r"^(torchvision|timm):[A-Za-z0-9_.\-]+$|^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+# the JSON Schema patterns of the spec's references; validators fullmatch the same ones
+UPLOAD_ID_PATTERN = r"^[a-z0-9]{8,64}$"
+MODEL_SOURCE_PATTERN = (
+    r"^(?:(?:torchvision|timm):[A-Za-z0-9_.-]+"
+    r"|(?!upload:)[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*"
+    r"|upload:[a-z0-9]{8,64})$"
 )
-_UPLOAD_ID = re.compile(r"^[a-z0-9]{8,64}$")
+DATASET_SOURCE_PATTERN = r"^(?:(?:builtin|dir):[\s\S]+|upload:[a-z0-9]{8,64})$"
+_MODEL_SOURCE = re.compile(MODEL_SOURCE_PATTERN, re.ASCII)
+_UPLOAD_ID = re.compile(UPLOAD_ID_PATTERN, re.ASCII)
 
 
 class _Spec(BaseModel):
@@ -57,19 +66,25 @@ class ModelSpec(_Spec):
         input_shape: one sample's input shape without the batch dim, e.g. ``[3, 224, 224]``.
     """
 
-    source: str = Field(min_length=3, max_length=200)
-    weights: str | None = None
+    source: str = Field(
+        min_length=3, max_length=200, json_schema_extra={"pattern": MODEL_SOURCE_PATTERN}
+    )
+    weights: str | None = Field(default=None, json_schema_extra={"pattern": UPLOAD_ID_PATTERN})
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    input_shape: tuple[int, ...] = Field(min_length=1, max_length=4)
+    input_shape: tuple[int, ...] = Field(
+        min_length=1,
+        max_length=4,
+        json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": 4096}},
+    )
 
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
         if v.startswith("upload:"):
-            if not _UPLOAD_ID.match(v.removeprefix("upload:")):
+            if not _UPLOAD_ID.fullmatch(v.removeprefix("upload:")):
                 raise ValueError(f"'upload:' must be followed by an upload id; got {v!r}")
             return v
-        if not _MODEL_SOURCE.match(v):
+        if not _MODEL_SOURCE.fullmatch(v):
             raise ValueError(
                 "model source must be 'torchvision:NAME', 'timm:NAME', 'package.module:factory'"
                 f" or 'upload:ID'; got {v!r}"
@@ -81,6 +96,13 @@ class ModelSpec(_Spec):
     def _shape(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         if any(d < 1 or d > 4096 for d in v):
             raise ValueError(f"input_shape dims must be in [1, 4096]; got {list(v)}")
+        return v
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: str | None) -> str | None:
+        if v is not None and not _UPLOAD_ID.fullmatch(v):
+            raise ValueError(f"weights must be the id of a safetensors upload; got {v!r}")
         return v
 
 
@@ -103,7 +125,25 @@ class DatasetSpec(_Spec):
         seed: split and subsampling seed.
     """
 
-    source: str = Field(min_length=3, max_length=300)
+    # mean and std come together, std positive (what `_norm` checks), stated for clients
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"mean": {"type": "null"}, "std": {"type": "null"}}},
+                {
+                    "required": ["mean", "std"],
+                    "properties": {
+                        "mean": {"type": "array"},
+                        "std": {"type": "array", "items": {"exclusiveMinimum": 0}},
+                    },
+                },
+            ]
+        }
+    )
+
+    source: str = Field(
+        min_length=3, max_length=300, json_schema_extra={"pattern": DATASET_SOURCE_PATTERN}
+    )
     image_size: int | None = Field(default=None, ge=1, le=4096)
     channels: Literal[1, 3] | None = None
     mean: tuple[float, ...] | None = None
@@ -123,7 +163,7 @@ class DatasetSpec(_Spec):
                 "dataset source must be 'builtin:digits', 'builtin:fashion-mnist', "
                 f"'upload:ID' or 'dir:PATH'; got {v!r}"
             )
-        if kind == "upload" and not _UPLOAD_ID.match(rest):
+        if kind == "upload" and not _UPLOAD_ID.fullmatch(rest):
             raise ValueError(f"'upload:' must be followed by an upload id; got {v!r}")
         return v
 
