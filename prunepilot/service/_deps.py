@@ -14,9 +14,9 @@ from ._artifacts import ArtifactStore
 from ._db import Database
 from ._errors import ServiceError
 from ._metrics import Metrics
-from ._openapi import errors
 from ._scheduler import Scheduler
 from ._settings import Settings
+from .schemas import ErrorBody
 
 __all__ = [
     "OWNED_RESOURCE_ERRORS",
@@ -32,7 +32,10 @@ __all__ = [
 _OPEN_OWNER = "local"
 
 # The errors every route on a token's own resources can answer (OpenAPI documentation).
-OWNED_RESOURCE_ERRORS: dict[int | str, dict[str, Any]] = errors(401, 404)
+OWNED_RESOURCE_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing or invalid bearer token"},
+    404: {"model": ErrorBody, "description": "no such resource for this token"},
+}
 
 
 class Unauthorized(ServiceError):

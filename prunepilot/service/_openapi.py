@@ -1,9 +1,10 @@
 """What the published OpenAPI schema says beyond each route's own declaration.
 
 Routes name their route-specific errors with `errors`; `install` then makes the schema
-state three server-wide facts that FastAPI leaves out: every error body is JSON
+state the server-wide facts that FastAPI leaves out: every error body is JSON
 (`ErrorBody`), also on routes whose success is text or a file; every route that needs a
-token can answer 401; and a parameter is a value or absent, never ``null``.
+token can answer 401, with ``WWW-Authenticate``; and a parameter is a value or absent,
+never ``null``.
 """
 
 from __future__ import annotations
@@ -30,14 +31,12 @@ _DESCRIPTIONS = {
     429: "a per-token limit is reached",
     503: "the service is not ready",
 }
-_HEADERS: dict[int, dict[str, Any]] = {
-    401: {
-        "WWW-Authenticate": {
-            "description": "the scheme to authenticate with",
-            "required": True,
-            "schema": {"type": "string", "const": "Bearer"},
-        }
-    },
+_CHALLENGE = {
+    "WWW-Authenticate": {
+        "description": "the scheme to authenticate with",
+        "required": True,
+        "schema": {"type": "string", "const": "Bearer"},
+    }
 }
 
 
@@ -50,15 +49,8 @@ def errors(*codes: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
     for item in codes:
         code, description = item if isinstance(item, tuple) else (item, _DESCRIPTIONS[item])
-        out[code] = {"model": ErrorBody, **_documented(code, description)}
+        out[code] = {"model": ErrorBody, "description": description}
     return out
-
-
-def _documented(code: int, description: str) -> dict[str, Any]:
-    entry: dict[str, Any] = {"description": description}
-    if code in _HEADERS:
-        entry["headers"] = _HEADERS[code]
-    return entry
 
 
 def install(app: FastAPI) -> None:
@@ -86,11 +78,13 @@ def _finish(schema: dict[str, Any]) -> dict[str, Any]:
 def _finish_operation(operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     if operation.get("security"):
-        responses.setdefault("401", _documented(401, _DESCRIPTIONS[401]))
+        responses.setdefault("401", {"description": _DESCRIPTIONS[401]})
     for code, response in responses.items():
         if code[:1] in ("4", "5"):
             # the error handlers answer JSON whatever the route's success media type
             response["content"] = {"application/json": {"schema": dict(_ERROR_REF)}}
+        if code == "401":
+            response["headers"] = {**response.get("headers", {}), **_CHALLENGE}
     for parameter in operation.get("parameters", ()):
         if "schema" in parameter:
             parameter["schema"] = _not_null(parameter["schema"])

@@ -38,20 +38,22 @@ __all__ = [
     "UploadInfo",
 ]
 
-# the JSON Schema patterns of the spec's references; validators fullmatch the same ones
-UPLOAD_ID_PATTERN = r"^[a-z0-9]{8,64}$"
-MODEL_SOURCE_PATTERN = (
-    r"^(?:(?:torchvision|timm):[A-Za-z0-9_.-]+"
-    r"|(?!upload:)[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*"
-    r"|upload:[a-z0-9]{8,64})$"
+_MODEL_SOURCE = re.compile(
+    r"^(torchvision|timm):[A-Za-z0-9_.\-]+$|^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
 )
-DATASET_SOURCE_PATTERN = r"^(?:(?:builtin|dir):[\s\S]+|upload:[a-z0-9]{8,64})$"
-_MODEL_SOURCE = re.compile(MODEL_SOURCE_PATTERN, re.ASCII)
-_UPLOAD_ID = re.compile(UPLOAD_ID_PATTERN, re.ASCII)
+_UPLOAD_ID = re.compile(r"^[a-z0-9]{8,64}$")
 
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# The sources' and upload ids' JSON Schema patterns, built from what the validators check
+# (one closing `$`: JSON Schema patterns are searches).
+UPLOAD_ID_PATTERN = _UPLOAD_ID.pattern
+_ID = UPLOAD_ID_PATTERN.removeprefix("^").removesuffix("$")
+MODEL_SOURCE_PATTERN = rf"^(?:upload:{_ID}|(?!upload:)(?:{_MODEL_SOURCE.pattern}))$"
+DATASET_SOURCE_PATTERN = rf"^(?:(?:builtin|dir):[\s\S]+|upload:{_ID})$"
 
 
 class ModelSpec(_Spec):
@@ -84,7 +86,7 @@ class ModelSpec(_Spec):
             if not _UPLOAD_ID.fullmatch(v.removeprefix("upload:")):
                 raise ValueError(f"'upload:' must be followed by an upload id; got {v!r}")
             return v
-        if not _MODEL_SOURCE.fullmatch(v):
+        if not _MODEL_SOURCE.match(v):
             raise ValueError(
                 "model source must be 'torchvision:NAME', 'timm:NAME', 'package.module:factory'"
                 f" or 'upload:ID'; got {v!r}"
