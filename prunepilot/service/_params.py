@@ -31,12 +31,13 @@ MAX_EVENT_ID = 2**62
 
 
 def _cursor_pattern(max_digits: int) -> str:
-    """Unpadded base64url of ``"s"`` + 1..``max_digits`` decimal digits, spelled out.
+    """Unpadded base64url of ``"s"`` + a positive number of 1..``max_digits`` digits.
 
-    ``s`` and the first digit encode as ``cz`` + one of ``[AEIMQUYcgk]``; every further
-    three digits are four characters, the first two carrying a digit's top bits and the
-    next digit's high nibble. Spelling the encoding out (not just the base64url alphabet)
-    makes every string the schema allows one the server decodes. Needs ``max_digits >= 5``.
+    ``s`` and the first digit (1-9) encode as ``cz`` + one of ``[EIMQUYcgk]``; every
+    further three digits are four characters, the first two carrying a digit's top bits
+    and the next digit's high nibble. Spelling the encoding out (not just the base64url
+    alphabet) makes every string the schema allows one the server decodes, and only the
+    form the server issues (no leading zero). Needs ``max_digits >= 5``.
     """
     third = "[AEIMQUYcgk]"  # (digit & 15) << 2
     fourth = "[w-z0-5]"  # 0x30 | digit
@@ -47,11 +48,11 @@ def _cursor_pattern(max_digits: int) -> str:
     groups, left = divmod(max_digits - 2, 3)
     last = ("", f"{one}?", f"{tail}?")[left]
     body = f"(?:{group}){{0,{groups - 1}}}{tail}?|(?:{group}){{{groups}}}{last}"
-    return f"^cz{third}(?:{fourth}(?:{body}))?$"
+    return f"^cz[EIMQUYcgk](?:{fourth}(?:{body}))?$"
 
 
-# next_cursor values: base64url("s" + the row's sequence number), up to 18 digits (far
-# beyond any row count, and within a 64-bit integer)
+# next_cursor values: base64url("s" + the row's sequence number, from 1), up to 18 digits
+# (far beyond any row count, and within a 64-bit integer)
 CURSOR_PATTERN = _cursor_pattern(18)
 _CURSOR = re.compile(CURSOR_PATTERN, re.ASCII)
 
