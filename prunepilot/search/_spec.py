@@ -152,13 +152,24 @@ BudgetField = Annotated[
         {
             "anyOf": [
                 {"type": "number", "exclusiveMinimum": 0},
-                {"type": "string", "pattern": r"^\s*[0-9]*\.?[0-9]+\s*%\s*$"},
+                # a percentage in (0%, 100%] that `Budget.parse` takes (at most 300 zeros
+                # after the point: a smaller share would round to 0)
+                {
+                    "type": "string",
+                    "pattern": r"^ *(?:0*(?:[1-9][0-9]?(?:\.[0-9]+)?|100(?:\.0+)?)"
+                    r"|0*\.0{0,300}[1-9][0-9]*) *% *$",
+                },
                 {"type": "null"},
             ],
             "description": "an absolute amount, or a percentage of the original ('50%')",
         }
     ),
 ]
+
+
+def _document_device(schema: dict[str, Any]) -> None:
+    """States `LatencyTarget`'s device rule (what `_check_device` checks) in its JSON schema."""
+    schema["properties"]["device"]["pattern"] = r"^(?:cpu|cuda(?::[0-9]+)?)$"
 
 
 class LatencyTarget(_Frozen):
@@ -174,6 +185,8 @@ class LatencyTarget(_Frozen):
         repeats: timed runs; the median is reported.
     """
 
+    model_config = ConfigDict(json_schema_extra=_document_device)
+
     device: str = "cpu"
     batch_size: int = Field(default=1, ge=1, le=4096)
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
@@ -184,7 +197,7 @@ class LatencyTarget(_Frozen):
 
     @model_validator(mode="after")
     def _check_device(self) -> LatencyTarget:
-        if not _DEVICE.match(self.device):
+        if not _DEVICE.fullmatch(self.device):
             raise ValueError(
                 f"latency device must be 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}"
             )
@@ -201,6 +214,16 @@ class Constraints(_Frozen):
             model's latency measured on ``target``.
         target: the device and settings latency is measured with.
     """
+
+    # at least one budget (what `_any` checks), stated for clients
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                for name in ("flops", "params", "latency_ms")
+            ]
+        }
+    )
 
     flops: BudgetField = None
     params: BudgetField = None
@@ -219,7 +242,8 @@ class SearchSpace(_Frozen):
 
     Attributes:
         min_ratio: the smallest fraction of a group's channels kept.
-        max_ratio: the largest fraction kept (1.0: the group may stay whole).
+        max_ratio: the largest fraction kept (1.0: the group may stay whole); not below
+            ``min_ratio``.
         step: keep ratios are ``min_ratio + k * step`` up to ``max_ratio``.
         round_to: kept channel counts are multiples of this (e.g. 8 for tensor cores).
         ignore: module, parameter or group-id patterns (``fnmatch``) never pruned.

@@ -19,7 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prunepilot import __version__
 
-from . import _routes_health, _routes_jobs, _routes_uploads
+from . import _openapi, _routes_health, _routes_jobs, _routes_uploads
+from ._allow import allow_header
 from ._artifacts import ArtifactStore
 from ._db import Database
 from ._deps import Service, Unauthorized
@@ -78,16 +79,24 @@ def _install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
-    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        headers = getattr(exc, "headers", None)
         if exc.status_code == 404 and detail == "Not Found":
             detail = "no such endpoint; see /docs for the API"
         elif exc.status_code == 405:
             detail = "method not allowed on this endpoint; see /docs for the API"
-        return JSONResponse(
-            {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
+            allow = allow_header(request.app, request.url.path)
+            headers = {"Allow": allow} if allow else headers
+        elif exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI's 400 for a JSON body that is not UTF-8: invalid JSON, like any other (422)
+            detail = (
+                "the request body is not valid JSON: it is not UTF-8 text (byte "
+                f"{exc.__cause__.start})"
+            )
+            return JSONResponse({"detail": detail}, status_code=422)
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
 
     async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -214,6 +223,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(_routes_jobs.router)
     app.include_router(_routes_uploads.router)
     app.include_router(_routes_health.router)
+    _openapi.install(app)
     _install_error_handlers(app)
     app.add_middleware(_BodyLimit)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)

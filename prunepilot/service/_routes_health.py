@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from ._deps import ServiceDep
+from ._openapi import errors
 
 __all__ = ["router"]
 
@@ -27,7 +28,7 @@ def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness",
-    responses={503: {"description": "the database or the scheduler is not working"}},
+    responses=errors((503, "the database or the scheduler is not working")),
 )
 async def readyz(service: ServiceDep) -> JSONResponse:
     """The database answers and (when this process schedules) the scheduler runs."""

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -28,9 +28,11 @@ from . import _trials
 from ._db import ACTIVE, IntegrityError, JobRow, UploadMissing, job_info
 from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, Service, ServiceDep
 from ._errors import Conflict, NotFound, SpecError, TooMany
+from ._openapi import errors
+from ._params import ArtifactName, Cursor, JobId, LastEventId
 from ._runner import study_name
 from ._validation import validate_job
-from .schemas import ArtifactInfo, ErrorBody, JobInfo, JobPage, JobSpec, JobStatus, TrialsPage
+from .schemas import ArtifactInfo, JobInfo, JobPage, JobSpec, JobStatus, TrialsPage
 
 __all__ = ["router"]
 
@@ -38,7 +40,6 @@ log = logging.getLogger("prunepilot.service")
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=OWNED_RESOURCE_ERRORS)
 
-JobId = Annotated[str, Path(min_length=1, max_length=64, description="the job id")]
 _HEARTBEAT_S = 15.0
 _CURSOR = re.compile(r"s([1-9][0-9]{0,17})")  # a row sequence number, well inside int64
 
@@ -83,9 +84,13 @@ def _decode_cursor(cursor: str) -> int:
     summary="Submit a job",
     responses={
         200: {"model": JobInfo, "description": "an idempotent replay: the existing job"},
-        403: {"model": ErrorBody, "description": "the operator's policy refuses the model"},
-        409: {"model": ErrorBody, "description": "Idempotency-Key reused with another spec"},
-        429: {"model": ErrorBody, "description": "too many unfinished jobs for this token"},
+        **errors(
+            (403, "the operator's policy refuses the model or data"),
+            (409, "Idempotency-Key reused with another spec"),
+            (413, "the JSON body is over the server's limit"),
+            (422, "the spec is invalid, or names something that does not exist or fit"),
+            (429, "too many unfinished jobs for this token"),
+        ),
     },
 )
 def submit_job(
@@ -159,9 +164,7 @@ def list_jobs(
     owner: OwnerDep,
     status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
     limit: Annotated[int, Query(ge=1, le=200, description="jobs per page")] = 20,
-    cursor: Annotated[
-        str | None, Query(max_length=100, description="next_cursor of the previous page")
-    ] = None,
+    cursor: Cursor = None,
 ) -> JobPage:
     """One page of this token's jobs; follow ``next_cursor`` for older ones."""
     before = _decode_cursor(cursor) if cursor else None
@@ -185,7 +188,7 @@ async def get_job(job_id: JobId, service: ServiceDep, owner: OwnerDep) -> JobInf
 @router.post(
     "/{job_id}/cancel",
     summary="Cancel a job",
-    responses={409: {"model": ErrorBody, "description": "the job already finished"}},
+    responses=errors((409, "the job already finished")),
 )
 def cancel_job(job_id: JobId, service: ServiceDep, owner: OwnerDep) -> JobInfo:
     """Queued jobs are cancelled at once; running ones stop within seconds (CANCELLING)."""
@@ -206,7 +209,7 @@ def cancel_job(job_id: JobId, service: ServiceDep, owner: OwnerDep) -> JobInfo:
     "/{job_id}",
     status_code=204,
     summary="Delete a finished job and its files",
-    responses={409: {"model": ErrorBody, "description": "the job has not finished"}},
+    responses=errors((409, "the job has not finished")),
 )
 def delete_job(job_id: JobId, service: ServiceDep, owner: OwnerDep) -> Response:
     """Remove a finished job: its record, artifacts, logs and Optuna study."""
@@ -268,7 +271,7 @@ async def job_events(
     job_id: JobId,
     service: ServiceDep,
     owner: OwnerDep,
-    last_event_id: Annotated[int | None, Header(ge=0, le=2**62)] = None,
+    last_event_id: LastEventId = None,
 ) -> StreamingResponse:
     """``status`` and ``progress`` events (each with status, phase, trials_done,
     trials_planned, best_score, message, time) until the job finishes, then one ``end``
@@ -391,14 +394,21 @@ def list_artifacts(job_id: JobId, service: ServiceDep, owner: OwnerDep) -> list[
     response_class=FileResponse,
     responses={
         200: {
-            "content": {"application/octet-stream": {}, "application/json": {}},
-            "description": "the file, with ETag and X-Checksum-Sha256 headers",
+            "content": {"application/octet-stream": {}, "application/json": {}, "text/plain": {}},
+            "description": "the file, with its sha256 as ETag and X-Checksum-Sha256",
+            "headers": {
+                "ETag": {"required": True, "schema": {"type": "string"}},
+                "X-Checksum-Sha256": {
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                },
+            },
         }
     },
 )
 def get_artifact(
     job_id: JobId,
-    name: Annotated[str, Path(min_length=1, max_length=200)],
+    name: ArtifactName,
     service: ServiceDep,
     owner: OwnerDep,
 ) -> FileResponse:

@@ -7,20 +7,19 @@ owner's upload id answers 404 exactly like an unknown one.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from ._db import ACTIVE, UploadInUse, UploadRow, upload_info, utcnow
 from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, Service, ServiceDep
-from ._errors import Conflict, NotFound, ServiceError, SpecError, TooLarge, TooMany
+from ._errors import Conflict, NotFound, ServiceError, TooLarge, TooMany
+from ._openapi import errors
+from ._params import UploadCursor, UploadId
 from ._upload_quota import over_bytes, over_count
 from ._uploads import (
     UploadError,
@@ -31,7 +30,7 @@ from ._uploads import (
     receive,
     remove_quietly,
 )
-from .schemas import ErrorBody, UploadInfo, UploadPage
+from .schemas import UploadInfo, UploadPage
 
 __all__ = ["router"]
 
@@ -39,21 +38,16 @@ log = logging.getLogger("prunepilot.service")
 
 router = APIRouter(prefix="/uploads", tags=["uploads"], responses=OWNED_RESOURCE_ERRORS)
 
-UploadId = Annotated[str, Path(min_length=1, max_length=64, description="the upload id")]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_CURSOR = re.compile(r"^u(\d{1,20})\.([a-z0-9]{1,64})$")
 
+_FILE = {"type": "string", "format": "binary", "minLength": 1, "description": "not empty"}
 _BODY = {
     "required": True,
     "content": {
         "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary"}},
-                "required": ["file"],
-            }
+            "schema": {"type": "object", "properties": {"file": _FILE}, "required": ["file"]}
         },
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": _FILE},
     },
 }
 
@@ -66,20 +60,12 @@ class BadUpload(ServiceError):
 
 def _encode_cursor(row: UploadRow) -> str:
     micros = (row.created_at - _EPOCH) // timedelta(microseconds=1)
-    return base64.urlsafe_b64encode(f"u{micros}.{row.id}".encode()).decode().rstrip("=")
+    return f"{micros}.{row.id}"
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        found = _CURSOR.match(raw)
-        if found is None:
-            raise ValueError(raw)
-        return _EPOCH + timedelta(microseconds=int(found[1])), found[2]
-    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
-        raise SpecError(
-            "invalid cursor: pass the next_cursor value of a previous page unchanged"
-        ) from None
+    micros, _, last = cursor.partition(".")  # its form is checked by UploadCursor
+    return _EPOCH + timedelta(microseconds=int(micros)), last
 
 
 def _describe(service: Service, owner: str, rows: Sequence[UploadRow]) -> list[UploadInfo]:
@@ -109,14 +95,11 @@ def _expiry(service: Service, row: UploadRow) -> datetime | None:
     status_code=201,
     summary="Upload weights or a dataset",
     openapi_extra={"requestBody": _BODY},
-    responses={
-        400: {"model": ErrorBody, "description": "no file in the request"},
-        413: {
-            "model": ErrorBody,
-            "description": "the file is over the server's limit or this token's byte quota",
-        },
-        429: {"model": ErrorBody, "description": "this token has as many uploads as allowed"},
-    },
+    responses=errors(
+        (400, "no file in the request, an empty file, or a malformed multipart body"),
+        (413, "the file is over the server's limit or this token's byte quota"),
+        (429, "this token has as many uploads as allowed"),
+    ),
 )
 async def create_upload(
     request: Request,
@@ -192,13 +175,11 @@ def list_uploads(
     service: ServiceDep,
     owner: OwnerDep,
     limit: Annotated[int, Query(ge=1, le=200, description="uploads per page")] = 20,
-    cursor: Annotated[
-        str | None, Query(max_length=200, description="next_cursor of the previous page")
-    ] = None,
+    cursor: UploadCursor = None,
 ) -> UploadPage:
     """One page of this token's uploads, with the unfinished jobs that use each and when
     it expires; follow ``next_cursor`` for older ones."""
-    before = _decode_cursor(cursor) if cursor else None
+    before = _decode_cursor(cursor) if cursor is not None else None
     rows = service.db.list_uploads(owner, limit + 1, before)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -221,7 +202,7 @@ def get_upload(upload_id: UploadId, service: ServiceDep, owner: OwnerDep) -> Upl
     "/{upload_id}",
     status_code=204,
     summary="Delete an upload",
-    responses={409: {"model": ErrorBody, "description": "an unfinished job uses it"}},
+    responses=errors((409, "an unfinished job uses it")),
 )
 def delete_upload(upload_id: UploadId, service: ServiceDep, owner: OwnerDep) -> Response:
     """Remove the file and its record; refused while a queued or running job uses it."""

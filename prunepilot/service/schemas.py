@@ -24,6 +24,9 @@ from prunepilot.search._spec import (
 )
 
 __all__ = [
+    "DATASET_SOURCE_PATTERN",
+    "MODEL_SOURCE_PATTERN",
+    "UPLOAD_ID_PATTERN",
     "ArtifactInfo",
     "DatasetSpec",
     "ErrorBody",
@@ -67,6 +70,14 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+# The sources' and upload ids' JSON Schema patterns, built from what the validators check
+# (one closing `$`: JSON Schema patterns are searches).
+UPLOAD_ID_PATTERN = _UPLOAD_ID.pattern
+_ID = UPLOAD_ID_PATTERN.removeprefix("^").removesuffix("$")
+MODEL_SOURCE_PATTERN = rf"^(?:upload:{_ID}|(?!upload:)(?:{_MODEL_SOURCE.pattern}))$"
+DATASET_SOURCE_PATTERN = rf"^(?:(?:builtin|dir):[\s\S]+|upload:{_ID})$"
+
+
 class ModelSpec(_Spec):
     """The model to prune.
 
@@ -79,16 +90,22 @@ class ModelSpec(_Spec):
         input_shape: one sample's input shape without the batch dim, e.g. ``[3, 224, 224]``.
     """
 
-    source: str = Field(min_length=3, max_length=200)
-    weights: str | None = None
+    source: str = Field(
+        min_length=3, max_length=200, json_schema_extra={"pattern": MODEL_SOURCE_PATTERN}
+    )
+    weights: str | None = Field(default=None, json_schema_extra={"pattern": UPLOAD_ID_PATTERN})
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    input_shape: tuple[int, ...] = Field(min_length=1, max_length=4)
+    input_shape: tuple[int, ...] = Field(
+        min_length=1,
+        max_length=4,
+        json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": 4096}},
+    )
 
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
         if v.startswith("upload:"):
-            if not _UPLOAD_ID.match(v.removeprefix("upload:")):
+            if not _UPLOAD_ID.fullmatch(v.removeprefix("upload:")):
                 raise ValueError(f"'upload:' must be followed by an upload id; got {v!r}")
             return v
         if not _MODEL_SOURCE.fullmatch(v):
@@ -117,6 +134,13 @@ class ModelSpec(_Spec):
             )
         return v
 
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: str | None) -> str | None:
+        if v is not None and not _UPLOAD_ID.fullmatch(v):
+            raise ValueError(f"weights must be the id of a safetensors upload; got {v!r}")
+        return v
+
 
 class DatasetSpec(_Spec):
     """The data: where it comes from and how it is prepared.
@@ -137,7 +161,25 @@ class DatasetSpec(_Spec):
         seed: split and subsampling seed.
     """
 
-    source: str = Field(min_length=3, max_length=300)
+    # mean and std come together, std positive (what `_norm` checks), stated for clients
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"mean": {"type": "null"}, "std": {"type": "null"}}},
+                {
+                    "required": ["mean", "std"],
+                    "properties": {
+                        "mean": {"type": "array"},
+                        "std": {"type": "array", "items": {"exclusiveMinimum": 0}},
+                    },
+                },
+            ]
+        }
+    )
+
+    source: str = Field(
+        min_length=3, max_length=300, json_schema_extra={"pattern": DATASET_SOURCE_PATTERN}
+    )
     image_size: int | None = Field(default=None, ge=1, le=4096)
     channels: Literal[1, 3] | None = None
     mean: tuple[float, ...] | None = Field(default=None, max_length=4096)
@@ -157,7 +199,7 @@ class DatasetSpec(_Spec):
                 "dataset source must be 'builtin:digits', 'builtin:fashion-mnist', "
                 f"'upload:ID' or 'dir:PATH'; got {v!r}"
             )
-        if kind == "upload" and not _UPLOAD_ID.match(rest):
+        if kind == "upload" and not _UPLOAD_ID.fullmatch(rest):
             raise ValueError(f"'upload:' must be followed by an upload id; got {v!r}")
         return v
 
