@@ -169,7 +169,7 @@ BudgetField = Annotated[
 
 def _document_device(schema: dict[str, Any]) -> None:
     """States `LatencyTarget`'s device rule (what `_check_device` checks) in its JSON schema."""
-    schema["properties"]["device"]["pattern"] = r"^(?:cpu|cuda(?::[0-9]+)?)$"
+    schema["properties"]["device"]["pattern"] = _DEVICE_PATTERN
 
 
 class LatencyTarget(_Frozen):
@@ -199,7 +199,7 @@ class LatencyTarget(_Frozen):
     def _check_device(self) -> LatencyTarget:
         if not _DEVICE.fullmatch(self.device):
             raise ValueError(
-                f"latency device must be 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}"
+                f"latency device must be 'cpu', 'cuda' or 'cuda:N' (N < 100); got {self.device!r}"
             )
         return self
 

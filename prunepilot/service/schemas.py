@@ -98,6 +98,7 @@ class ModelSpec(_Spec):
     input_shape: tuple[int, ...] = Field(
         min_length=1,
         max_length=4,
+        description=f"dims in [1, 4096], at most {_MAX_SAMPLE_ELEMENTS:,} values in all",
         json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": 4096}},
     )
 
