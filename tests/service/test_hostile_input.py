@@ -153,7 +153,8 @@ def test_numeric_query_and_header_overflows(proc: ServerProcess) -> None:
     with proc.client() as c:
         for cursor in ("czEwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA", "cy01", "czAx", "é"):
             r = c.get("/jobs", params={"cursor": cursor})
-            assert r.status_code == 422 and "invalid cursor" in r.json()["detail"], r.text
+            assert r.status_code == 422, r.text  # too long for the schema, or not a cursor
+            assert "invalid cursor" in r.json()["detail"] or "query.cursor" in r.json()["detail"]
         r = c.get("/jobs", params={"limit": 10**30})
         assert r.status_code == 422 and "query.limit" in r.json()["detail"]
         r = c.get("/jobs/0123456789abcdef/events", headers={"Last-Event-ID": "9" * 40})
