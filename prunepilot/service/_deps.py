@@ -16,6 +16,7 @@ from ._errors import ServiceError
 from ._metrics import Metrics
 from ._scheduler import Scheduler
 from ._settings import Settings
+from ._streams import StreamSlots
 from ._upload_quota import InFlight
 from .schemas import ErrorBody
 
@@ -58,6 +59,7 @@ class Service:
         metrics: Prometheus collectors of this app.
         stopping: set when the app shuts down (ends event streams).
         uploads_in_flight: bytes of uploads in progress, per owner (quota checks).
+        event_streams: open event streams, per owner (bounded).
     """
 
     settings: Settings
@@ -70,6 +72,7 @@ class Service:
     _optuna: Any = None
     _optuna_lock: threading.Lock = field(default_factory=threading.Lock)
     uploads_in_flight: InFlight = field(default_factory=InFlight)
+    event_streams: StreamSlots = field(default_factory=StreamSlots)
 
     def optuna_storage(self) -> Any:
         """The Optuna storage of the job studies (created once, on first use)."""

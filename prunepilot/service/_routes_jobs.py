@@ -265,7 +265,10 @@ def _snapshot(row: JobRow) -> dict[str, Any]:
     "/{job_id}/events",
     summary="Server-sent events of the job's progress",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "an event stream"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "an event stream"},
+        **errors((429, "this token has as many event streams open as allowed")),
+    },
 )
 async def job_events(
     job_id: JobId,
@@ -277,8 +280,9 @@ async def job_events(
     trials_planned, best_score, message, time) until the job finishes, then one ``end``
     event with the final job. Resume with ``Last-Event-ID``."""
     row = await run_in_threadpool(_job, service, job_id, owner)
+    slot = service.event_streams.acquire(owner, service.settings.max_event_streams_per_token)
     return StreamingResponse(
-        _event_stream(service, row, last_event_id),
+        slot.guard(_event_stream(service, row, last_event_id)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -87,6 +87,8 @@ class Settings(BaseModel):
         max_image_size: largest ``dataset.image_size`` a job may resize images to.
         max_job_seconds: wall-clock limit of one running job (queued time not counted);
             past it the job is FAILED and its runner stopped.
+        max_event_streams_per_token: event streams (``GET /jobs/{id}/events``) one token
+            may hold open at once in this process (429 above).
     """
 
     # inputs stay out of validation errors: tokens and database URLs are secrets
@@ -127,6 +129,7 @@ class Settings(BaseModel):
     max_job_memory_bytes: int = Field(default=16 << 30, ge=1)
     max_image_size: int = Field(default=1024, ge=1)
     max_job_seconds: float = Field(default=86_400.0, gt=0)
+    max_event_streams_per_token: int = Field(default=8, ge=1)
 
     @field_validator("tokens")
     @classmethod

@@ -7,6 +7,7 @@ peak memory (``VmHWM``) stayed far below what reading them whole would cost.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
@@ -29,7 +30,7 @@ from prunepilot.service._db import Database, JobRow
 from prunepilot.service.schemas import JobSpec
 
 from ._process import ServerProcess
-from ._server import tiny_spec
+from ._server import BOB, tiny_spec
 
 MB = 1 << 20
 _PIXEL_LIMIT = 4096 * 4096  # the default max_image_pixels
@@ -452,3 +453,27 @@ def test_an_unhandled_error_is_a_json_500_and_keeps_the_connection(
     logged = [r for r in caplog.records if r.name == "prunepilot.service" and r.exc_info]
     assert logged and "GET /boom" in logged[0].getMessage()
     assert "a bug" in caplog.text
+
+
+def test_event_streams_per_token_are_bounded_and_given_back(proc: ServerProcess) -> None:
+    limit = 8  # the default max_event_streams_per_token
+    with proc.client() as c, proc.client(BOB) as bob, contextlib.ExitStack() as streams:
+        job = c.post("/jobs", json=tiny_spec()).json()["id"]  # stays queued: no scheduler
+        url = f"/jobs/{job}/events"
+        opened = [streams.enter_context(c.stream("GET", url)) for _ in range(limit)]
+        assert all(r.status_code == 200 for r in opened)
+        with c.stream("GET", url) as r:
+            assert r.status_code == 429
+            assert f"limit {limit}" in json.loads(r.read())["detail"]
+        own = bob.post("/jobs", json=tiny_spec()).json()["id"]  # another token: its own slots
+        with bob.stream("GET", f"/jobs/{own}/events") as r:
+            assert r.status_code == 200
+        opened[0].close()  # a client going away gives its slot back
+        deadline = time.monotonic() + 10
+        while True:
+            with c.stream("GET", url) as r:
+                if r.status_code == 200 or time.monotonic() > deadline:
+                    break
+            time.sleep(0.1)
+        assert r.status_code == 200
+    _listing_works(proc)
