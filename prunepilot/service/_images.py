@@ -13,6 +13,7 @@ Images come from users' archives and directories, so nothing about them is trust
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -22,6 +23,7 @@ __all__ = ["HEADER_BYTES", "decode", "image_size"]
 
 HEADER_BYTES = 16 << 20
 _FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "PPM", "TIFF")
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # in PIL's DecompressionBombError
 
 
 class _HeaderOnly(io.RawIOBase):
@@ -60,9 +62,11 @@ def _open(fp: Path | IO[bytes], name: str, max_pixels: int) -> Any:
     try:
         img = Image.open(fp, formats=_FORMATS)
     except Image.DecompressionBombError as e:  # PIL's own, higher limit (2 x 89M pixels)
+        found = _BOMB_PIXELS.search(str(e))
+        size = f" ({int(found[1]):,} pixels)" if found else ""
         raise SpecError(
-            f"image {name!r} is over this server's limit of {max_pixels:,} pixels "
-            f"(max_image_pixels): {e}"
+            f"image {name!r}{size} is over this server's limit of {max_pixels:,} pixels "
+            "(max_image_pixels); use smaller images"
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise SpecError(

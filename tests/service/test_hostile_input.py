@@ -279,7 +279,8 @@ def archives_warm(proc: ServerProcess) -> None:
         (
             "cats/0.png",
             lambda f: f.write(_png(15000, 15000)),
-            f"image 'cats/0.png' is over this server's limit of {_PIXEL_LIMIT:,} pixels",
+            f"image 'cats/0.png' (225,000,000 pixels) is over this server's limit of "
+            f"{_PIXEL_LIMIT:,} pixels (max_image_pixels); use smaller images",
         ),
         (
             "cats/0.png",
@@ -290,7 +291,8 @@ def archives_warm(proc: ServerProcess) -> None:
         (
             "cats/0.bmp",
             _bmp_of_zeros,
-            f"image 'cats/0.bmp' is over this server's limit of {_PIXEL_LIMIT:,} pixels",
+            f"image 'cats/0.bmp' (268,435,456 pixels) is over this server's limit of "
+            f"{_PIXEL_LIMIT:,} pixels (max_image_pixels); use smaller images",
         ),
         ("cats/0.png", _png_with_a_huge_chunk, "its header runs past 16777216 bytes"),
     ],
