@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -59,6 +59,38 @@ _ARTIFACTS = TypeAdapter(list[ArtifactInfo])
 
 RequestArgs = Callable[[], dict[str, Any]]
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+class _Page(Protocol[T]):
+    """A page of a listing: its items and the cursor of the next page."""
+
+    @property
+    def items(self) -> list[T]: ...
+
+    @property
+    def next_cursor(self) -> str | None: ...
+
+
+def _follow(
+    fetch: Callable[[int, str | None], _Page[T]], limit: int | None, page_size: int
+) -> Iterator[T]:
+    """Items of every page ``fetch(size, cursor)`` returns, lazily, at most ``limit``."""
+    seen = 0
+    cursor: str | None = None
+    while True:
+        size = page_size if limit is None else min(page_size, limit - seen)
+        if size <= 0:
+            return
+        page = fetch(size, cursor)
+        for item in page.items:
+            yield item
+            seen += 1
+            if limit is not None and seen >= limit:
+                return
+        if not page.next_cursor or not page.items:
+            return
+        cursor = page.next_cursor
 
 
 def _version() -> str:
@@ -385,21 +417,11 @@ class Client:
             limit: stop after this many jobs (default: all).
             page_size: jobs per request.
         """
-        seen = 0
-        cursor: str | None = None
-        while True:
-            size = page_size if limit is None else min(page_size, limit - seen)
-            if size <= 0:
-                return
-            page = self.jobs_page(status, limit=size, cursor=cursor)
-            for item in page.items:
-                yield item
-                seen += 1
-                if limit is not None and seen >= limit:
-                    return
-            if not page.next_cursor or not page.items:
-                return
-            cursor = page.next_cursor
+        return _follow(
+            lambda size, cursor: self.jobs_page(status, limit=size, cursor=cursor),
+            limit,
+            page_size,
+        )
 
     def upload(self, path: str | Path, *, filename: str | None = None) -> UploadInfo:
         """Upload a file (streamed from disk) and return its record.
@@ -443,21 +465,9 @@ class Client:
             limit: stop after this many uploads (default: all).
             page_size: uploads per request.
         """
-        seen = 0
-        cursor: str | None = None
-        while True:
-            size = page_size if limit is None else min(page_size, limit - seen)
-            if size <= 0:
-                return
-            page = self.uploads_page(limit=size, cursor=cursor)
-            for item in page.items:
-                yield item
-                seen += 1
-                if limit is not None and seen >= limit:
-                    return
-            if not page.next_cursor or not page.items:
-                return
-            cursor = page.next_cursor
+        return _follow(
+            lambda size, cursor: self.uploads_page(limit=size, cursor=cursor), limit, page_size
+        )
 
     def delete_upload(self, upload_id: str, *, retries: int | None = None) -> None:
         """Delete one of this token's uploads (file and record).
