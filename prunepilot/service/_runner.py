@@ -194,6 +194,7 @@ class _Runner:
                 device=self.settings.worker_device,
                 threads=self.settings.worker_threads,
                 address=self.settings.ray_address,
+                niceness=self.settings.worker_niceness,
             )
             result = search(
                 built.model,

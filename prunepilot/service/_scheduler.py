@@ -174,7 +174,11 @@ class Scheduler:
 
             from ._runner import run_job
 
-            ensure_ray(self.settings.ray_address, num_cpus=self.settings.ray_num_cpus)
+            ensure_ray(
+                self.settings.ray_address,
+                num_cpus=self.settings.ray_num_cpus,
+                worker_niceness=self.settings.worker_niceness,
+            )
             self._remote = ray.remote(num_cpus=0, max_retries=0)(run_job)
         return ray
 

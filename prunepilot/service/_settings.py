@@ -64,6 +64,12 @@ class Settings(BaseModel):
         max_workers_per_job: the most a spec may ask for.
         worker_device: ``auto`` (GPUs when the cluster has them), ``cpu`` or ``cuda``.
         worker_threads: torch CPU threads per evaluator (and per job runner).
+        worker_niceness: niceness of the evaluators (0: normal priority; Ray's own
+            default is 15, which starves them on a shared machine). A local Ray runs its
+            workers (evaluators and job runners) at it; on a cluster (``ray_address``)
+            each evaluator lowers its niceness to it where permitted (root or
+            ``CAP_SYS_NICE``) and warns in the job's log otherwise: start the cluster
+            with ``RAY_worker_niceness=0``.
         scheduler: run queued jobs from this process (``False`` for an API-only replica).
         poll_interval_s: how often the scheduler looks for work and event streams poll.
         cancel_grace_s: after this long a cancelled job's runner is killed outright.
@@ -112,6 +118,7 @@ class Settings(BaseModel):
     max_workers_per_job: int = Field(default=16, ge=1)
     worker_device: Literal["auto", "cpu", "cuda"] = "auto"
     worker_threads: int = Field(default=1, ge=1)
+    worker_niceness: int = Field(default=0, ge=0, le=19)
     scheduler: bool = True
     poll_interval_s: float = Field(default=0.5, gt=0)
     cancel_grace_s: float = Field(default=5.0, ge=0)

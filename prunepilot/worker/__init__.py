@@ -7,8 +7,8 @@ as ``pool=`` to `prunepilot.search.search`.
 
 from __future__ import annotations
 
-from ._actor import EvaluatorActor
+from ._actor import EvaluatorActor, WorkerInfo
 from ._cluster import cluster_devices, ensure_ray
 from ._pool import RayPool
 
-__all__ = ["EvaluatorActor", "RayPool", "cluster_devices", "ensure_ray"]
+__all__ = ["EvaluatorActor", "RayPool", "WorkerInfo", "cluster_devices", "ensure_ray"]

@@ -11,13 +11,42 @@ import os
 import time
 from typing import Any
 
+import ray
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from prunepilot.search import Evaluator, Outcome, Task, Workload, run_task
 
-__all__ = ["EvaluatorActor"]
+from ._priority import niceness, renice
+from ._transport import unpack
+
+__all__ = ["EvaluatorActor", "WorkerInfo"]
 
 log = logging.getLogger("prunepilot.worker")
+
+
+class WorkerInfo(BaseModel):
+    """A started evaluator, as its pool reports it.
+
+    Attributes:
+        name: the worker's name in reports.
+        pid: its process id.
+        niceness: its scheduling niceness (0 is normal priority).
+        workload: the id of the workload object it loaded (one per pool).
+        fetch_s: seconds to fetch and unpack the workload.
+        build_s: seconds to build the evaluator from it.
+        warning: why it could not run at the niceness asked for, if it could not.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    pid: int
+    niceness: int
+    workload: str
+    fetch_s: float
+    build_s: float
+    warning: str | None = None
 
 
 class EvaluatorActor:
@@ -30,18 +59,35 @@ class EvaluatorActor:
         name: the worker's name in reports.
         device: ``cpu`` or ``cuda`` (Ray exposes the pinned GPU as ``cuda:0``).
         threads: CPU threads for torch in this process.
+        niceness: lower this process's niceness to this (``None``: leave Ray's).
     """
 
-    def __init__(self, name: str, device: str, threads: int | None) -> None:
+    def __init__(self, name: str, device: str, threads: int | None, niceness: int | None) -> None:
         self.name, self.device, self.threads = name, device, threads
+        self.warning = None if niceness is None else renice(niceness)
         if threads is not None:
             torch.set_num_threads(threads)
         self.evaluator: Evaluator | None = None
 
-    def start(self, work: Workload) -> str:
-        """Build the evaluator from the job's workload (shipped once through the object store)."""
-        self.evaluator = Evaluator(work, self.device, self.threads)
-        return self.name
+    def start(self, work: list[ray.ObjectRef]) -> WorkerInfo:
+        """Build the evaluator from the job's workload, put once in the object store (packed).
+
+        ``work`` holds the workload's reference inside a list so that Ray hands over the
+        reference rather than the object, and the fetch can be timed here.
+        """
+        t0 = time.perf_counter()
+        workload: Workload = unpack(ray.get(work[0]))
+        t1 = time.perf_counter()
+        self.evaluator = Evaluator(workload, self.device, self.threads)
+        return WorkerInfo(
+            name=self.name,
+            pid=os.getpid(),
+            niceness=niceness(),
+            workload=work[0].hex(),
+            fetch_s=t1 - t0,
+            build_s=time.perf_counter() - t1,
+            warning=self.warning,
+        )
 
     def run(self, task: Task) -> Outcome:
         """Run one task; an exception becomes the outcome's error, not a dead worker."""
@@ -59,7 +105,3 @@ class EvaluatorActor:
                 seconds=time.perf_counter() - t0,
             )
         return Outcome(task, value=value, worker=self.name, seconds=time.perf_counter() - t0)
-
-    def pid(self) -> int:
-        """The worker's process id (tests kill it to exercise recovery)."""
-        return os.getpid()

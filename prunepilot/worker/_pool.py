@@ -21,8 +21,9 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 
 from prunepilot.search import Outcome, Task, Workload
 
-from ._actor import EvaluatorActor
+from ._actor import EvaluatorActor, WorkerInfo
 from ._cluster import cluster_devices, ensure_ray
+from ._transport import pack
 
 __all__ = ["RayPool"]
 
@@ -39,7 +40,7 @@ class _Slot:
     options: dict[str, Any]
     actor: Any = None
     busy: Any = None  # the ObjectRef of the running task
-    pid: int | None = None
+    info: WorkerInfo | None = None
 
 
 class RayPool:
@@ -48,6 +49,10 @@ class RayPool:
     One actor per GPU (``num_gpus=1``, so Ray pins it to its device) when the cluster has
     GPUs, else ``workers`` CPU-only actors with ``threads`` CPU threads each. A worker
     that dies mid-task is replaced and its task re-queued (up to ``max_retries`` times).
+    The actors start booting on construction, while the search prepares its workload;
+    the workload is put in the object store once per job, its tensors' bytes out of band
+    (`pack`), and every actor, replacements included, loads it from there. `startup` holds
+    where start-up time went.
 
     Args:
         workers: number of actors (default: one per GPU, or CPUs // threads).
@@ -55,6 +60,10 @@ class RayPool:
         threads: torch CPU threads per actor (and the CPUs each reserves).
         address: a Ray cluster address; ``None`` starts a local Ray on demand.
         max_retries: re-runs of a task whose worker died.
+        niceness: the evaluators' niceness (default 0, normal priority): a local Ray
+            started here runs its workers at it, and each actor lowers its own niceness
+            to it where the OS permits, warning when it may not (a cluster started with
+            Ray's default runs workers at 15). ``None`` leaves Ray's niceness alone.
     """
 
     def __init__(
@@ -65,12 +74,18 @@ class RayPool:
         threads: int = 1,
         address: str | None = None,
         max_retries: int = 2,
+        niceness: int | None = 0,
     ) -> None:
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be >= 1; got {workers}")
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
-        ensure_ray(address)
+        if niceness is not None and not 0 <= niceness <= 19:
+            raise ValueError(f"niceness must be between 0 and 19; got {niceness}")
+        t0 = time.perf_counter()
+        ensure_ray(address, worker_niceness=niceness)
+        self.startup: dict[str, float] = {"ray_start_s": time.perf_counter() - t0}
+        self.niceness = niceness
         cpus, gpus = cluster_devices()
         use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
         if use_gpu and gpus == 0:
@@ -91,6 +106,8 @@ class RayPool:
         self._queue: deque[tuple[Task, int]] = deque()
         self._running: dict[Any, tuple[_Slot, Task, int]] = {}
         self._remote = ray.remote(EvaluatorActor)
+        for slot in self._slots:  # processes boot while the driver prepares the workload
+            self._spawn(slot)
         log.info("ray pool: %d %s workers", n, self._slots[0].device)
 
     # ------------------------------------------------------------------ Pool protocol
@@ -104,14 +121,31 @@ class RayPool:
         return len(self._queue) + len(self._running)
 
     def start(self, work: Workload) -> None:
-        self._work_ref = ray.put(work)
+        t0 = time.perf_counter()
+        self._work_ref = ray.put(pack(work))
+        t1 = time.perf_counter()
         for slot in self._slots:
-            self._spawn(slot)
-        ray.get([s.actor.start.remote(self._work_ref) for s in self._slots])
-        for slot, pid in zip(
-            self._slots, ray.get([s.actor.pid.remote() for s in self._slots]), strict=True
-        ):
-            slot.pid = pid
+            if slot.actor is None:
+                self._spawn(slot)
+        infos = ray.get([s.actor.start.remote([self._work_ref]) for s in self._slots])
+        for slot, info in zip(self._slots, infos, strict=True):
+            self._started(slot, info)
+        self.startup.update(
+            put_s=t1 - t0,
+            actors_s=time.perf_counter() - t1,
+            fetch_s=max(i.fetch_s for i in infos),
+            build_s=max(i.build_s for i in infos),
+        )
+        log.info(
+            "%d workers ready in %.1f s (workload put %.1f s, fetch %.1f s and build %.1f s "
+            "per worker at most; niceness %s)",
+            len(infos),
+            time.perf_counter() - t0,
+            self.startup["put_s"],
+            self.startup["fetch_s"],
+            self.startup["build_s"],
+            sorted({i.niceness for i in infos}),
+        )
 
     def submit(self, task: Task) -> None:
         self._queue.append((task, 0))
@@ -162,22 +196,40 @@ class RayPool:
 
     # ------------------------------------------------------------------ helpers
 
+    @property
+    def workload_ref(self) -> Any:
+        """The workload's one ObjectRef, shared by every actor (``None`` before `start`)."""
+        return self._work_ref
+
+    def workers(self) -> list[WorkerInfo]:
+        """The actors as last started: pid, niceness, workload loaded, start-up times."""
+        return [s.info for s in self._slots if s.info is not None]
+
     def worker_pids(self) -> list[int]:
         """Process ids of the actors as last started (for tests and diagnostics)."""
-        return [s.pid for s in self._slots if s.pid is not None]
+        return [i.pid for i in self.workers()]
+
+    def worker_niceness(self) -> list[int]:
+        """Niceness of the actors as last started (0 is normal priority)."""
+        return [i.niceness for i in self.workers()]
 
     def _spawn(self, slot: _Slot) -> Any:
+        slot.info = None
         slot.actor = self._remote.options(**slot.options).remote(
-            slot.name, slot.device, self._threads
+            slot.name, slot.device, self._threads, self.niceness
         )
         return slot.actor
+
+    def _started(self, slot: _Slot, info: WorkerInfo) -> None:
+        slot.info = info
+        if info.warning is not None:
+            log.warning("%s: %s", info.name, info.warning)
 
     def _replace(self, slot: _Slot, err: BaseException) -> None:
         log.warning("replacing worker %s: %s", slot.name, err)
         self.restarts += 1
         self._spawn(slot)
-        ray.get(slot.actor.start.remote(self._work_ref))
-        slot.pid = ray.get(slot.actor.pid.remote())
+        self._started(slot, ray.get(slot.actor.start.remote([self._work_ref])))
 
     def _dispatch(self) -> None:
         for slot in self._slots:
@@ -187,8 +239,7 @@ class RayPool:
                 continue
             if slot.actor is None:  # killed by cancel(): bring it back for new work
                 slot.actor = self._spawn(slot)
-                slot.actor.start.remote(self._work_ref)
-                slot.pid = None
+                slot.actor.start.remote([self._work_ref])
             task, retries = self._queue.popleft()
             ref = slot.actor.run.remote(task)
             slot.busy = ref

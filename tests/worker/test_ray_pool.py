@@ -1,4 +1,5 @@
-"""The Ray pool with a real local Ray: parallel evaluation and recovery from a dead worker."""
+"""The Ray pool with a real local Ray: parallel evaluation, recovery from a dead worker,
+evaluators at normal priority and one shared workload object."""
 
 from __future__ import annotations
 
@@ -53,6 +54,10 @@ def test_two_workers_meet_a_flops_budget(local_ray: None, model: nn.Module) -> N
     complete = [t for t in res.trials if t.state == "complete" and t.duplicate_of is None]
     assert len(complete) == 6
     assert len({t.worker for t in complete}) == 2  # both workers evaluated candidates
+    # evaluators of the local Ray prunepilot starts run at normal priority (Ray's default: 15)
+    assert pool.worker_niceness() == [0, 0]
+    assert all(w.warning is None for w in pool.workers())
+    assert set(pool.startup) >= {"ray_start_s", "put_s", "actors_s", "fetch_s", "build_s"}
     assert res.model(torch.randn(2, 3, 8, 8)).shape == (2, 4)
 
 
@@ -71,6 +76,10 @@ def test_killed_worker_is_replaced_and_its_trial_retried(local_ray: None, model:
     finally:
         pool.close()
     assert killed and pool.restarts >= 1
+    # the replacement loaded the same workload object as the others: it was put once
+    workers = pool.workers()
+    assert killed[0] not in pool.worker_pids()
+    assert {w.workload for w in workers} == {pool.workload_ref.hex()}
     evaluated = [t for t in res.trials if t.state == "complete" and t.duplicate_of is None]
     assert len(evaluated) == 6
     assert not [t for t in res.trials if t.state == "failed"]
