@@ -47,7 +47,10 @@ class Budgets:
 
     def estimate(self, config: Config) -> dict[str, Any]:
         """Analytic MACs/params, predicted latency, constraint values, rejection reason."""
-        plan = self.space.plan(config)
+        return self.estimate_plan(self.space.plan(config))
+
+    def estimate_plan(self, plan: Plan) -> dict[str, Any]:
+        """`estimate` of a plan."""
         macs, params = self.graph.macs(plan), self.graph.params(plan)
         out: dict[str, Any] = {"macs": macs, "params": params, "predicted_ms": None}
         cons: dict[str, float] = {}
@@ -74,6 +77,10 @@ class Budgets:
         """Whether a config meets every budget (analytic, and predicted latency with the
         ``latency_slack`` safety margin)."""
         return self._fits(self.estimate(config))
+
+    def fits_plan(self, plan: Plan) -> bool:
+        """`fits` of a plan."""
+        return self._fits(self.estimate_plan(plan))
 
     def _fits(self, est: dict[str, Any]) -> bool:
         cons = dict(est["constraints"])
