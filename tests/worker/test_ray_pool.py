@@ -50,7 +50,11 @@ def test_two_workers_meet_a_flops_budget(local_ray: None, model: nn.Module) -> N
     finally:
         pool.close()
     assert res.macs <= res.limits["flops"]
-    complete = [t for t in res.trials if t.state == "complete" and t.duplicate_of is None]
+    complete = [
+        t
+        for t in res.trials
+        if t.state == "complete" and t.duplicate_of is None and t.baseline is None
+    ]
     assert len(complete) == 6
     assert len({t.worker for t in complete}) == 2  # both workers evaluated candidates
     assert res.model(torch.randn(2, 3, 8, 8)).shape == (2, 4)
@@ -71,7 +75,11 @@ def test_killed_worker_is_replaced_and_its_trial_retried(local_ray: None, model:
     finally:
         pool.close()
     assert killed and pool.restarts >= 1
-    evaluated = [t for t in res.trials if t.state == "complete" and t.duplicate_of is None]
+    evaluated = [
+        t
+        for t in res.trials
+        if t.state == "complete" and t.duplicate_of is None and t.baseline is None
+    ]
     assert len(evaluated) == 6
     assert not [t for t in res.trials if t.state == "failed"]
     assert res.macs <= res.limits["flops"]
