@@ -130,7 +130,7 @@ def _print_trials(page: TrialsPage, pareto_only: bool) -> None:
             ms(t.predicted_ms),
             ms(t.measured_ms),
             "-" if t.score is None else f"{t.score:.4f}",
-            escape(t.reason or ""),
+            escape(t.reason or (f"{t.baseline} baseline" if t.baseline else "")),
         )
     _out().print(table)
 

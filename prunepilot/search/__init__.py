@@ -7,7 +7,8 @@ Built on `prunepilot.core`'s public API only:
   ``taylor_weight``, ``apoz``, ``mean_activation``, ``fisher``, ``sensitivity`` from a
   `Calibration` (context manager) or `calibrate` (one call);
 * `recalibrate_bn` (adaptive BatchNorm);
-* strategies (`Strategy`, `plan_for_ratio`, `plan_for_macs`): uniform or global ranking,
+* strategies (`Strategy`, `plan_for_ratio`, `plan_for_macs`, `plan_within`): uniform,
+  global or LAMP ranking,
   explicit per-group config, ``round_to``, minimum channels, ignored layers;
 * schedules (`sparsity_schedule`, `iterative_prune`) and a NetAdapt loop (`netadapt`);
 * fine-tuning (`Trainer`, `evaluate`, `distillation_loss`).
@@ -72,7 +73,15 @@ from ._spec import (
     SearchSpace,
     SearchSpec,
 )
-from ._strategy import Plan, Strategy, ignored_groups, plan_for_macs, plan_for_ratio
+from ._strategy import (
+    Plan,
+    Strategy,
+    ignored_groups,
+    lamp_scores,
+    plan_for_macs,
+    plan_for_ratio,
+    plan_within,
+)
 from ._study import open_storage
 
 __all__ = [
@@ -137,6 +146,7 @@ __all__ = [
     "get_criterion",
     "ignored_groups",
     "iterative_prune",
+    "lamp_scores",
     "latency_inputs",
     "measure_latency",
     "measure_relative",
@@ -145,6 +155,7 @@ __all__ = [
     "open_storage",
     "plan_for_macs",
     "plan_for_ratio",
+    "plan_within",
     "recalibrate_bn",
     "register_criterion",
     "run_task",

@@ -21,8 +21,8 @@ class SearchProgress:
     """One progress report.
 
     Attributes:
-        phase: ``tracing``, ``calibrating``, ``measuring``, ``searching``, ``finalists``,
-            ``fine-tuning`` or ``done``.
+        phase: ``tracing``, ``calibrating``, ``measuring``, ``baselines``, ``searching``,
+            ``finalists``, ``fine-tuning`` or ``done``.
         trials_done: candidates evaluated so far.
         trials_planned: candidates the search will evaluate.
         best_score: the best feasible cheap score so far.
@@ -60,6 +60,9 @@ class TrialRecord:
         seconds: evaluation wall time.
         worker: which worker evaluated it.
         duplicate_of: an earlier trial with the same config, whose score it reuses.
+        baseline: the allocation (``uniform``, ``global``, ``lamp``) whose exact plan at
+            the budgets this trial is; ``None`` for searched candidates. Baselines are
+            evaluated on top of `SearchSettings.trials`.
     """
 
     number: int
@@ -75,6 +78,7 @@ class TrialRecord:
     seconds: float = 0.0
     worker: str = ""
     duplicate_of: int | None = None
+    baseline: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields."""
@@ -83,7 +87,7 @@ class TrialRecord:
 
 @dataclass
 class Finalist:
-    """A fine-tuned candidate."""
+    """A fine-tuned candidate (``baseline``: its allocation when it is a baseline)."""
 
     number: int
     config: dict[str, float]
@@ -94,6 +98,7 @@ class Finalist:
     predicted_ms: float | None = None
     measured_ms: float | None = None
     feasible: bool = True
+    baseline: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields."""
@@ -134,6 +139,8 @@ class SearchResult:
             device drifted during the search (1.5: 50% slower; ``None``: nothing anchored).
         study_name: the Optuna study; ``storage``: where it lives.
         wall_s: the search's wall time.
+        chosen: ``search`` when a searched candidate won, else the baseline allocation
+            (``uniform``, ``global``, ``lamp``) that no searched candidate beat.
     """
 
     model: nn.Module
@@ -153,6 +160,7 @@ class SearchResult:
     study_name: str = ""
     storage: str | None = None
     wall_s: float = 0.0
+    chosen: str = "search"
 
     def report(self) -> dict[str, Any]:
         """A JSON-able summary (everything but the model and plan)."""
@@ -175,4 +183,5 @@ class SearchResult:
             "latency_drift": list(self.latency_drift) if self.latency_drift else None,
             "study_name": self.study_name,
             "wall_s": self.wall_s,
+            "chosen": self.chosen,
         }

@@ -1,6 +1,9 @@
 """The search driver: Optuna ask/tell over per-group keep ratios under budgets.
 
-One driver process owns the Optuna study and a `Pool` of evaluators. It asks the sampler
+One driver process owns the Optuna study and a `Pool` of evaluators. It first evaluates
+the baselines (the exact uniform, global and LAMP plans at the budgets, `_baselines`),
+the best of which by cheap score is always a finalist, fine-tuned like the searched
+ones, so the search returns it when nothing it found does better. Then it asks the sampler
 for configs, rejects those whose analytic MACs/parameters or predicted latency break a
 budget without running them, keeps ``pool.capacity`` evaluations in flight and tells the
 study each score with its constraint values (constrained TPE or NSGA-II). Latency is
@@ -28,6 +31,7 @@ from torch import nn
 
 from prunepilot.core import prune_channels, trace
 
+from ._baselines import baseline_config, grid_params
 from ._budget import Budgets
 from ._calibration import calibrate
 from ._candidate import Evaluation, Finetuned, Limited, Metric, SearchData, Workload
@@ -61,6 +65,7 @@ _MAX_ASKS_PER_TRIAL = 20
 _FINAL_REPEAT_FACTOR = 3
 _REMEASURE_ATTEMPTS = 3
 _REMEASURE_PAUSE_S = 1.0
+_BASELINE_KEY = -100  # pool keys of the baselines' evaluations: -100, -101, ...
 
 
 def _key(config: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
@@ -125,8 +130,11 @@ class _Driver:
 
     @property
     def done(self) -> int:
+        """Searched candidates evaluated (baselines come on top of `trials`)."""
         return sum(
-            1 for r in self.records.values() if r.state == "complete" and r.duplicate_of is None
+            1
+            for r in self.records.values()
+            if r.state == "complete" and r.duplicate_of is None and r.baseline is None
         )
 
     @property
@@ -349,6 +357,81 @@ class _Driver:
         else:
             study.tell(trial, self.objective_values(rec))
 
+    def baselines(self, study: optuna.Study) -> None:
+        """Evaluate the exact baseline plans at the budgets, like every candidate.
+
+        With a latency budget each is measured for real first (like the uniform seeds);
+        each is told to the study at the nearest grid point, its exact config in the
+        user attributes, so a resumed search skips the ones already evaluated.
+        """
+        names = [n for n in self.settings.baselines if n not in self.done_baselines]
+        if not names:
+            return
+        if "latency_ms" in self.limits and self.budgets.latency_model is None:
+            log.warning("baselines at a latency budget need search.latency_model; skipped")
+            return
+        self.report("baselines", f"evaluating the {', '.join(names)} baselines")
+        todo: list[tuple[TrialRecord, dict[str, float]]] = []
+        for name in names:
+            self.check_cancel()
+            config = baseline_config(self.space, self.budgets, name)
+            if config is None:
+                continue
+            est = self.budgets.estimate(config)
+            rec = TrialRecord(
+                number=-1,
+                config=config,
+                state="running",
+                macs=est["macs"],
+                params=est["params"],
+                predicted_ms=est["predicted_ms"],
+                baseline=name,
+            )
+            cons = dict(est["constraints"])
+            if "latency_ms" in self.limits:
+                rec.measured_ms = self.measure_sample(config, plan=est["plan"])
+                self.fit_latency()
+                cons["latency_ms"] = rec.measured_ms / self.limits["latency_ms"] - 1
+            rec.feasible = all(c <= 0 for c in cons.values())
+            todo.append((rec, cons))
+        for i, (rec, _) in enumerate(todo):
+            self.pool.submit(Task("evaluate", _BASELINE_KEY - i, dict(rec.config)))
+        for _ in todo:
+            o = self.wait_one()
+            rec, cons = todo[_BASELINE_KEY - o.task.key]
+            rec.worker, rec.seconds = o.worker, o.seconds
+            if o.error:
+                rec.state, rec.reason = "failed", o.error
+            else:
+                rec.state, rec.score = "complete", o.value.score
+            self.tell_baseline(study, rec, cons)
+            self.report(message=f"{rec.baseline} baseline: score {rec.score} macs {rec.macs}")
+
+    @property
+    def done_baselines(self) -> set[str]:
+        """Baselines already evaluated (by a search this one resumes)."""
+        return {r.baseline for r in self.records.values() if r.baseline and r.state == "complete"}
+
+    def tell_baseline(
+        self, study: optuna.Study, rec: TrialRecord, constraints: Mapping[str, float]
+    ) -> None:
+        """Add an evaluated baseline to the study as a finished trial."""
+        params, dists = grid_params(self.space, rec.config)
+        attrs = {k: v for k, v in rec.to_dict().items() if k != "number"}
+        failed = rec.state == "failed"
+        frozen = optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE,
+            params=params,
+            distributions=dists,
+            values=None if failed else self.objective_values(rec),
+            user_attrs=attrs,
+        )
+        for key, value in constraints.items():
+            frozen.set_constraint(key, value)
+        study.add_trial(frozen)
+        rec.number = study.get_trials(deepcopy=False)[-1].number
+        self.records[rec.number] = rec
+
     def search(self, study: optuna.Study) -> None:
         s = self.settings
         self.report("searching", f"{self.done}/{s.trials} trials done")
@@ -506,7 +589,8 @@ class _Driver:
         return rec.measured_ms <= lim * (1 - self.settings.latency_slack)
 
     def finalists(self) -> list[TrialRecord]:
-        """The top-K candidates by cheap score whose real latency meets the budget."""
+        """The top-K searched candidates by cheap score whose real latency meets the budget,
+        and the best such baseline."""
         self.report("finalists", "measuring the finalists")
         lim = self.limits.get("latency_ms")
         margin = 1 + self.settings.latency_margin
@@ -525,17 +609,23 @@ class _Driver:
         pool.sort(key=lambda r: (-(r.score or 0.0), r.macs))
         chosen: list[TrialRecord] = []
         seen: set[tuple[tuple[str, float], ...]] = set()
-        for r in pool:
-            key = tuple(sorted(r.config.items()))
-            if key in seen:
-                continue
-            seen.add(key)
-            self.check_cancel()
-            r.feasible = self.latency_ok(r)
-            if r.feasible:
-                chosen.append(r)
-            if len(chosen) >= self.settings.top_k:
-                break
+        for wanted, group in (
+            (self.settings.top_k, [r for r in pool if r.baseline is None]),
+            (1, [r for r in pool if r.baseline is not None]),
+        ):
+            found = 0
+            for r in group:
+                key = _key(r.config)
+                if key in seen:
+                    continue
+                seen.add(key)
+                self.check_cancel()
+                r.feasible = self.latency_ok(r)
+                if r.feasible:
+                    chosen.append(r)
+                    found += 1
+                if found >= wanted:
+                    break
         if not chosen:
             raise InfeasibleError(
                 "no evaluated candidate meets every budget when measured; raise the "
@@ -570,6 +660,7 @@ class _Driver:
                         ft.score if math.isfinite(ft.score) else None,
                         r.predicted_ms,
                         r.measured_ms,
+                        baseline=r.baseline,
                     ),
                     ft,
                 )
@@ -614,6 +705,8 @@ class _Driver:
                 "the budget is at the edge of measurement noise: raise it slightly"
             )
         fin, ft = winner
+        if fin.baseline is not None:
+            log.info("no searched candidate beat the %s baseline", fin.baseline)
         plan = self.space.plan(fin.config)
         model = self.space.model
         pruned = copy.deepcopy(model).to("cpu")
@@ -648,11 +741,13 @@ class _Driver:
             latency_drift=(min(self.drift), max(self.drift)) if self.drift else None,
             study_name=self.study_name,
             wall_s=time.perf_counter() - self.t0,
+            chosen=fin.baseline or "search",
         )
 
     def run(self) -> SearchResult:
         self.prepare()
         study = self.open_study()
+        self.baselines(study)
         self.search(study)
         chosen = self.finalists()
         finals = self.finetune(chosen)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
 from torch import nn
 
 from prunepilot.core import ChannelGraph, ChannelGroup, PlanError
@@ -104,6 +105,14 @@ class Space:
         step = self.spec.step if len(self.choices) > 1 else None
         return {
             d.name: float(trial.suggest_float(d.name, self.low, self.high, step=step))
+            for d in self.dims
+        }
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """The distributions `suggest` asks for, by dimension name."""
+        step = self.spec.step if len(self.choices) > 1 else None
+        return {
+            d.name: optuna.distributions.FloatDistribution(self.low, self.high, step=step)
             for d in self.dims
         }
 

@@ -307,6 +307,11 @@ class SearchSettings(_Frozen):
             measurement noise does not push the filled candidates over it.
         latency_fit_samples: random configs (filled to the budget) measured before the
             search to fit the latency model's correction beyond the uniform seeds.
+        baselines: allocations whose exact plans at the budgets (not snapped to the ratio
+            grid) are evaluated like every candidate before the search, on top of
+            ``trials``; the best of them by cheap score is always a finalist, so the
+            search never returns a model worse than these after the same fine-tune
+            (``uniform``, ``global``, ``lamp``; empty: none).
         latency_anchor: time every candidate interleaved with the original model and
             express its latency in the frame of the original's first measurement
             (``candidate / original now * original at the start``), so that a device
@@ -330,6 +335,15 @@ class SearchSettings(_Frozen):
     latency_slack: float = Field(default=0.03, ge=0, lt=0.5)
     latency_fit_samples: int = Field(default=10, ge=0, le=10_000)
     latency_anchor: bool = True
+    baselines: tuple[Literal["uniform", "global", "lamp"], ...] = Field(
+        default=("uniform", "global", "lamp"), max_length=3
+    )
+
+    @model_validator(mode="after")
+    def _distinct_baselines(self) -> SearchSettings:
+        if len(set(self.baselines)) != len(self.baselines):
+            raise ValueError(f"baselines must not repeat a name; got {list(self.baselines)}")
+        return self
 
 
 class FinetuneSettings(_Frozen):

@@ -2,9 +2,11 @@
 
 ``uniform`` removes the same fraction from every prunable group; ``global`` ranks all
 channels by normalised score and removes the lowest, never more than ``max_ratio`` of a
-group. An explicit ``config`` fixes the ratio (float) or the kept width (int) of named
-groups; ``ignore`` (modules or name patterns) keeps groups whole. ``round_to`` and
-``min_channels`` are honoured by `prunepilot.core.select`, which picks the channels.
+group; ``lamp`` ranks them by LAMP score (Lee et al. 2021), which makes scores of
+different groups comparable without a normaliser. An explicit ``config`` fixes the
+ratio (float) or the kept width (int) of named groups; ``ignore`` (modules or name
+patterns) keeps groups whole. ``round_to`` and ``min_channels`` are honoured by
+`prunepilot.core.select`, which picks the channels.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,14 +30,17 @@ __all__ = [
     "Strategy",
     "check_ratio",
     "ignored_groups",
+    "lamp_scores",
     "plan_for_macs",
     "plan_for_ratio",
+    "plan_within",
 ]
 
 log = logging.getLogger("prunepilot.search")
 
 Plan = dict[str, list[int]]
-Allocation = Literal["uniform", "global"]
+Allocation = Literal["uniform", "global", "lamp"]
+ALLOCATIONS: tuple[Allocation, ...] = ("uniform", "global", "lamp")
 
 
 def check_ratio(ratio: object, what: str = "ratio") -> float:
@@ -50,7 +55,8 @@ class Strategy:
     """How to turn scores into a plan.
 
     Attributes:
-        allocation: ``uniform`` (same ratio per group) or ``global`` (rank all channels).
+        allocation: ``uniform`` (same ratio per group), ``global`` (rank all channels by
+            normalised score) or ``lamp`` (rank all channels by LAMP score).
         max_ratio: global allocation never removes more than this fraction of a group.
         round_to: keep channel counts multiples of this (e.g. 8 for tensor cores).
         min_channels: the fewest channels a group keeps.
@@ -59,8 +65,8 @@ class Strategy:
         config: explicit per-group settings, ``{group id or pattern: ratio | width}``; a
             float in [0, 1) is the fraction removed, an int the channels kept. These
             groups are left out of the allocation.
-        normalize: per-group score normalisation for global ranking.
-        cost_weight: global only; divide each channel's score by (its MACs cost relative
+        normalize: per-group score normalisation for global ranking (``lamp`` needs none).
+        cost_weight: global and lamp only; divide each channel's score by (its MACs cost relative
             to the mean) ** cost_weight, so cheap channels are kept preferentially
             (0: rank by importance alone).
     """
@@ -75,8 +81,8 @@ class Strategy:
     cost_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.allocation not in ("uniform", "global"):
-            raise PlanError(f"allocation must be 'uniform' or 'global'; got {self.allocation!r}")
+        if self.allocation not in ALLOCATIONS:
+            raise PlanError(f"allocation must be one of {ALLOCATIONS}; got {self.allocation!r}")
         check_ratio(self.max_ratio, "max_ratio")
         if not isinstance(self.round_to, int) or self.round_to < 1:
             raise PlanError(f"round_to must be an integer >= 1; got {self.round_to!r}")
@@ -240,10 +246,31 @@ class _Ranking:
         return lo
 
 
+def lamp_scores(scores: Sequence[float] | np.ndarray) -> np.ndarray:
+    """LAMP scores of one group's channels (Lee et al. 2021, "Layer-adaptive sparsity for
+    the magnitude-based pruning").
+
+    A channel's score is its squared importance over the sum of the squared importances
+    of the group's channels that score at least as high (itself and ties included), so
+    every group's best channel scores 1 and one global threshold compares groups.
+    """
+    sq = np.square(np.asarray(scores, dtype=np.float64))
+    if sq.size == 0:
+        return sq
+    ascending = np.sort(sq)
+    at_least = np.cumsum(ascending[::-1])[::-1]  # at_least[i]: sum of ascending[i:]
+    first = np.searchsorted(ascending, sq, side="left")  # ties share the denominator
+    denom = at_least[first]
+    return np.divide(sq, denom, out=np.zeros_like(sq), where=denom > 0)
+
+
 def _ranking(
     graph: ChannelGraph, free: list[ChannelGroup], scores: Scores, strategy: Strategy
 ) -> _Ranking:
-    norm = normalize_scores({g.id: scores[g.id] for g in free}, strategy.normalize)
+    if strategy.allocation == "lamp":
+        norm = {g.id: lamp_scores(scores[g.id]) for g in free}
+    else:
+        norm = normalize_scores({g.id: scores[g.id] for g in free}, strategy.normalize)
     if strategy.cost_weight > 0:
         base = graph.macs()
         cost = {}
@@ -330,8 +357,8 @@ def plan_for_macs(
 ) -> Plan:
     """The least pruning whose MACs are at most a target, found by bisection.
 
-    Uniform allocation bisects the common ratio; global allocation bisects the number of
-    globally lowest-ranked channels removed (a threshold on normalised scores).
+    Uniform allocation bisects the common ratio; global and LAMP allocation bisect the
+    number of globally lowest-ranked channels removed (a threshold on their scores).
 
     Args:
         model: the model ``graph`` was traced from.
@@ -345,7 +372,6 @@ def plan_for_macs(
         The plan. If the target cannot be reached within ``max_ratio``/``min_channels``
         the most aggressive allowed plan is returned and a warning is logged.
     """
-    strategy = strategy or Strategy()
     if (keep is None) == (macs is None):
         raise PlanError("give exactly one MACs target: keep= (fraction) or macs= (absolute)")
     if keep is not None:
@@ -357,6 +383,46 @@ def plan_for_macs(
         if macs <= 0:
             raise PlanError(f"the MACs target must be positive; got {macs!r}")
         target = float(macs)
+    plan = plan_within(model, graph, scores, lambda p: graph.macs(p) <= target, strategy)
+    if plan is None:
+        plan = plan_within(model, graph, scores, lambda p: True, strategy, most=True)
+        assert plan is not None
+        log.warning(
+            "MACs target %d unreachable with max_ratio=%.2f (got %d)",
+            round(target),
+            (strategy or Strategy()).max_ratio,
+            graph.macs(plan),
+        )
+    return plan
+
+
+def plan_within(
+    model: nn.Module,
+    graph: ChannelGraph,
+    scores: Scores,
+    fits: Callable[[Plan], bool],
+    strategy: Strategy | None = None,
+    *,
+    most: bool = False,
+) -> Plan | None:
+    """The least pruning of an allocation for which ``fits(plan)`` holds, by bisection.
+
+    Any budget that shrinks as pruning grows (MACs, parameters, predicted latency) works:
+    uniform allocation bisects the common ratio, global and LAMP the number of
+    lowest-ranked channels removed.
+
+    Args:
+        model: the model ``graph`` was traced from.
+        graph: its channel graph.
+        scores: ``{group_id: channel scores}``.
+        fits: whether a plan meets the budgets.
+        strategy: allocation settings.
+        most: return the most aggressive plan the strategy allows (``fits`` unused).
+
+    Returns:
+        The plan, or ``None`` when even the most aggressive plan does not fit.
+    """
+    strategy = strategy or Strategy()
     free, fixed = _eligible(model, graph, strategy)
     scores = _complete(model, graph, scores, [g.id for g in free] + list(fixed))
 
@@ -364,25 +430,21 @@ def plan_for_macs(
         ratios.update(fixed)
         return _select(model, graph, scores, ratios, strategy)
 
-    if graph.macs(build({})) <= target:
-        return build({})
     if strategy.allocation == "uniform":
         lo, hi = 0.0, strategy.max_ratio
         best = build({g.id: hi for g in free})
-        if graph.macs(best) > target:
-            log.warning(
-                "MACs target %d unreachable with max_ratio=%.2f (got %d)",
-                round(target),
-                hi,
-                graph.macs(best),
-            )
+        if most:
             return best
+        if fits(build({})):
+            return build({})
+        if not fits(best):
+            return None
         for _ in range(40):
             if hi - lo < 1e-5:
                 break
             mid = (lo + hi) / 2
             plan = build({g.id: mid for g in free})
-            if graph.macs(plan) <= target:
+            if fits(plan):
                 hi, best = mid, plan
             else:
                 lo = mid
@@ -390,18 +452,16 @@ def plan_for_macs(
     rank = _ranking(graph, free, scores, strategy)
     lo_k, hi_k = 0, len(rank.order_gid)
     best = build(rank.ratios(hi_k))
-    if graph.macs(best) > target:
-        log.warning(
-            "MACs target %d unreachable with max_ratio=%.2f (got %d)",
-            round(target),
-            strategy.max_ratio,
-            graph.macs(best),
-        )
+    if most:
         return best
+    if fits(build({})):
+        return build({})
+    if not fits(best):
+        return None
     while hi_k - lo_k > 1:
         mid = (lo_k + hi_k) // 2
         plan = build(rank.ratios(mid))
-        if graph.macs(plan) <= target:
+        if fits(plan):
             hi_k, best = mid, plan
         else:
             lo_k = mid

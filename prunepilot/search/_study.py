@@ -63,6 +63,7 @@ def _record(t: optuna.trial.FrozenTrial) -> TrialRecord:
         duplicate_of=a.get("duplicate_of"),
         seconds=float(a.get("seconds", 0.0)),
         worker=str(a.get("worker", "")),
+        baseline=a.get("baseline"),
     )
 
 

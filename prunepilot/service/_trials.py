@@ -17,6 +17,8 @@ from .schemas import TrialInfo, TrialsPage
 
 __all__ = ["from_report", "from_study", "pareto_numbers"]
 
+_BASELINES = ("uniform", "global", "lamp")
+
 
 def _num(v: Any) -> float | None:
     if v is None:
@@ -43,6 +45,7 @@ def _trial(d: dict[str, Any]) -> TrialInfo:
         score=_num(d.get("score")),
         feasible=bool(d.get("feasible", False)),
         reason=reason,
+        baseline=d["baseline"] if d.get("baseline") in _BASELINES else None,
     )
 
 

@@ -281,7 +281,8 @@ class JobPage(BaseModel):
 
 
 class TrialInfo(BaseModel):
-    """One sampled candidate of a job's search."""
+    """One sampled candidate of a job's search (``baseline``: the allocation whose exact
+    plan at the budgets it is, for the baselines evaluated besides the searched trials)."""
 
     number: int
     config: dict[str, float]
@@ -293,6 +294,7 @@ class TrialInfo(BaseModel):
     score: float | None = None
     feasible: bool = False
     reason: str | None = None
+    baseline: Literal["uniform", "global", "lamp"] | None = None
 
 
 class TrialsPage(BaseModel):

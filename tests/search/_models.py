@@ -71,3 +71,21 @@ def vector_batches(
         x = torch.randn(batch, d_in, generator=g)
         out.append((x, (x @ w).argmax(1)))
     return out
+
+
+class PlainCNN(nn.Module):
+    """Nine Conv-BN-ReLU layers of mixed widths (two strided), pooled linear head."""
+
+    def __init__(self, widths: tuple[int, ...] = (16, 24, 32, 32, 48, 48, 64, 64, 96)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = 3
+        for i, w in enumerate(widths):
+            stride = 2 if i in (2, 5) else 1
+            layers += [nn.Conv2d(c, w, 3, stride, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU()]
+            c = w
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(c, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x).mean((2, 3)))

@@ -136,3 +136,41 @@ def test_macs_target_with_fixed_and_ignored_groups(wide, allocation: str) -> Non
     assert kept["down.weight:0"] == 48 and kept["conv1.weight:0"] == 32
     assert kept["stem.weight:0"] < 32
     assert graph.macs(plan) <= 0.6 * graph.macs()
+
+
+def test_lamp_scores_follow_the_paper_on_a_hand_made_group() -> None:
+    # squared: 16, 9, 9, 1; each over the sum of squares at least as large (ties share)
+    got = ps.lamp_scores([4.0, -3.0, 3.0, 1.0])
+    want = [16 / 16, 9 / 34, 9 / 34, 1 / 35]
+    assert got.tolist() == pytest.approx(want)
+    assert ps.lamp_scores([]).size == 0
+    assert ps.lamp_scores([0.0, 0.0]).tolist() == [0.0, 0.0]
+
+
+def test_lamp_ranks_groups_by_their_own_distribution(wide) -> None:
+    model, graph, _ = wide
+    stem, conv1, down = (g.id for g in graph.prunable)
+    # stem: one dominant channel, the rest tiny; conv1 and down: flat distributions
+    scores = {
+        stem: np.array([10.0] + [0.1] * 31),
+        conv1: np.ones(32),
+        down: np.ones(64),
+    }
+    st = ps.Strategy(allocation="lamp")
+    kept = _kept(graph, ps.plan_for_ratio(model, graph, scores, 0.3, st))
+    # the tiny stem channels have the lowest LAMP scores and go first (up to the cap)
+    assert kept[stem] == 4
+    # flat groups: every channel scores 1/width, so the wider group pays the other 10
+    assert kept[conv1] == 32 and kept[down] == 64 - (math.floor(0.3 * 128) - 28)
+    # magnitude ranking sees equal scores and takes them from conv1 instead
+    st_global = ps.Strategy(allocation="global", normalize="none")
+    assert _kept(graph, ps.plan_for_ratio(model, graph, scores, 0.3, st_global))[conv1] == 22
+
+
+def test_lamp_meets_a_macs_target_and_bad_allocations_are_refused(wide) -> None:
+    model, graph, scores = wide
+    st = ps.Strategy(allocation="lamp")
+    plan = ps.plan_for_macs(model, graph, scores, keep=0.4, strategy=st)
+    assert graph.macs(plan) <= 0.4 * graph.macs()
+    with pytest.raises(pp.PlanError, match="allocation must be one of"):
+        ps.Strategy(allocation="random")  # type: ignore[arg-type]

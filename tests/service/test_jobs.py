@@ -24,13 +24,16 @@ def test_job_succeeds_and_its_checkpoint_meets_the_flops_budget(
     assert job["started_at"] and job["finished_at"] and job["error"] is None
     result = job["result"]
     assert result["macs"] <= result["limits"]["flops"]
+    assert result["chosen"] in {"search", "uniform", "global", "lamp"}
     assert set(result["artifacts"]) == {"model.safetensors", "model.onnx", "report.json"}
 
     with server.client() as c:
         trials = c.get(f"/jobs/{job['id']}/trials").json()
         complete = [t for t in trials["trials"] if t["state"] == "complete"]
         duplicates = [t for t in complete if (t["reason"] or "").startswith("duplicate of")]
-        assert len(complete) - len(duplicates) == 4
+        baselines = sorted(t["baseline"] for t in complete if t["baseline"])
+        assert baselines == ["global", "lamp", "uniform"]  # evaluated besides the 4 trials
+        assert len(complete) - len(duplicates) - len(baselines) == 4
         assert all(t["config"] and t["macs"] > 0 for t in complete)
         assert trials["pareto"] and set(trials["pareto"]) <= {t["number"] for t in complete}
 

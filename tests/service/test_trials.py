@@ -47,3 +47,19 @@ def test_an_interrupted_partial_trial_shows_as_failed_and_a_told_one_as_complete
     assert by[1].state == "complete" and by[1].score == 0.5 and by[1].macs == 7
     assert by[2].state == "failed" and by[2].reason == "pruning failed: boom"
     assert page.pareto == [1]
+
+
+def test_a_baseline_trial_says_which_and_an_unknown_name_is_dropped() -> None:
+    study, storage = _study()
+    for name in ("lamp", "<script>"):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"a": 0.5},
+                distributions=_DIST,
+                values=[0.4],
+                user_attrs={"state": "complete", "score": 0.4, "baseline": name},
+            )
+        )
+    first, second = _trials.from_study(storage, "s").trials
+    assert first.baseline == "lamp" and first.state == "complete"
+    assert second.baseline is None

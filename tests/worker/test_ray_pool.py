@@ -51,7 +51,11 @@ def test_two_workers_meet_a_flops_budget(local_ray: None, model: nn.Module) -> N
     finally:
         pool.close()
     assert res.macs <= res.limits["flops"]
-    complete = [t for t in res.trials if t.state == "complete" and t.duplicate_of is None]
+    complete = [
+        t
+        for t in res.trials
+        if t.state == "complete" and t.duplicate_of is None and t.baseline is None
+    ]
     assert len(complete) == 6
     assert len({t.worker for t in complete}) == 2  # both workers evaluated candidates
     # evaluators of the local Ray prunepilot starts run at normal priority (Ray's default: 15)
@@ -80,7 +84,11 @@ def test_killed_worker_is_replaced_and_its_trial_retried(local_ray: None, model:
     workers = pool.workers()
     assert killed[0] not in pool.worker_pids()
     assert {w.workload for w in workers} == {pool.workload_ref.hex()}
-    evaluated = [t for t in res.trials if t.state == "complete" and t.duplicate_of is None]
+    evaluated = [
+        t
+        for t in res.trials
+        if t.state == "complete" and t.duplicate_of is None and t.baseline is None
+    ]
     assert len(evaluated) == 6
     assert not [t for t in res.trials if t.state == "failed"]
     assert res.macs <= res.limits["flops"]
