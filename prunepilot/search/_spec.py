@@ -336,7 +336,9 @@ class SearchSettings(_Frozen):
     latency_fit_samples: int = Field(default=10, ge=0, le=10_000)
     latency_anchor: bool = True
     baselines: tuple[Literal["uniform", "global", "lamp"], ...] = Field(
-        default=("uniform", "global", "lamp"), max_length=3
+        default=("uniform", "global", "lamp"),
+        max_length=3,
+        json_schema_extra={"uniqueItems": True},
     )
 
     @model_validator(mode="after")
