@@ -13,8 +13,9 @@ Three budgets, each its own scenario:
   to the search as that fraction of the original's.
 
 Rows per scenario, every one recovered with the same recipe, the one the search applies to
-its winner (``--ft-steps`` SGD steps of batch 128, lr 0.01, cosine, ``--distill``: knowledge
-distillation from the unpruned model; BatchNorm re-estimation first), with ``--ft-seeds``
+its winner, a `FinetuneSettings` with the job's defaults but for ``--ft-steps`` SGD steps
+(batch 128, cosine) and ``--distill`` (knowledge distillation from the unpruned model;
+default: the job's); BatchNorm re-estimation first; with ``--ft-seeds``
 seeds (data order and torch seed), reported as mean ± sd:
 
 * ``searched``: `prunepilot.search.search` on a Ray pool (``--workers`` CPU actors, one
@@ -76,7 +77,6 @@ LATENCY_OF = "flops10"  # the latency budget is this scenario's uniform model's 
 SCENARIOS = ("flops25", "flops10", "latency")
 SCORE_IMAGES = 5000
 BN_BATCHES = 10
-FT_LR = 0.01
 MIN_GROUPS = 15
 MAX_COST = 10.0  # target: search cost <= this many fine-tunes of the final model
 
@@ -112,8 +112,7 @@ class Bench:
     test: Batches
     target: ps.LatencyTarget
     base_latency: float
-    ft_steps: int
-    distill: bool
+    recipe: ps.FinetuneSettings  # the recovery of every row and of the search's winner
     seeds: int
     seed: int
 
@@ -130,9 +129,12 @@ def finetune(b: Bench, model: nn.Module, seed: int = 0) -> nn.Module:
     model = contiguous(model)
     ps.recalibrate_bn(model, b.train(seed), steps=BN_BATCHES)
     torch.manual_seed(b.seed + seed)
-    teacher = copy.deepcopy(b.base) if b.distill else None
-    tr = ps.Trainer(model, lr=FT_LR, momentum=0.9, weight_decay=5e-4, teacher=teacher)
-    tr.fit(b.train(seed), epochs=None, max_steps=b.ft_steps)
+    ft = b.recipe
+    teacher = copy.deepcopy(b.base) if ft.distill else None
+    tr = ps.Trainer(
+        model, lr=ft.lr, momentum=ft.momentum, weight_decay=ft.weight_decay, teacher=teacher
+    )
+    tr.fit(b.train(seed), epochs=None, max_steps=ft.steps)
     return model.eval()
 
 
@@ -407,9 +409,7 @@ def spec_for(
     return ps.SearchSpec(
         constraints=ps.Constraints.model_validate(constraints),
         search=settings,
-        finetune=ps.FinetuneSettings(
-            steps=b.ft_steps, lr=FT_LR, momentum=0.9, weight_decay=5e-4, distill=b.distill
-        ),
+        finetune=b.recipe,
     )
 
 
@@ -450,8 +450,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--distill",
-        action="store_true",
-        help="recovery distils from the unpruned model (the search's finetune.distill too)",
+        action=argparse.BooleanOptionalAction,
+        default=ps.FinetuneSettings().distill,
+        help="recovery distils from the unpruned model (the search's finetune.distill too; "
+        "default: the job's default)",
     )
     ap.add_argument("--ft-seeds", type=int, default=3, metavar="K", help="recovery seeds per row")
     ap.add_argument(
@@ -532,8 +534,7 @@ def setup(args: argparse.Namespace) -> tuple[Bench, float, int]:
         test=Batches(xte, yte, 1000, limit=2 if args.quick else None),
         target=ps.LatencyTarget(device="cpu", batch_size=32, threads=1, warmup=5, repeats=30),
         base_latency=0.0,
-        ft_steps=args.ft_steps,
-        distill=args.distill,
+        recipe=ps.FinetuneSettings(steps=args.ft_steps, distill=args.distill),
         seeds=args.ft_seeds,
         seed=args.seed,
     )
@@ -598,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  searched config: {res.config}", flush=True)
         s_row = row_for(b, scenario, "searched", pruned(b, res.plan), total_s)
         s_row.ft_steps = search_steps(spec, res)
-        s_row.cost = s_row.ft_steps / b.ft_steps
+        s_row.cost = s_row.ft_steps / b.recipe.steps
         rows.append(s_row)
         notes.append(
             f"- {scenario}: the search's winner: {getattr(res, 'chosen', 'search')} "
@@ -817,7 +818,8 @@ def report(
         ],
     )
     trials = args.trials if args.trials is not None else "the search's default number of"
-    distill = ", distilled from the original" if b.distill else ""
+    ft = b.recipe
+    distill = ", distilled from the original" if ft.distill else ""
     return "\n".join(
         [
             f"Base: FashionMixNet {MixConfig()}, {groups} prunable groups, {b.macs / 1e6:.2f} M "
@@ -827,8 +829,8 @@ def report(
             f"({lat_keep:.3f} of the original, timed beside it). {trials} trials per search on "
             f"{args.workers} Ray CPU workers, the search's defaults otherwise (score_steps "
             f"{args.score_steps or 'default'}, top_k {args.top_k or 'default'}). Recovery, "
-            f"every row and the search's winner alike: BatchNorm re-estimation, {b.ft_steps} "
-            f"SGD steps (batch 128, lr {FT_LR}){distill}; {b.seeds} seed(s) per row; test set "
+            f"every row and the search's winner alike: BatchNorm re-estimation, {ft.steps} "
+            f"SGD steps (batch 128, lr {ft.lr}){distill}; {b.seeds} seed(s) per row; test set "
             f"{len(b.test) * 1000 if args.quick else len(b.test.x)} images; 'search s' = the "
             "whole search (searched) or finding the ratio (others); 'search FT steps' = "
             "optimizer steps the search spent (scoring + finalists), 'cost' = that over one "
