@@ -825,8 +825,9 @@ def report(
             f"Base: FashionMixNet {MixConfig()}, {groups} prunable groups, {b.macs / 1e6:.2f} M "
             f"MACs, {args.epochs} epochs, test top-1 {base_test:.4f} (cached accuracy "
             f"{base_acc:.4f}), CPU latency {b.base_latency:.2f} ms at batch 32, 1 thread.",
-            f"Budgets: MACs <= 25% and <= 10%; latency <= the uniform 10%-MACs model's "
-            f"({lat_keep:.3f} of the original, timed beside it). {trials} trials per search on "
+            f"Scenarios {', '.join(args.scenarios)}: MACs <= 25% / 10%; latency <= the uniform "
+            f"10%-MACs model's ({lat_keep:.3f} of the original's, timed beside it; nan: not "
+            f"run). {trials} trials per search on "
             f"{args.workers} Ray CPU workers, the search's defaults otherwise (score_steps "
             f"{args.score_steps or 'default'}, top_k {args.top_k or 'default'}). Recovery, "
             f"every row and the search's winner alike: BatchNorm re-estimation, {ft.steps} "
