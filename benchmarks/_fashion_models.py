@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from criteria import CACHE, Batches, contiguous
+from criteria import CACHE, train_cached
 from torch import nn
-
-from prunepilot import search as ps
 
 __all__ = ["FashionMixNet", "MixConfig", "cache_path", "train_mixnet"]
 
@@ -119,36 +116,6 @@ def train_mixnet(
     data: tuple[torch.Tensor, ...], cfg: MixConfig, epochs: int, seed: int
 ) -> tuple[nn.Module, float]:
     """Train FashionMixNet (or load it from the cache); returns it (eval mode) and its test
-    top-1. SGD lr 0.1, cosine, batch 128 with crop/flip augmentation, as ``criteria.py``."""
-    xtr, ytr, xte, yte = data
-    test = Batches(xte, yte, 1000)
+    top-1, trained like ``criteria.py``'s base model."""
     path = cache_path(cfg, epochs, seed)
-    model = contiguous(FashionMixNet(cfg))
-    if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        acc = ps.evaluate(model, test).top1
-        print(f"loaded {path.name}: test top-1 {acc:.4f}", flush=True)
-        return model.eval(), acc
-    torch.manual_seed(seed)
-    print(f"training FashionMixNet for {epochs} epoch(s) (cached afterwards)...", flush=True)
-    started = time.perf_counter()
-
-    def report(p: ps.Progress) -> None:
-        if p.stage == "eval":
-            print(
-                f"  epoch {p.epoch + 1}/{epochs}: test top-1 {p.metric:.4f} "
-                f"({time.perf_counter() - started:.0f}s)",
-                flush=True,
-            )
-
-    tr = ps.Trainer(
-        model, lr=0.1, momentum=0.9, weight_decay=5e-4, callback=report, log_every=10**9
-    )
-    train = Batches(xtr, ytr, 128, shuffle=True, augment=True, seed=seed)
-    tr.fit(train, epochs=epochs, val_loader=test, restore_best=False)
-    acc = ps.evaluate(model, test).top1
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "top1": acc, "epochs": epochs}, path)
-    print(f"trained FashionMixNet: test top-1 {acc:.4f} ({time.perf_counter() - started:.0f}s)")
-    return model.eval(), acc
+    return train_cached(FashionMixNet(cfg), data, epochs, seed, path, "FashionMixNet")
