@@ -164,6 +164,19 @@ class _Parts:
         self.in_file = False
 
 
+async def _until_refused(stream: AsyncIterator[bytes], sink: _Sink) -> AsyncIterator[bytes]:
+    """The body's chunks until ``sink`` refuses the upload; then at most ``_DRAIN_CAP``
+    more bytes are read and dropped, so the client gets the answer rather than a reset."""
+    drained = 0
+    async for chunk in stream:
+        if not sink.too_large:
+            yield chunk
+            continue
+        drained += len(chunk)
+        if drained > _DRAIN_CAP:
+            return
+
+
 async def _multipart(boundary: bytes, stream: AsyncIterator[bytes], sink: _Sink) -> str | None:
     """Parse a multipart body into ``sink``; the client's file name, if it gave one.
 
@@ -184,15 +197,11 @@ async def _multipart(boundary: bytes, stream: AsyncIterator[bytes], sink: _Sink)
             "on_headers_finished": st.on_headers_finished,
         },
     )
-    received = drained = 0
-    async for chunk in stream:
+    received = 0
+    async for chunk in _until_refused(stream, sink):
         received += len(chunk)
-        if received > sink.limit + _MULTIPART_SLACK and not sink.too_large:
+        if received > sink.limit + _MULTIPART_SLACK:
             sink.refuse()  # the other parts and the boundaries count too
-        if sink.too_large:
-            drained += len(chunk)
-            if drained > _DRAIN_CAP:
-                break
             continue
         parser.write(chunk)
     if sink.too_large:
@@ -234,7 +243,6 @@ async def receive(
     """
     ctype, params = parse_options_header(content_type or "")
     sink = _Sink(dest, limit, reserve)
-    drained = 0
     try:
         if ctype == b"multipart/form-data":
             boundary = params.get(b"boundary")
@@ -248,12 +256,7 @@ async def receive(
                     "field, or a raw application/octet-stream body"
                 ) from None
         elif ctype in (b"application/octet-stream", b""):
-            async for chunk in stream:
-                if sink.too_large:
-                    drained += len(chunk)
-                    if drained > _DRAIN_CAP:
-                        break
-                    continue
+            async for chunk in _until_refused(stream, sink):
                 sink.write(chunk)
         else:
             raise UploadError(
