@@ -37,7 +37,9 @@ then re-measured 3x longer and pruned a little more until it passes that too, as
 re-measures its winner). Proxy quality (``--tau N``): N of the search's candidates, spread
 over its score range, each recovered like the rows (first seed); Kendall's tau between the
 final test top-1 and each fidelity's score: ``bn`` (BatchNorm re-estimation only, computed
-here) and ``search`` (the cheap score the search ranked by).
+here), ``search`` (the cheap score that guided the sampler) and ``rung1``, ``rung2``, ...
+(the search's successive-halving probes, `Evaluator.probe` with each rung's steps, run here
+on every pick; the last rung picks the finalists).
 
 Usage::
 
@@ -309,51 +311,65 @@ def bn_score(b: Bench, model: nn.Module) -> float:
     return ps.evaluate(model, b.score).top1
 
 
+def rung_steps(spec: ps.SearchSpec) -> list[int]:
+    """Steps of each successive-halving rung of the search (as `SearchSettings.rungs`)."""
+    st = spec.search
+    total = spec.finetune.steps
+    if not st.rungs or not total:
+        return []
+    return [max(1, round(total / st.eta ** (st.rungs - r))) for r in range(st.rungs)]
+
+
 def proxy_tau(
     b: Bench, spec: ps.SearchSpec, res: ps.SearchResult, n: int
 ) -> tuple[dict[str, float], str]:
     """Kendall's tau between each fidelity's score and the recovered test top-1 of ``n``
-    candidates spread evenly over the search's score range; the taus and a note."""
+    candidates spread evenly over the search's score range; the taus and a note.
+
+    Fidelities: ``bn`` (BatchNorm re-estimation, computed here), ``search`` (the cheap
+    score the search ranked by) and one per successive-halving rung (``rung1``, ...: the
+    search's own `Evaluator.probe` with that rung's steps, run here on every pick).
+    """
     space = ps.Space(b.base, b.graph, b.scores, spec.space)
     pool = candidates(res)[::-1]  # ascending score
     if n < 2 or len(pool) < 2:
         return {}, f"proxy tau: too few candidates ({len(pool)} distinct scored) or --tau < 2"
     picks = [pool[i] for i in sorted({round(k * (len(pool) - 1) / (n - 1)) for k in range(n)})]
-    final, bn, cheap = [], [], []
+    ev = ps.Evaluator(
+        ps.Workload(
+            model=b.base,
+            example_inputs=b.example,
+            graph=b.graph,
+            scores=b.scores,
+            space=spec.space,
+            settings=spec.search,
+            finetune=spec.finetune,
+            data=ps.SearchData(train=b.train(0), val=b.score, score=b.score),
+        )
+    )
+    rungs = rung_steps(spec)
+    fid: dict[str, list[float]] = {"bn": [], "search": []}
+    fid.update({f"rung{i + 1}": [] for i in range(len(rungs))})
+    final = []
     for t in picks:
         final.append(tuned_top1(b, space, t.config))
-        bn.append(bn_score(b, pruned(b, space.plan(t.config))))
-        cheap.append(t.score or 0.0)
-    taus = {
-        name: float(kendalltau(x, final).statistic) for name, x in (("bn", bn), ("search", cheap))
-    }
+        fid["bn"].append(bn_score(b, pruned(b, space.plan(t.config))))
+        fid["search"].append(t.score or 0.0)
+        for i, steps in enumerate(rungs):
+            fid[f"rung{i + 1}"].append(ev.probe(t.config, steps).score)
+        print(f"    tau pick #{t.number}: test top-1 {final[-1]:.4f}", flush=True)
+    taus = {name: float(kendalltau(x, final).statistic) for name, x in fid.items()}
     pairs = ", ".join(
-        f"#{t.number} {c:.3f}/{s:.3f} -> {f:.4f}"
-        for t, c, s, f in zip(picks, bn, cheap, final, strict=True)
+        f"#{t.number} " + "/".join(f"{fid[k][i]:.3f}" for k in fid) + f" -> {final[i]:.4f}"
+        for i, t in enumerate(picks)
     )
+    steps = ", ".join(f"rung{i + 1} {s} steps" for i, s in enumerate(rungs))
     note = (
-        f"proxy: {len(picks)} candidates spread over the score range, each recovered like the "
-        f"rows (bn score / search score -> test top-1): {pairs}; Kendall tau bn "
-        f"{taus['bn']:+.2f}, search {taus['search']:+.2f}"
+        f"proxy: {len(picks)} candidates spread over the cheap-score range, each recovered "
+        f"like the rows ({' / '.join(fid)} score -> test top-1{'; ' + steps if steps else ''}"
+        f"): {pairs}; Kendall tau " + ", ".join(f"{k} {v:+.2f}" for k, v in taus.items())
     )
     return taus, note
-
-
-def steps_of(record: object, default: int) -> int:
-    """Optimizer steps a trial or finalist record says it took (``default`` for records
-    that do not say: one fidelity for every trial, one fine-tune for every finalist)."""
-    steps = getattr(record, "steps", None)
-    return default if steps is None else int(steps)
-
-
-def search_steps(spec: ps.SearchSpec, res: ps.SearchResult) -> int:
-    """Fine-tune (optimizer) steps the search spent: candidate scoring plus finalists."""
-    scoring = sum(
-        steps_of(t, spec.search.score_steps)
-        for t in res.trials
-        if t.state == "complete" and t.duplicate_of is None
-    )
-    return scoring + sum(steps_of(f, spec.finetune.steps) for f in res.finalists)
 
 
 def spread_check(
@@ -396,6 +412,8 @@ def spec_for(
         "trials": trials if trials is not None else args.trials,
         "score_steps": args.score_steps,
         "top_k": args.top_k,
+        "rungs": args.rungs,
+        "eta": args.eta,
     }
     settings = ps.SearchSettings(
         criterion="l2",
@@ -442,6 +460,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--score-steps", type=int, help="fine-tune steps per candidate (default: the search's)"
     )
     ap.add_argument("--top-k", type=int, help="finalists fine-tuned (default: the search's)")
+    ap.add_argument(
+        "--rungs", type=int, help="successive-halving rungs (default: the search's; 0: none)"
+    )
+    ap.add_argument("--eta", type=int, help="halving factor of the rungs (default: the search's)")
     ap.add_argument(
         "--ft-steps",
         type=int,
@@ -598,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         res, total_s, _ = run_search(b, spec, args.workers)
         print(f"  searched config: {res.config}", flush=True)
         s_row = row_for(b, scenario, "searched", pruned(b, res.plan), total_s)
-        s_row.ft_steps = search_steps(spec, res)
+        s_row.ft_steps = res.steps
         s_row.cost = s_row.ft_steps / b.recipe.steps
         rows.append(s_row)
         notes.append(
@@ -642,9 +664,10 @@ def main(argv: list[str] | None = None) -> int:
             s_row.tau, note = proxy_tau(b, spec, res, args.tau)
             notes.append(f"- {scenario}: {note}")
             if scenario == "flops10" and s_row.tau:
-                checks.append(
-                    ("flops10: proxy tau (search score) >= 0.5", s_row.tau["search"] >= 0.5)
-                )
+                # the fidelity that picks the finalists: the last rung (the cheap score
+                # without rungs)
+                last = f"rung{len(rung_steps(spec))}" if rung_steps(spec) else "search"
+                checks.append((f"flops10: proxy tau ({last}) >= 0.5", s_row.tau[last] >= 0.5))
         if args.top_check:
             notes.append(f"- {scenario}: {top_check(b, spec, res, args.top_check, uni.acc)}")
         if args.spread and scenario in MACS_KEEP:
@@ -793,11 +816,11 @@ def report(
         "search s",
         "search FT steps",
         "cost (fine-tunes)",
-        "proxy tau (bn / search)",
+        "proxy tau (bn / search / rungs)",
     ]
 
     def tau(r: Row) -> str:
-        return " / ".join(f"{r.tau[k]:+.2f}" for k in ("bn", "search")) if r.tau else ""
+        return " / ".join(f"{v:+.2f}" for v in r.tau.values())
 
     table = format_table(
         header,
@@ -829,12 +852,16 @@ def report(
             f"10%-MACs model's ({lat_keep:.3f} of the original's, timed beside it; nan: not "
             f"run). {trials} trials per search on "
             f"{args.workers} Ray CPU workers, the search's defaults otherwise (score_steps "
-            f"{args.score_steps or 'default'}, top_k {args.top_k or 'default'}). Recovery, "
+            f"{args.score_steps or 'default'}, top_k {args.top_k or 'default'}, rungs "
+            f"{'default' if args.rungs is None else args.rungs}, eta {args.eta or 'default'}: "
+            f"rung steps {rung_steps(spec_for(b, {'flops': '10%'}, args)) or 'none'}). "
+            "Recovery, "
             f"every row and the search's winner alike: BatchNorm re-estimation, {ft.steps} "
             f"SGD steps (batch 128, lr {ft.lr}){distill}; {b.seeds} seed(s) per row; test set "
             f"{len(b.test) * 1000 if args.quick else len(b.test.x)} images; 'search s' = the "
             "whole search (searched) or finding the ratio (others); 'search FT steps' = "
-            "optimizer steps the search spent (scoring + finalists), 'cost' = that over one "
+            "optimizer steps the search spent (`SearchResult.steps`: scoring, rungs and "
+            "finalists), 'cost' = that over one "
             "recovery's steps (target <= 10).",
             "",
             table,

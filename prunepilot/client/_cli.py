@@ -111,7 +111,7 @@ def _print_job(info: JobInfo) -> None:
 def _print_trials(page: TrialsPage, pareto_only: bool) -> None:
     pareto = set(page.pareto)
     table = Table(title=f"{len(page.trials)} trials, Pareto front {sorted(pareto) or '-'}")
-    for col in ("#", "state", "feasible", "MACs", "params", "pred ms", "meas ms", "score"):
+    for col in ("#", "state", "feasible", "MACs", "params", "pred ms", "meas ms", "score", "rungs"):
         table.add_column(col, justify="left" if col in ("state", "feasible") else "right")
     table.add_column("note")
 
@@ -130,6 +130,7 @@ def _print_trials(page: TrialsPage, pareto_only: bool) -> None:
             ms(t.predicted_ms),
             ms(t.measured_ms),
             "-" if t.score is None else f"{t.score:.4f}",
+            " > ".join(f"{r:.4f}" for r in t.rungs) or "-",
             escape(t.reason or (f"{t.baseline} baseline" if t.baseline else "")),
         )
     _out().print(table)

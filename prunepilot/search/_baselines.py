@@ -21,8 +21,13 @@ __all__ = ["baseline_config", "grid_params"]
 log = logging.getLogger("prunepilot.search")
 
 
-def baseline_config(space: Space, budgets: Budgets, allocation: Allocation) -> Config | None:
+def baseline_config(
+    space: Space, budgets: Budgets, allocation: Allocation, *, latency_scale: float = 1.0
+) -> Config | None:
     """The config of ``allocation``'s exact plan at the budgets (``None``: none exists).
+
+    ``latency_scale`` multiplies predicted latency (a plan measured slower than predicted
+    is re-sized with the ratio).
 
     Groups keep at least ``space.min_ratio`` of their channels. ``None`` when even the
     most aggressive plan breaks a budget, or when the plan cannot be written as a config
@@ -34,7 +39,13 @@ def baseline_config(space: Space, budgets: Budgets, allocation: Allocation) -> C
         round_to=space.spec.round_to,
         ignore=space.spec.ignore,
     )
-    plan = plan_within(space.model, space.graph, space.scores, budgets.fits_plan, strategy)
+    plan = plan_within(
+        space.model,
+        space.graph,
+        space.scores,
+        lambda p: budgets.fits_plan(p, latency_scale=latency_scale),
+        strategy,
+    )
     if plan is None:
         log.info("no %s plan meets the budgets within min_ratio %s", allocation, space.low)
         return None

@@ -78,14 +78,15 @@ class Budgets:
         ``latency_slack`` safety margin)."""
         return self._fits(self.estimate(config))
 
-    def fits_plan(self, plan: Plan) -> bool:
-        """`fits` of a plan."""
-        return self._fits(self.estimate_plan(plan))
+    def fits_plan(self, plan: Plan, *, latency_scale: float = 1.0) -> bool:
+        """`fits` of a plan (predicted latency multiplied by ``latency_scale``)."""
+        return self._fits(self.estimate_plan(plan), latency_scale)
 
-    def _fits(self, est: dict[str, Any]) -> bool:
+    def _fits(self, est: dict[str, Any], latency_scale: float = 1.0) -> bool:
         cons = dict(est["constraints"])
         if "latency_ms" in cons:
-            cons["latency_ms"] = (cons["latency_ms"] + 1) / (1 - self.settings.latency_slack) - 1
+            ratio = (cons["latency_ms"] + 1) * latency_scale
+            cons["latency_ms"] = ratio / (1 - self.settings.latency_slack) - 1
         return est["reason"] is None and all(v <= 0 for v in cons.values())
 
     def fill(self, config: Config) -> Config:

@@ -3,7 +3,8 @@
 A `Workload` bundles everything a worker needs once per job (model, graph, scores, data,
 settings); an `Evaluator` built from it prunes a copy of the model for each config and
 scores it cheaply (adaptive BatchNorm, optional short fine-tune, metric on a held-out
-split: EagleEye), measures its latency, or fine-tunes it with the full budget. The Ray
+split: EagleEye), gives it a rung of successive halving (a short fine-tune with the
+finalists' recipe), measures its latency, or fine-tunes it with the full budget. The Ray
 workers in `prunepilot.worker` wrap exactly this class.
 """
 
@@ -44,6 +45,19 @@ __all__ = [
 log = logging.getLogger("prunepilot.search")
 
 _MAX_FIXED_BATCHES = 256
+_MAX_FIXED_BYTES = 1 << 30
+
+
+def _nbytes(batch: Any) -> int:
+    """Bytes of the tensors in a batch (nested tuples, lists and dicts)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.element_size() * batch.nelement()
+    if isinstance(batch, Mapping):
+        return sum(_nbytes(v) for v in batch.values())
+    if isinstance(batch, (tuple, list)):
+        return sum(_nbytes(v) for v in batch)
+    return 0
+
 
 Metric = Callable[[nn.Module, Iterable[Any]], float]
 """``metric(model, loader) -> float``, higher is better; the model is in eval mode."""
@@ -98,10 +112,11 @@ class Workload:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A scored candidate."""
+    """A scored candidate (``steps``: optimizer steps it trained before scoring)."""
 
     score: float
     seconds: float
+    steps: int = 0
 
 
 @dataclass
@@ -136,18 +151,30 @@ class Evaluator:
         score_loader = work.data.score if work.data.score is not None else work.data.val
         self.score_loader = Limited(score_loader, work.settings.score_batches)
         self._batches: dict[str, list[Any]] = {}
+        self._teacher: nn.Module | None = None
 
     def _fixed(self, name: str, n: int) -> Iterable[Any]:
         """The first ``n`` training batches, drawn once and reused for every candidate.
 
         Every candidate then sees the same data in the same order, so score differences
-        come from the configs, not from the loader's shuffling or augmentation.
+        come from the configs, not from the loader's shuffling or augmentation. Beyond
+        ``_MAX_FIXED_BATCHES`` batches or ``_MAX_FIXED_BYTES`` of tensors, the loader
+        itself is used (memory over repeatability).
         """
+        key = f"{name}:{n}"
         if n > _MAX_FIXED_BATCHES:
             return self.work.data.train
-        if name not in self._batches:
-            self._batches[name] = list(itertools.islice(iter(self.work.data.train), n))
-        return self._batches[name]
+        if key not in self._batches:
+            out: list[Any] = []
+            size = 0
+            for batch in itertools.islice(iter(self.work.data.train), n):
+                size += _nbytes(batch)
+                if size > _MAX_FIXED_BYTES:
+                    log.info("%d %s batches exceed %d bytes; using the loader", n, name, size)
+                    return self.work.data.train
+                out.append(batch)
+            self._batches[key] = out
+        return self._batches[key]
 
     def candidate(self, config: Mapping[str, float] | None) -> nn.Module:
         """A pruned copy of the model for ``config`` (the original for ``None``), on device."""
@@ -170,6 +197,7 @@ class Evaluator:
         model = self.candidate(config)
         if s.bn_batches:
             recalibrate_bn(model, self._fixed("bn", s.bn_batches), steps=s.bn_batches)
+        steps = 0
         if s.score_steps:
             torch.manual_seed(s.seed)
             ft = self.work.finetune
@@ -181,8 +209,41 @@ class Evaluator:
                 loss_fn=self.work.loss_fn,
                 device=self.device,
             )
-            trainer.fit(self._fixed("score", s.score_steps), epochs=None, max_steps=s.score_steps)
-        return Evaluation(self._score(model), time.perf_counter() - t0)
+            fixed = self._fixed("score", s.score_steps)
+            steps = trainer.fit(fixed, epochs=None, max_steps=s.score_steps).steps
+        return Evaluation(self._score(model), time.perf_counter() - t0, steps)
+
+    def probe(self, config: Mapping[str, float], steps: int) -> Evaluation:
+        """A rung of successive halving: a short fine-tune with the finalists' recipe
+        (distillation included), then the metric on the held-out split.
+
+        Every candidate trains on the same batches in the same order from the same seed,
+        so differences between their scores come from the configs.
+        """
+        t0 = time.perf_counter()
+        ft = self.work.finetune
+        model = self.candidate(config)
+        if self.work.settings.bn_batches:
+            s = self.work.settings
+            recalibrate_bn(model, self._fixed("bn", s.bn_batches), steps=s.bn_batches)
+        torch.manual_seed(self.work.settings.seed)
+        trainer = Trainer(
+            model,
+            lr=ft.lr,
+            momentum=ft.momentum,
+            weight_decay=ft.weight_decay,
+            loss_fn=self.work.loss_fn,
+            device=self.device,
+            teacher=self.teacher() if ft.distill else None,
+        )
+        done = trainer.fit(self._fixed("probe", steps), epochs=None, max_steps=steps).steps
+        return Evaluation(self._score(model), time.perf_counter() - t0, done)
+
+    def teacher(self) -> nn.Module:
+        """The unpruned model on this evaluator's device (distillation's teacher)."""
+        if self._teacher is None:
+            self._teacher = copy.deepcopy(self.model).to(self.device).eval()
+        return self._teacher
 
     def measure(
         self,

@@ -21,7 +21,7 @@ __all__ = ["LocalPool", "Outcome", "Pool", "Task", "run_task"]
 
 log = logging.getLogger("prunepilot.search")
 
-TaskKind = Literal["evaluate", "measure", "finetune", "latency_model"]
+TaskKind = Literal["evaluate", "probe", "measure", "finetune", "latency_model"]
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,9 @@ class Task:
     """One unit of work for an evaluator.
 
     Attributes:
-        kind: ``evaluate`` (cheap score), ``measure`` (latency), ``finetune`` (full
-            budget) or ``latency_model`` (build the per-layer table).
+        kind: ``evaluate`` (cheap score), ``probe`` (a successive-halving rung of
+            ``steps`` fine-tune steps), ``measure`` (latency), ``finetune`` (full budget)
+            or ``latency_model`` (build the per-layer table).
         key: the caller's identifier (an Optuna trial number, or a negative number for
             bookkeeping tasks).
         config: keep ratios per dimension; ``None`` is the unpruned model.
@@ -40,6 +41,7 @@ class Task:
             returns both statistics (see `SearchSettings.latency_anchor`).
         keep_ratios: ratio grid for ``latency_model``.
         finetune: settings for ``finetune`` (default: the workload's).
+        steps: fine-tune steps of a ``probe``.
     """
 
     kind: TaskKind
@@ -50,6 +52,7 @@ class Task:
     anchor: bool = False
     keep_ratios: tuple[float, ...] = ()
     finetune: FinetuneSettings | None = None
+    steps: int = 0
 
 
 @dataclass
@@ -70,6 +73,9 @@ def run_task(evaluator: Evaluator, task: Task) -> Any:
     if task.kind == "evaluate":
         assert task.config is not None
         return evaluator.evaluate(task.config)
+    if task.kind == "probe":
+        assert task.config is not None
+        return evaluator.probe(task.config, task.steps)
     if task.kind == "measure":
         assert task.target is not None
         if task.anchor:

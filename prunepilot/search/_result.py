@@ -63,6 +63,9 @@ class TrialRecord:
         baseline: the allocation (``uniform``, ``global``, ``lamp``) whose exact plan at
             the budgets this trial is; ``None`` for searched candidates. Baselines are
             evaluated on top of `SearchSettings.trials`.
+        steps: optimizer steps it trained during the search (``score_steps`` and the
+            successive-halving rungs it reached; the finalists' fine-tune not included).
+        rungs: its held-out score after each successive-halving rung it reached.
     """
 
     number: int
@@ -79,6 +82,8 @@ class TrialRecord:
     worker: str = ""
     duplicate_of: int | None = None
     baseline: str | None = None
+    steps: int = 0
+    rungs: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields."""
@@ -87,7 +92,8 @@ class TrialRecord:
 
 @dataclass
 class Finalist:
-    """A fine-tuned candidate (``baseline``: its allocation when it is a baseline)."""
+    """A fine-tuned candidate (``baseline``: its allocation when it is a baseline;
+    ``rungs``: its successive-halving scores; ``steps``: its fine-tune's steps)."""
 
     number: int
     config: dict[str, float]
@@ -99,6 +105,8 @@ class Finalist:
     measured_ms: float | None = None
     feasible: bool = True
     baseline: str | None = None
+    rungs: list[float] = field(default_factory=list)
+    steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields."""
@@ -139,6 +147,8 @@ class SearchResult:
             device drifted during the search (1.5: 50% slower; ``None``: nothing anchored).
         study_name: the Optuna study; ``storage``: where it lives.
         wall_s: the search's wall time.
+        steps: optimizer steps the search trained in all: cheap scores, rungs and the
+            finalists' fine-tunes (its cost in units of ``finetune.steps``).
         chosen: ``search`` when a searched candidate won, else the baseline allocation
             (``uniform``, ``global``, ``lamp``) that no searched candidate beat.
     """
@@ -161,6 +171,7 @@ class SearchResult:
     storage: str | None = None
     wall_s: float = 0.0
     chosen: str = "search"
+    steps: int = 0
 
     def report(self) -> dict[str, Any]:
         """A JSON-able summary (everything but the model and plan)."""
@@ -184,4 +195,5 @@ class SearchResult:
             "study_name": self.study_name,
             "wall_s": self.wall_s,
             "chosen": self.chosen,
+            "steps": self.steps,
         }

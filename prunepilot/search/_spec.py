@@ -294,8 +294,19 @@ class SearchSettings(_Frozen):
         calib_batches: training batches for data-driven importance.
         bn_batches: batches for adaptive BatchNorm recalibration of each candidate.
         score_batches: held-out batches each candidate is scored on.
-        score_steps: fine-tune steps per candidate before scoring (0: none).
-        top_k: candidates fine-tuned with the full budget at the end.
+        score_steps: fine-tune steps per candidate before its cheap score (0: none).
+        top_k: candidates fine-tuned with the full budget at the end (plus the best
+            baseline when it is not among them).
+        rungs: successive-halving rungs between the cheap score and the finalists
+            (Hyperband's inner loop): the best ``top_k * eta**rungs`` searched candidates
+            by cheap score and every baseline get a short fine-tune with the finalists'
+            recipe (distillation included) of ``finetune.steps / eta**(rungs - r)`` steps
+            at rung ``r`` and are scored on the held-out split; the best ``1/eta`` of each
+            rung (at least ``top_k``) go on, the best ``top_k`` of the last are the
+            finalists. The cheap score alone ranks well at mild budgets but close to
+            randomly at aggressive ones; a short recovery predicts the long one far better.
+            0: finalists by cheap score alone.
+        eta: the halving factor of the rungs (candidates kept and steps grown per rung).
         latency_model: predict latency with a per-layer lookup table and only measure
             promising candidates and finalists (``False``: measure every candidate).
         latency_margin: candidates predicted above ``budget * (1 + margin)`` are rejected
@@ -328,7 +339,9 @@ class SearchSettings(_Frozen):
     bn_batches: int = Field(default=10, ge=0, le=MAX_BATCHES)
     score_batches: int = Field(default=10, ge=1, le=MAX_BATCHES)
     score_steps: int = Field(default=0, ge=0, le=MAX_STEPS)
-    top_k: int = Field(default=3, ge=1, le=1000)
+    top_k: int = Field(default=2, ge=1, le=1000)
+    rungs: int = Field(default=2, ge=0, le=4)
+    eta: int = Field(default=3, ge=2, le=8)
     latency_model: bool = True
     latency_margin: float = Field(default=0.1, ge=0, le=100)
     fill_budget: bool = True

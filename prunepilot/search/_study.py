@@ -64,6 +64,7 @@ def _record(t: optuna.trial.FrozenTrial) -> TrialRecord:
         seconds=float(a.get("seconds", 0.0)),
         worker=str(a.get("worker", "")),
         baseline=a.get("baseline"),
+        steps=int(a.get("steps", 0)),
     )
 
 

@@ -282,7 +282,9 @@ class JobPage(BaseModel):
 
 class TrialInfo(BaseModel):
     """One sampled candidate of a job's search (``baseline``: the allocation whose exact
-    plan at the budgets it is, for the baselines evaluated besides the searched trials)."""
+    plan at the budgets it is, for the baselines evaluated besides the searched trials;
+    ``rungs``: its held-out score after each successive-halving rung it reached;
+    ``steps``: optimizer steps it trained during the search)."""
 
     number: int
     config: dict[str, float]
@@ -295,6 +297,8 @@ class TrialInfo(BaseModel):
     feasible: bool = False
     reason: str | None = None
     baseline: Literal["uniform", "global", "lamp"] | None = None
+    rungs: list[float] = Field(default_factory=list, max_length=8)
+    steps: int = 0
 
 
 class TrialsPage(BaseModel):

@@ -55,7 +55,8 @@ def test_baselines_are_the_exact_plans_evaluated_and_flagged(model: nn.Module) -
     base = {t.baseline: t for t in res.trials if t.baseline is not None}
     assert sorted(base) == ["global", "lamp", "uniform"]
     graph = pp.trace(model, X)
-    space = ps.Space(model, graph, ps.score_channels(model, graph, "l2"), ps.SearchSpace())
+    coarse = ps.SearchSpace(min_ratio=0.1, step=0.3)  # few ratios: a quick table
+    space = ps.Space(model, graph, ps.score_channels(model, graph, "l2"), coarse)
     for name, t in base.items():
         assert t.state == "complete" and t.score is not None and t.feasible
         assert t.macs <= res.limits["flops"]
@@ -99,3 +100,33 @@ def test_baselines_can_be_turned_off_and_must_not_repeat(model: nn.Module) -> No
         _spec(baselines=["lamp", "lamp"])
     with pytest.raises(ValueError, match="baselines"):
         _spec(baselines=["random"])
+
+
+def test_a_latency_scale_re_sizes_a_baseline(model: nn.Module) -> None:
+    # a baseline measured slower than predicted is re-sized with the measured/predicted
+    # ratio: the plan shrinks until the scaled prediction fits
+    from prunepilot.search._baselines import baseline_config
+    from prunepilot.search._budget import Budgets
+
+    graph = pp.trace(model, X)
+    space = ps.Space(model, graph, ps.score_channels(model, graph, "l2"), ps.SearchSpace())
+
+    class MacsLatency:
+        """Latency proportional to MACs (deterministic, unlike a measured table)."""
+
+        def predict(self, plan: dict[str, list[int]]) -> float:
+            return graph.macs(plan) / 1e6
+
+    limits: dict[str, float] = {"latency_ms": 0.5 * graph.macs() / 1e6}
+    budgets = Budgets(space, graph, limits, ps.SearchSettings(latency_slack=0.0))
+    budgets.latency_model = MacsLatency()  # type: ignore[assignment]
+    plain = baseline_config(space, budgets, "uniform")
+    scaled = baseline_config(space, budgets, "uniform", latency_scale=1.3)
+    assert plain is not None and scaled is not None
+
+    def predicted(config: dict[str, float]) -> float:
+        return float(budgets.estimate(config)["predicted_ms"])
+
+    assert predicted(plain) <= limits["latency_ms"]
+    assert predicted(scaled) * 1.3 <= limits["latency_ms"] < predicted(plain) * 1.3
+    assert all(scaled[k] <= plain[k] for k in plain) and scaled != plain

@@ -66,9 +66,9 @@ def test_flops_budget_is_met(model: nn.Module) -> None:
     # model's channels are too coarse for 98%: see test_budget for that)
     assert all(t.macs / res.limits["flops"] > 0.9 for t in complete if t.number >= 3)
     assert res.pareto and all(p.feasible for p in res.pareto)
-    # top_k searched candidates and the best baseline by cheap score
+    # the top_k after the successive-halving rungs, and the best baseline
     assert 2 <= len(res.finalists) <= 3
-    assert sum(f.baseline is not None for f in res.finalists) == 1
+    assert sum(f.baseline is not None for f in res.finalists) >= 1
     assert res.finalists[0].val_score is not None
     json.dumps(res.report())  # JSON-able
     assert {p.phase for p in seen} >= {"tracing", "calibrating", "searching", "done"}

@@ -115,4 +115,3 @@ class ServerProcess:
         """An httpx client, authenticated with ``token`` (``None``: no header)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
-
