@@ -486,7 +486,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="recover N candidates per search and report Kendall's tau of each fidelity's "
         "score against their test top-1 (0: skip)",
     )
-    ap.add_argument("--epochs", type=int, default=15, help="training epochs of the base model")
+    ap.add_argument("--epochs", type=int, default=10, help="training epochs of the base model")
     ap.add_argument("--workers", type=int, default=2, help="Ray workers for the main searches")
     ap.add_argument("--throughput-trials", type=int, default=20)
     ap.add_argument("--scenarios", nargs="*", choices=SCENARIOS, default=list(SCENARIOS))

@@ -19,15 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from prunepilot.core import ChannelGraph, PrunepilotError, prune_channels
 
 from ._bn import recalibrate_bn
+from ._calibration import calibrate
+from ._criteria import get_criterion
 from ._finetune import LossFn, Trainer, evaluate
 from ._latency import LatencyStats, measure_latency, measure_relative
 from ._latency_model import LatencyModel
-from ._scoring import Scores
+from ._scoring import Scores, score_channels
 from ._space import Space
 from ._spec import FinetuneSettings, LatencyTarget, SearchSettings, SearchSpace
 
@@ -96,12 +99,17 @@ class SearchData:
 
 @dataclass
 class Workload:
-    """Everything a worker needs, shipped once per job."""
+    """Everything a worker needs, shipped once per job.
+
+    ``scores`` is ``None`` while a data-driven criterion's channel scores are still to be
+    computed: an evaluator computes them (`Evaluator.channel_scores`, on its own device)
+    and the driver ships the workload again with them.
+    """
 
     model: nn.Module
     example_inputs: Any
     graph: ChannelGraph
-    scores: Scores
+    scores: Scores | None
     space: SearchSpace
     settings: SearchSettings
     finetune: FinetuneSettings
@@ -146,7 +154,9 @@ class Evaluator:
         self.work = work
         self.device = torch.device(device)
         self.model = work.model.to("cpu").eval()
-        self.space = Space(self.model, work.graph, work.scores, work.space)
+        self._space = (
+            None if work.scores is None else Space(self.model, work.graph, work.scores, work.space)
+        )
         self.metric: Metric = work.metric or top1
         score_loader = work.data.score if work.data.score is not None else work.data.val
         self.score_loader = Limited(score_loader, work.settings.score_batches)
@@ -175,6 +185,36 @@ class Evaluator:
                 out.append(batch)
             self._batches[key] = out
         return self._batches[key]
+
+    @property
+    def space(self) -> Space:
+        """The search space (configs to plans); needs the workload's channel scores."""
+        if self._space is None:
+            raise PrunepilotError("this workload has no channel scores yet: run channel_scores")
+        return self._space
+
+    def channel_scores(self) -> Scores:
+        """Channel scores of the workload's criterion, calibrated on this evaluator's device.
+
+        Data-driven criteria need forward/backward passes over ``calib_batches`` training
+        batches: heavy work that belongs on a worker (its GPU when it has one), not on the
+        job's driver.
+        """
+        s = self.work.settings
+        crit = get_criterion(s.criterion)
+        model = copy.deepcopy(self.model).to(self.device)
+        calibration = None
+        if crit.data_driven:
+            calibration = calibrate(
+                model,
+                Limited(self.work.data.train, s.calib_batches),
+                self.work.loss_fn or F.cross_entropy,
+                steps=s.calib_batches,
+                graph=self.work.graph,
+                criteria=[crit.name],
+            )
+        model.to("cpu")  # the statistics are on the CPU already; score there
+        return score_channels(model, self.work.graph, crit, calibration=calibration)
 
     def candidate(self, config: Mapping[str, float] | None) -> nn.Module:
         """A pruned copy of the model for ``config`` (the original for ``None``), on device."""

@@ -21,7 +21,7 @@ __all__ = ["LocalPool", "Outcome", "Pool", "Task", "run_task"]
 
 log = logging.getLogger("prunepilot.search")
 
-TaskKind = Literal["evaluate", "probe", "measure", "finetune", "latency_model"]
+TaskKind = Literal["evaluate", "probe", "measure", "finetune", "latency_model", "scores"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class Task:
     Attributes:
         kind: ``evaluate`` (cheap score), ``probe`` (a successive-halving rung of
             ``steps`` fine-tune steps), ``measure`` (latency), ``finetune`` (full budget)
-            or ``latency_model`` (build the per-layer table).
+            ``latency_model`` (build the per-layer table) or ``scores`` (calibrate the
+            workload's criterion and score every channel).
         key: the caller's identifier (an Optuna trial number, or a negative number for
             bookkeeping tasks).
         config: keep ratios per dimension; ``None`` is the unpruned model.
@@ -83,6 +84,8 @@ def run_task(evaluator: Evaluator, task: Task) -> Any:
         return evaluator.measure(task.config, task.target, task.repeats)
     if task.kind == "finetune":
         return evaluator.finetune(task.config, task.finetune)
+    if task.kind == "scores":
+        return evaluator.channel_scores()
     if task.kind == "latency_model":
         assert task.target is not None
         return evaluator.latency_model(task.target, task.keep_ratios)

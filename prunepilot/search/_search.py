@@ -26,17 +26,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
-import torch.nn.functional as F
 from torch import nn
 
 from prunepilot.core import prune_channels, trace
 
 from ._baselines import baseline_config, grid_params
 from ._budget import Budgets
-from ._calibration import calibrate
-from ._candidate import Evaluation, Finetuned, Limited, Metric, SearchData, Workload
+from ._candidate import Evaluation, Finetuned, Metric, SearchData, Workload
 from ._criteria import get_criterion
-from ._errors import InfeasibleError, SearchCancelled
+from ._errors import CalibrationError, InfeasibleError, SearchCancelled
 from ._finetune import LossFn
 from ._latency import LatencyStats
 from ._pool import LocalPool, Outcome, Pool, Task
@@ -67,6 +65,7 @@ _REMEASURE_ATTEMPTS = 3
 _REMEASURE_PAUSE_S = 1.0
 _BASELINE_KEY = -100  # pool keys of the baselines' evaluations: -100, -101, ...
 _BASELINE_FITS = 4  # plans of a baseline measured at most, under a latency budget
+_SCORES_KEY = -3
 _RUNG_KEY = -1000  # pool keys of a rung's probes: -1000, -1001, ...
 
 
@@ -227,24 +226,11 @@ class _Driver:
         self.graph = trace(self.model, self.example_inputs)
         self.report("calibrating", f"scoring channels ({self.settings.criterion})")
         crit = get_criterion(self.settings.criterion)
-        calibration = None
-        if crit.data_driven:
-            calibration = calibrate(
-                self.model,
-                Limited(self.data.train, self.settings.calib_batches),
-                self.loss_fn or F.cross_entropy,
-                steps=self.settings.calib_batches,
-                graph=self.graph,
-                criteria=[crit.name],
-            )
-        self.scores = score_channels(self.model, self.graph, crit, calibration=calibration)
-        self.space = Space(self.model, self.graph, self.scores, self.spec.space)
-        self.budgets = Budgets(self.space, self.graph, self.limits, self.settings)
         self.work = Workload(
             model=self.model,
             example_inputs=self.example_inputs,
             graph=self.graph,
-            scores=self.scores,
+            scores=None,
             space=self.spec.space,
             settings=self.settings,
             finetune=self.spec.finetune,
@@ -252,6 +238,19 @@ class _Driver:
             metric=self.metric,
             loss_fn=self.loss_fn,
         )
+        if crit.data_driven:
+            # forward/backward passes over calibration batches: on a worker (its GPU when
+            # it has one); the workload goes out again with the scores for every worker
+            self.pool.start(self.work)
+            [o] = self.run_exclusive([Task("scores", _SCORES_KEY)])
+            if o.error:
+                raise CalibrationError(f"scoring channels ({crit.name}) failed: {o.error}")
+            self.scores = o.value
+        else:  # weights only: cheap, here
+            self.scores = score_channels(self.model, self.graph, crit)
+        self.work.scores = self.scores
+        self.space = Space(self.model, self.graph, self.scores, self.spec.space)
+        self.budgets = Budgets(self.space, self.graph, self.limits, self.settings)
         self.baseline_macs = self.graph.macs()
         self.baseline_params = self.graph.params()
         c = self.spec.constraints

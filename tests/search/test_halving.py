@@ -1,21 +1,28 @@
-"""Successive halving between the cheap score and the finalists: rungs, probes, steps."""
+"""Successive halving between the cheap score and the finalists (rungs, probes, steps),
+and the channel scores a worker computes."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from prunepilot.core import trace
 from prunepilot.search import (
     Evaluator,
     FinetuneSettings,
+    Limited,
+    LocalPool,
     SearchSettings,
     SearchSpace,
     SearchSpec,
+    Task,
     Workload,
+    calibrate,
     score_channels,
     search,
 )
@@ -106,3 +113,38 @@ def test_a_probe_trains_the_steps_asked_and_is_repeatable(model: nn.Module, dist
     assert longer.steps == 7 and math.isfinite(longer.score)
     cheap = ev.evaluate(config)
     assert cheap.steps == 0  # the cheap score trains nothing by default
+
+
+class _RecordingPool(LocalPool):
+    """The in-process pool, remembering which kinds of task it ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kinds: list[str] = []
+
+    def submit(self, task: Task) -> None:
+        self.kinds.append(task.kind)
+        super().submit(task)
+
+
+def test_data_driven_scores_are_computed_by_a_worker(model: nn.Module) -> None:
+    # calibration (forward/backward passes) is heavy: a worker runs it, not the driver,
+    # and the scores it returns are exactly those of an in-process calibration
+    spec = _spec(top_k=1, rungs=0, criterion="taylor", calib_batches=2)
+    pool = _RecordingPool()
+    res = search(model, X, search_data(), spec, pool=pool)
+    assert pool.kinds.count("scores") == 1 and pool.kinds[0] == "scores"
+    graph = trace(model, X)
+    cal = calibrate(
+        model,
+        Limited(search_data().train, 2),
+        F.cross_entropy,
+        steps=2,
+        graph=graph,
+        criteria=["taylor"],
+    )
+    expected = score_channels(model, graph, "taylor", calibration=cal)
+    ev = pool._evaluator  # the evaluator the search's workload ended with
+    assert ev is not None and set(ev.space.scores) == set(expected)
+    assert all(np.allclose(ev.space.scores[g], expected[g]) for g in expected)
+    assert res.macs <= res.limits["flops"]
