@@ -1,7 +1,18 @@
 """Runs one job, inside a Ray task: resolve model and data, search, write artifacts.
 
-The scheduler launches `run_job` as a Ray task (no CPUs reserved: it mostly waits on its
-evaluator actors) and passes it only the job id, the attempt number and the settings; the
+Where each step runs:
+
+* on the API host (the runner, a Ray task pinned there by hard node affinity, no CPUs
+  reserved): reading the spec, the uploads and the database by local path, building the
+  model, tracing it, planning and filling candidates, the Optuna study, exporting and
+  writing artifacts. All light or I/O; it waits on its evaluators meanwhile, and never
+  runs while its own job times latency (the search measures with nothing else in flight);
+* in the job's evaluator actors, on any node (GPUs when the cluster has them): channel
+  calibration and data-driven scoring, candidate scoring, successive-halving probes,
+  fine-tuning and latency timing. They receive the model and data through Ray's object
+  store, so a worker node needs Ray and the package, not the server's disk.
+
+The scheduler passes the runner only the job id, the attempt number and the settings; the
 runner reads the spec from the database and writes progress, log lines, artifacts and the
 final status back. The Optuna study lives in the same database under ``job-ID``, so a job
 re-run after a server restart resumes its study: finished trials are kept, interrupted
@@ -19,6 +30,7 @@ import json
 import logging
 import math
 import shutil
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -42,6 +54,13 @@ __all__ = ["run_job", "study_name"]
 log = logging.getLogger("prunepilot.service")
 
 _CANCEL_POLL_S = 0.5
+
+
+def _node_id() -> str:
+    """The Ray node this process runs on (``-`` outside Ray)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "-"
 
 
 def study_name(job_id: str) -> str:
@@ -161,6 +180,7 @@ class _Runner:
         t0 = time.perf_counter()
         try:
             torch.set_num_threads(self.settings.worker_threads)
+            log.info("runner on node %s (host %s)", _node_id(), socket.gethostname())
             if self.attempt > 1:
                 log.info("attempt %d: resuming study %s", self.attempt, study_name(self.job_id))
             self.set_phase("loading model", spec.model.source)
@@ -195,6 +215,8 @@ class _Runner:
                 threads=self.settings.worker_threads,
                 address=self.settings.ray_address,
                 niceness=self.settings.worker_niceness,
+                on_wait=lambda message: self.set_phase("starting workers", message),
+                lost_timeout_s=self.settings.worker_lost_timeout_s,
             )
             result = search(
                 built.model,

@@ -5,7 +5,12 @@ stopped ``cancel_grace_s`` after CANCELLING is killed and the job marked CANCELL
 enforces the wall-clock limit (a job running longer than ``max_job_seconds`` since its
 runner was launched is marked FAILED, which its runner notices and stops on; one that has
 not stopped ``cancel_grace_s`` later is killed), and claims queued jobs up to
-``concurrent_jobs``, launching one `run_job` Ray task per job.
+``concurrent_jobs``, launching one `run_job` Ray task per job, pinned to this process's
+node (hard node affinity): the runner reads the database and uploads and writes artifacts
+by local path, so it runs where the server's storage is. Its heavy compute (calibration,
+candidate scoring, fine-tuning, latency timing) goes to the job's evaluator actors, which
+may be on any node and get the model and data through Ray's object store only: a worker
+node needs Ray and the package, nothing of the server's disk.
 The runner writes its own progress and final status; the scheduler only fills in when a
 runner dies without one (FAILED with the reason, logs kept).
 
@@ -63,6 +68,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._remote: Any = None
+        self._affinity: Any = None
         self._lock = threading.Lock()
         self.last_tick = 0.0
         self.error: str | None = None
@@ -205,9 +211,9 @@ class Scheduler:
             if attempt is None:
                 continue
             try:
-                ref = self._remote.options(name=f"prunepilot-job-{job_id}").remote(
-                    job_id, attempt, self._runner_settings
-                )
+                ref = self._remote.options(
+                    name=f"prunepilot-job-{job_id}", scheduling_strategy=self._on_this_node()
+                ).remote(job_id, attempt, self._runner_settings)
             except Exception as e:  # Ray refused the task: the job cannot run
                 self.db.finish(
                     job_id, JobStatus.FAILED, attempt=attempt, error=f"cannot start: {e}"
@@ -216,6 +222,20 @@ class Scheduler:
             with self._lock:
                 self._running[job_id] = _Running(job_id, attempt, ref, time.monotonic())
             log.info("job %s: runner launched (attempt %d)", job_id, attempt)
+
+    def _on_this_node(self) -> Any:
+        """Ray's strategy that pins a runner to this process's node (hard affinity).
+
+        The runner reads the database, the uploads and writes artifacts by local path,
+        so it must run where the server's storage is, never on a node Ray picks.
+        """
+        if self._affinity is None:
+            import ray
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            node = ray.get_runtime_context().get_node_id()
+            self._affinity = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+        return self._affinity
 
     def _reap(self, ray: Any, running: list[_Running]) -> None:
         ready, _ = ray.wait([r.ref for r in running], num_returns=len(running), timeout=0)

@@ -70,6 +70,9 @@ class Settings(BaseModel):
             each evaluator lowers its niceness to it where permitted (root or
             ``CAP_SYS_NICE``) and warns in the job's log otherwise: start the cluster
             with ``RAY_worker_niceness=0``.
+        worker_lost_timeout_s: how long a job waits with none of its evaluators alive (all
+            lost with their nodes, replacements not placed) before it fails with that
+            reason.
         scheduler: run queued jobs from this process (``False`` for an API-only replica).
         poll_interval_s: how often the scheduler looks for work and event streams poll.
         cancel_grace_s: after this long a cancelled job's runner is killed outright.
@@ -119,6 +122,7 @@ class Settings(BaseModel):
     worker_device: Literal["auto", "cpu", "cuda"] = "auto"
     worker_threads: int = Field(default=1, ge=1)
     worker_niceness: int = Field(default=0, ge=0, le=19)
+    worker_lost_timeout_s: float = Field(default=300.0, gt=0, le=7 * 24 * 3600.0)
     scheduler: bool = True
     poll_interval_s: float = Field(default=0.5, gt=0)
     cancel_grace_s: float = Field(default=5.0, ge=0)

@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from ._actor import EvaluatorActor, WorkerInfo
 from ._cluster import cluster_devices, ensure_ray
-from ._pool import RayPool
+from ._pool import RayPool, WorkersLostError
 
-__all__ = ["EvaluatorActor", "RayPool", "WorkerInfo", "cluster_devices", "ensure_ray"]
+__all__ = [
+    "EvaluatorActor",
+    "RayPool",
+    "WorkerInfo",
+    "WorkersLostError",
+    "cluster_devices",
+    "ensure_ray",
+]

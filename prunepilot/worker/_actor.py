@@ -29,7 +29,8 @@ class WorkerInfo(BaseModel):
     """A started evaluator, as its pool reports it.
 
     Attributes:
-        name: the worker's name in reports.
+        name: the worker's name in reports (``worker-N@NODE``: NODE starts its Ray node id).
+        node: the Ray node id it runs on.
         pid: its process id.
         niceness: its scheduling niceness (0 is normal priority).
         workload: the id of the workload object it loaded (one per pool).
@@ -41,6 +42,7 @@ class WorkerInfo(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
+    node: str
     pid: int
     niceness: int
     workload: str
@@ -63,7 +65,9 @@ class EvaluatorActor:
     """
 
     def __init__(self, name: str, device: str, threads: int | None, niceness: int | None) -> None:
-        self.name, self.device, self.threads = name, device, threads
+        self.node = ray.get_runtime_context().get_node_id()
+        self.name = f"{name}@{self.node[:8]}"
+        self.device, self.threads = device, threads
         self.warning = None if niceness is None else renice(niceness)
         if threads is not None:
             torch.set_num_threads(threads)
@@ -81,6 +85,7 @@ class EvaluatorActor:
         self.evaluator = Evaluator(workload, self.device, self.threads)
         return WorkerInfo(
             name=self.name,
+            node=self.node,
             pid=os.getpid(),
             niceness=niceness(),
             workload=work[0].hex(),

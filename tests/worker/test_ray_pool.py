@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ import ray
 import torch
 from torch import nn
 
+from prunepilot.core import PrunepilotError
 from prunepilot.search import SearchCancelled, SearchProgress, SearchSpec, search
 from prunepilot.worker import RayPool
 
@@ -121,3 +123,46 @@ def test_cancel_stops_running_trials_promptly(local_ray: None, model: nn.Module)
         assert pool.pending == 0
     finally:
         pool.close()
+
+
+def test_a_pool_larger_than_the_cluster_is_refused_at_once(local_ray: None) -> None:
+    from prunepilot.worker import ensure_ray
+
+    ensure_ray()
+    cpus = int(ray.cluster_resources()["CPU"])
+    with pytest.raises(PrunepilotError, match=rf"need {cpus + 1} CPUs; the Ray cluster has {cpus}"):
+        RayPool(1, device="cpu", threads=cpus + 1)
+
+
+def test_a_pool_waits_visibly_for_room_and_gets_all_its_workers(
+    local_ray: None, model: nn.Module
+) -> None:
+    # one pool holds every CPU: the next waits, saying so, and starts once it is freed
+    # (placement groups: all of a pool's workers or none, never a partial allocation)
+    from prunepilot.worker import ensure_ray
+
+    ensure_ray()
+    cpus = int(ray.cluster_resources()["CPU"])
+    spec = _spec(2)
+    first = RayPool(1, device="cpu", threads=cpus)
+    messages: list[str] = []
+    second = RayPool(2, device="cpu", on_wait=messages.append, wait_report_s=0.5)
+    try:
+        res: list[object] = []
+        thread = threading.Thread(
+            target=lambda: res.append(search(model, X, search_data(), spec, pool=second))
+        )
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not messages and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert messages, "the waiting pool said nothing"
+        assert messages[0].startswith("waiting for 2 CPU workers (1 CPU each): 0 of ")
+        assert "CPUs free" in messages[0]
+        first.close()
+        thread.join(timeout=300)
+        assert not thread.is_alive() and res
+        assert second.startup["placement_s"] > 0.5
+    finally:
+        first.close()
+        second.close()
