@@ -9,6 +9,16 @@ from __future__ import annotations
 
 from ._actor import EvaluatorActor, WorkerInfo
 from ._cluster import cluster_devices, ensure_ray
+from ._devices import WorkerPlan, plan_workers, uses_gpu
 from ._pool import RayPool
 
-__all__ = ["EvaluatorActor", "RayPool", "WorkerInfo", "cluster_devices", "ensure_ray"]
+__all__ = [
+    "EvaluatorActor",
+    "RayPool",
+    "WorkerInfo",
+    "WorkerPlan",
+    "cluster_devices",
+    "ensure_ray",
+    "plan_workers",
+    "uses_gpu",
+]
