@@ -28,7 +28,7 @@ from ._bn import recalibrate_bn
 from ._calibration import calibrate
 from ._criteria import get_criterion
 from ._finetune import LossFn, Trainer, evaluate
-from ._latency import LatencyStats, measure_latency, measure_relative
+from ._latency import LatencyStats, local_device, measure_latency, measure_relative
 from ._latency_model import LatencyModel
 from ._scoring import Scores, score_channels
 from ._space import Space
@@ -142,7 +142,7 @@ class Evaluator:
 
     Args:
         work: the job's workload.
-        device: where candidates run (``cpu``, ``cuda``, ``cuda:N``).
+        device: where candidates run (``cpu``, ``cuda``: this process's own GPU, ``cuda:N``).
         threads: CPU threads for this evaluator's work (``None``: leave torch's setting).
     """
 
@@ -152,7 +152,7 @@ class Evaluator:
         if threads is not None:
             torch.set_num_threads(threads)
         self.work = work
-        self.device = torch.device(device)
+        self.device = local_device(device)
         self.model = work.model.to("cpu").eval()
         self._space = (
             None if work.scores is None else Space(self.model, work.graph, work.scores, work.space)

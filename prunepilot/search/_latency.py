@@ -2,8 +2,12 @@
 
 Measurements run on a private copy of the model (cast to the target dtype and memory
 format, moved to the target device) under ``torch.inference_mode()``. CPU runs are timed
-with ``time.perf_counter_ns`` under the target's thread count; CUDA runs with CUDA events
-around each synchronised run, so asynchronous launches are not mistaken for speed.
+with ``time.perf_counter_ns`` under the target's thread count. CUDA runs as the field times
+them: the model and inputs already on the GPU (no host-device copy in the timed region), at
+least `MIN_CUDA_WARMUP` untimed runs (lazy kernel loading, cuDNN/cuBLAS handles and
+autotuning happen there), then each run between CUDA events with the device synchronised
+before and after it, so asynchronous launches are not mistaken for speed; the median counts.
+A target's ``cuda`` is this process's own GPU: inside a 1-GPU Ray actor, ``cuda:0``.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from ._errors import LatencyError
 from ._spec import LatencyTarget
 
 __all__ = [
+    "MIN_CUDA_WARMUP",
     "LatencyStats",
     "call_model",
     "cpu_threads",
     "first_run",
     "latency_inputs",
+    "local_device",
     "measure_latency",
     "measure_relative",
     "prepare",
@@ -42,6 +48,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("prunepilot.search")
+
+MIN_CUDA_WARMUP = 3
+"""Untimed runs before any CUDA timing, whatever the caller asks (first-use costs)."""
 
 _DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -124,8 +133,20 @@ def target_dtype(target: LatencyTarget) -> torch.dtype:
     return _DTYPES[target.dtype]
 
 
+def local_device(name: str | torch.device) -> torch.device:
+    """``name`` with a bare ``cuda`` pinned to this process's current GPU.
+
+    A device type names the caller's own GPU: in a 1-GPU Ray actor (Ray sets
+    ``CUDA_VISIBLE_DEVICES``) that is ``cuda:0``. Call only where CUDA is available.
+    """
+    dev = torch.device(name)
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
 def resolve_device(target: LatencyTarget) -> torch.device:
-    """The target's device, checked to exist here.
+    """The target's device here (``cuda``: this process's own GPU), checked to exist.
 
     Raises:
         LatencyError: CUDA is asked for but unavailable, or the device index does not exist.
@@ -138,13 +159,12 @@ def resolve_device(target: LatencyTarget) -> torch.device:
                 " is False on this machine; measure on 'cpu' or run on a GPU worker"
             )
         count = torch.cuda.device_count()
-        index = 0 if dev.index is None else dev.index
-        if index >= count:
+        dev = local_device(dev)
+        if dev.index is not None and dev.index >= count:
             raise LatencyError(
                 f"latency target device {target.device!r} does not exist: this machine has "
                 f"{count} CUDA device(s) (cuda:0..cuda:{count - 1})"
             )
-        dev = torch.device("cuda", index)
     return dev
 
 
@@ -260,32 +280,60 @@ def time_calls(
 ) -> list[float]:
     """Run ``fn`` ``warmup`` times untimed, then time ``repeats`` runs (milliseconds each).
 
-    CUDA runs are synchronised before and timed with CUDA events, so each run's time
-    covers its kernels rather than their asynchronous launch.
+    ``fn`` must find its model and inputs on ``device`` already. CUDA runs get at least
+    `MIN_CUDA_WARMUP` warm-up runs and are timed with CUDA events (`_time_cuda`).
     """
-    times: list[float] = []
     with torch.inference_mode(), _no_gc():
-        if device.type == "cuda":
-            with torch.cuda.device(device):
-                for _ in range(warmup):
-                    fn()
-                torch.cuda.synchronize(device)
-                for _ in range(repeats):
-                    start = torch.cuda.Event(enable_timing=True)
-                    end = torch.cuda.Event(enable_timing=True)
-                    torch.cuda.synchronize(device)
-                    start.record()
-                    fn()
-                    end.record()
-                    end.synchronize()
-                    times.append(float(start.elapsed_time(end)))
-        else:
-            for _ in range(warmup):
-                fn()
-            for _ in range(repeats):
-                t0 = time.perf_counter_ns()
-                fn()
-                times.append((time.perf_counter_ns() - t0) / 1e6)
+        return _timer(device)(fn, device, warmup, repeats)
+
+
+_Timer = Callable[[Callable[[], Any], torch.device, int, int], list[float]]
+
+
+def _timer(device: torch.device) -> _Timer:
+    """How runs on ``device`` are timed: CUDA events on a GPU, the host clock elsewhere."""
+    return _time_cuda if device.type == "cuda" else _time_cpu
+
+
+def _time_cpu(
+    fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int
+) -> list[float]:
+    """Host-clock times of synchronous runs (CPU kernels finish before ``fn`` returns)."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+    return times
+
+
+def _time_cuda(
+    fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int
+) -> list[float]:
+    """GPU times of runs, each between CUDA events on the current stream.
+
+    The device is synchronised before each run (nothing earlier is counted) and after it
+    (every kernel of the run, on any stream, has finished before the next starts); events
+    are created before the timed loop, so allocating them is not timed either.
+    """
+    with torch.cuda.device(device):
+        stream = torch.cuda.current_stream(device)
+        for _ in range(max(warmup, MIN_CUDA_WARMUP)):
+            fn()
+        events = [
+            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            for _ in range(repeats)
+        ]
+        times: list[float] = []
+        for start, end in events:
+            torch.cuda.synchronize(device)
+            start.record(stream)
+            fn()
+            end.record(stream)
+            torch.cuda.synchronize(device)
+            times.append(float(start.elapsed_time(end)))
     return times
 
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -34,8 +35,9 @@ __all__ = [
 ]
 
 _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
-_DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]{1,2})?)$"
-_DEVICE = re.compile(_DEVICE_PATTERN)
+_DEVICE_PATTERN = r"^(cpu|cuda(:0)?)$"
+_INDEXED_CUDA = re.compile(r"^cuda:[0-9]+$")
+_MAX_DEVICE_CHARS = 32
 _MAX_IGNORE = 256
 _MAX_PATTERN = 200
 # hard bounds: anything beyond is a typo or an attack (the operator's limits are lower)
@@ -167,16 +169,43 @@ BudgetField = Annotated[
 ]
 
 
-def _document_device(schema: dict[str, Any]) -> None:
-    """States `LatencyTarget`'s device rule (what `_check_device` checks) in its JSON schema."""
-    schema["properties"]["device"]["pattern"] = _DEVICE_PATTERN
+def _device(raw: str) -> str:
+    """``cpu`` or ``cuda``: a device type, not a local index (``cuda:0`` is read as ``cuda``).
+
+    An evaluator on Ray holds one GPU, which it sees as ``cuda:0`` whatever the GPU's index
+    on its node (Ray sets ``CUDA_VISIBLE_DEVICES``), so ``cuda:1`` names nothing there.
+    """
+    if raw in ("cpu", "cuda"):
+        return raw
+    if raw == "cuda:0":
+        return "cuda"
+    if _INDEXED_CUDA.match(raw):
+        raise ValueError(
+            f"device {_short(raw)} names a GPU by its index, but each GPU evaluator holds one "
+            "GPU and sees it as cuda:0; write 'cuda' (the evaluator's own GPU) or 'cpu'"
+        )
+    raise ValueError(f"device must be 'cpu' or 'cuda' (the evaluator's own GPU); got {_short(raw)}")
+
+
+DeviceName = Annotated[
+    str,
+    StringConstraints(max_length=_MAX_DEVICE_CHARS),
+    AfterValidator(_device),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": _DEVICE_PATTERN,
+            "description": "'cpu' or 'cuda' (the evaluator's own GPU; 'cuda:0' means the same)",
+        }
+    ),
+]
 
 
 class LatencyTarget(_Frozen):
     """Where and how latency is measured.
 
     Attributes:
-        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        device: ``cpu`` or ``cuda``: the measuring evaluator's own GPU.
         batch_size: the batch measured (example inputs are resized along dim 0).
         dtype: ``fp32``, ``fp16`` or ``bf16`` (parameters and floating inputs cast).
         threads: CPU threads while measuring (``None``: torch's current setting).
@@ -185,23 +214,13 @@ class LatencyTarget(_Frozen):
         repeats: timed runs; the median is reported.
     """
 
-    model_config = ConfigDict(json_schema_extra=_document_device)
-
-    device: str = "cpu"
+    device: DeviceName = "cpu"
     batch_size: int = Field(default=1, ge=1, le=4096)
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"
     threads: int | None = Field(default=None, ge=1, le=1024)
     memory_format: Literal["contiguous", "channels_last"] = "contiguous"
     warmup: int = Field(default=5, ge=0, le=10_000)
     repeats: int = Field(default=20, ge=1, le=10_000)
-
-    @model_validator(mode="after")
-    def _check_device(self) -> LatencyTarget:
-        if not _DEVICE.fullmatch(self.device):
-            raise ValueError(
-                f"latency device must be 'cpu', 'cuda' or 'cuda:N' (N < 100); got {self.device!r}"
-            )
-        return self
 
 
 class Constraints(_Frozen):
@@ -370,7 +389,7 @@ class FinetuneSettings(_Frozen):
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         distill: distil from the unpruned model (knowledge distillation).
-        device: where finalists train (``None``: the worker's device).
+        device: where finalists train, ``cpu`` or ``cuda`` (``None``: the worker's device).
     """
 
     steps: int = Field(default=200, ge=0, le=MAX_STEPS)
@@ -378,7 +397,7 @@ class FinetuneSettings(_Frozen):
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=5e-4, ge=0)
     distill: bool = False
-    device: str | None = Field(default=None, pattern=_DEVICE_PATTERN)
+    device: DeviceName | None = None
 
 
 class SearchSpec(_Frozen):

@@ -3,7 +3,8 @@
 Tracebacks name install paths and quote server code, so they stay in the server log. Ray
 makes this easy to miss: a `RayTaskError` (what ``ray.get`` raises when a task or actor
 method failed) renders the remote traceback, in ANSI colours, as its message; `error_text`
-unwraps it to the exception that caused it. `clean` is applied to everything stored for
+unwraps it to the exception that caused it, or, when it wraps no exception, keeps the first
+line of its cleaned message. `clean` is applied to everything stored for
 users (job log lines, a job's error, events, trial reasons).
 """
 
@@ -15,10 +16,11 @@ import sys
 __all__ = ["clean", "error_text"]
 
 _MAX_CHARS = 4000
-# CSI sequences (colours, cursor moves), then other two-character escapes
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
-# control characters but tab and newline (a \r can hide text on a terminal)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# OSC strings (titles, hyperlinks: up to BEL or ST), CSI sequences (colours, cursor
+# moves), then other escapes (ESC, intermediate bytes, a final byte: ``ESC ( B``)
+_ANSI = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b\[[0-?]*[ -/]*[@-~]|\x1b[ -/]*[0-~]")
+# control characters but tab and newline (a \r can hide text on a terminal), C1 included
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _TB_START = re.compile(r'^\s*(Traceback \(most recent call last\):|File "[^"]*", line \d+)')
 _TB_CARETS = re.compile(r"^\s*[\^~]+\s*$")
 # Ray's name of a remote frame: "ray::f() (pid=..., ip=..., actor_id=..., repr=...)"
@@ -56,6 +58,11 @@ def error_text(exc: BaseException) -> str:
             if not isinstance(cause, BaseException):
                 break
             exc, seen = cause, seen + 1
+        if isinstance(exc, ray_errors.RayTaskError):
+            # no exception to unwrap to: its text is a remote traceback; its first line
+            # (after the frame header `clean` drops) says what failed
+            first = next((line for line in clean(str(exc)).split("\n") if line.strip()), "")
+            return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     message = clean(str(exc))
     name = type(exc).__name__
     return f"{name}: {message}" if message else name

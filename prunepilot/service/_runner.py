@@ -202,12 +202,20 @@ class _Runner:
             self.timings["data_s"] = time.perf_counter() - t
             if self.cancelled():
                 raise SearchCancelled("cancelled before the search started")
-            from prunepilot.worker import RayPool
+            from prunepilot.worker import RayPool, cluster_devices, plan_workers
 
             t = time.perf_counter()
-            workers = min(
-                spec.workers or self.settings.workers_per_job, self.settings.max_workers_per_job
+            # unasked, a GPU job gets one actor per GPU, a CPU job `workers_per_job` (that fit)
+            cpus, gpus = cluster_devices()
+            default = plan_workers(
+                None,
+                self.settings.worker_device,
+                threads=self.settings.worker_threads,
+                cpus=cpus,
+                gpus=gpus,
+                cpu_default=self.settings.workers_per_job,
             )
+            workers = min(spec.workers or default.workers, self.settings.max_workers_per_job)
             self.set_phase("starting workers", f"{workers} evaluators")
             pool = RayPool(
                 workers,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prunepilot.search import available_criteria
 
 from . import _datasets, _limits, _models
+from ._capacity import check_capacity
 from ._db import Database, UploadRow
 from ._errors import SpecError
 from ._settings import Settings
@@ -22,7 +23,7 @@ def validate_job(spec: JobSpec, owner: str, settings: Settings, db: Database) ->
 
     Raises:
         SpecError: unknown model, dataset, upload or criterion; inputs that do not fit; a
-            job over the operator's limits (`_limits`).
+            job over the operator's limits (`_limits`) or beyond the Ray cluster (`_capacity`).
         Forbidden: a factory outside the allowlist, an untrusted model upload.
     """
 
@@ -35,6 +36,7 @@ def validate_job(spec: JobSpec, owner: str, settings: Settings, db: Database) ->
             f"{settings.max_workers_per_job} per job"
         )
     _limits.check_spec(spec, settings)
+    check_capacity(spec, settings)
     criteria = available_criteria()
     if spec.search.criterion not in criteria:
         raise SpecError(

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from ._actor import EvaluatorActor, WorkerInfo
 from ._cluster import cluster_devices, ensure_ray
+from ._devices import WorkerPlan, plan_workers, uses_gpu
 from ._pool import RayPool, WorkersLostError
 
 __all__ = [
     "EvaluatorActor",
     "RayPool",
     "WorkerInfo",
+    "WorkerPlan",
     "WorkersLostError",
     "cluster_devices",
     "ensure_ray",
+    "plan_workers",
+    "uses_gpu",
 ]

@@ -27,6 +27,7 @@ from prunepilot.search import Outcome, Task, Workload
 
 from ._actor import EvaluatorActor, WorkerInfo
 from ._cluster import cluster_devices, ensure_ray
+from ._devices import plan_workers, uses_gpu
 from ._transport import pack
 
 __all__ = ["RayPool", "WorkersLostError"]
@@ -84,8 +85,9 @@ class _Slot:
 class RayPool:
     """Evaluator actors on a local or remote Ray cluster.
 
-    One actor per GPU (``num_gpus=1``, so Ray pins it to its device) when the cluster has
-    GPUs, else ``workers`` CPU-only actors with ``threads`` CPU threads each.
+    One actor per GPU (``num_gpus=1``, so Ray pins it to its device; asking for more than
+    the cluster's GPUs is clamped, with a warning) when the cluster has GPUs, else
+    ``workers`` CPU-only actors with ``threads`` CPU threads each.
 
     The actors are placed together through one placement group (bundles spread over the
     nodes): a job gets all its workers or none, so two jobs never each hold part of what
@@ -132,8 +134,7 @@ class RayPool:
     ) -> None:
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be >= 1; got {workers}")
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
+        uses_gpu(device, 0)  # a bad device fails before Ray starts
         if niceness is not None and not 0 <= niceness <= 19:
             raise ValueError(f"niceness must be between 0 and 19; got {niceness}")
         t0 = time.perf_counter()
@@ -141,10 +142,10 @@ class RayPool:
         self.startup: dict[str, float] = {"ray_start_s": time.perf_counter() - t0}
         self.niceness = niceness
         cpus, gpus = cluster_devices()
-        use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
-        if use_gpu and gpus == 0:
-            raise ValueError("device='cuda' but the Ray cluster has no GPUs")
-        n = workers or (gpus if use_gpu else max(1, cpus // max(threads, 1)))
+        plan = plan_workers(workers, device, threads=threads, cpus=cpus, gpus=gpus)
+        if plan.note is not None:
+            log.warning("%s", plan.note)
+        n, use_gpu = plan.workers, plan.device == "cuda"
         self.max_retries = max_retries
         self.restarts = 0
         bundle = {"GPU": 1.0, "CPU": 1.0} if use_gpu else {"CPU": float(threads)}

@@ -17,6 +17,7 @@ from prunepilot.search import (
     measure_latency,
     measure_relative,
 )
+from prunepilot.search._latency import MIN_CUDA_WARMUP, _time_cpu, _time_cuda, _timer, time_calls
 
 FAST = {"warmup": 1, "repeats": 3}
 
@@ -169,15 +170,76 @@ def test_cuda_unavailable() -> None:
         measure_latency(nn.Linear(4, 2), torch.randn(1, 4), LatencyTarget(device="cuda"))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_alias_unavailable_too() -> None:
+    with pytest.raises(LatencyError, match="needs CUDA"):
+        measure_latency(nn.Linear(4, 2), torch.randn(1, 4), LatencyTarget(device="cuda:0"))
+
+
+def test_runs_are_timed_by_the_device_s_clock() -> None:
+    assert _timer(torch.device("cpu")) is _time_cpu
+    assert _timer(torch.device("cuda", 0)) is _time_cuda
+    assert _timer(torch.device("cuda")) is _time_cuda
+
+
+def test_cpu_runs_exactly_the_warmup_and_repeats_asked() -> None:
+    calls: list[int] = []
+    times = time_calls(lambda: calls.append(1), torch.device("cpu"), warmup=0, repeats=4)
+    assert len(times) == 4 and len(calls) == 4 and all(t >= 0 for t in times)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (no GPU here)")
+
+
+@needs_cuda
 def test_cuda_measurement() -> None:
     model = Recorder()
-    target = LatencyTarget(device="cuda", dtype="fp16", batch_size=4, warmup=2, repeats=5)
-    stats = measure_latency(model, torch.randn(1, 3, 16, 16), target)
-    assert stats.device == "cuda:0" and stats.runs == 5 and stats.median_ms > 0
+    own = f"cuda:{torch.cuda.current_device()}"
+    for name in ("cuda", "cuda:0"):  # the same device: the process's own GPU
+        target = LatencyTarget(device=name, dtype="fp16", batch_size=4, warmup=2, repeats=5)
+        stats = measure_latency(model, torch.randn(1, 3, 16, 16), target)
+        assert stats.device == own and stats.runs == 5 and stats.median_ms > 0
     assert next(model.parameters()).device.type == "cpu"
-    with pytest.raises(LatencyError, match="does not exist"):
-        measure_latency(model, torch.randn(1, 3, 8, 8), LatencyTarget(device="cuda:99"))
+
+
+@needs_cuda
+def test_cuda_timing_always_warms_up() -> None:
+    calls: list[int] = []
+    x = torch.randn(8, 8, device="cuda")
+    times = time_calls(lambda: calls.append(1) or x @ x, x.device, warmup=0, repeats=3)
+    assert len(times) == 3 and len(calls) == MIN_CUDA_WARMUP + 3 and min(times) > 0
+
+
+class Sleeps(nn.Module):
+    """Queues a GPU kernel that spins for ``cycles`` and returns at once on the host."""
+
+    def __init__(self, cycles: int) -> None:
+        super().__init__()
+        self.cycles = cycles
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.cuda._sleep(self.cycles)
+        return x
+
+
+@needs_cuda
+def test_cuda_timing_counts_asynchronous_kernels() -> None:
+    # the host returns from forward at once; only GPU-side timing sees the queued kernel
+    x = torch.randn(1, 4)
+    target = LatencyTarget(device="cuda", warmup=1, repeats=5)
+    idle = measure_latency(Sleeps(0), x, target).median_ms
+    busy = measure_latency(Sleeps(50_000_000), x, target).median_ms  # tens of ms on any GPU
+    assert busy > 10 * max(idle, 0.01)
+
+
+@needs_cuda
+def test_first_cuda_measurement_is_not_inflated_by_first_use() -> None:
+    # a fresh model and shape: lazy kernel loading and cuDNN set-up must not be timed
+    model = nn.Sequential(nn.Conv2d(3, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3))
+    target = LatencyTarget(device="cuda", warmup=0, repeats=20)
+    first = measure_latency(model, torch.randn(1, 3, 61, 61), target).median_ms
+    again = measure_latency(model, torch.randn(1, 3, 61, 61), target).median_ms
+    assert first < 3 * again
 
 
 def test_keyword_inputs() -> None:

@@ -7,7 +7,15 @@ import torch
 from torch import nn
 
 import prunepilot as pp
-from prunepilot.search import Budget, Constraints, SearchSpace, Space, score_channels
+from prunepilot.search import (
+    Budget,
+    Constraints,
+    FinetuneSettings,
+    LatencyTarget,
+    SearchSpace,
+    Space,
+    score_channels,
+)
 
 
 def _space(model: nn.Module, x: torch.Tensor, **kw: object) -> Space:
@@ -67,14 +75,26 @@ def test_budgets() -> None:
     assert Budget.parse("25%") == Budget(value=0.25, relative=True)
     assert Budget.parse(12) == Budget(value=12.0)
     assert Budget.parse("25%").limit(200) == 50
-    c = Constraints(flops="25%", latency_ms=3.5, target={"device": "cuda:1", "dtype": "fp16"})
+    c = Constraints(flops="25%", latency_ms=3.5, target={"device": "cuda", "dtype": "fp16"})
     again = Constraints.model_validate_json(c.model_dump_json())
     assert again == c and again.model_dump()["flops"] == "25%"
     for bad in ("0%", "150%", "-3", "fast", True):
         with pytest.raises(ValueError):
             Constraints(flops=bad)
-    with pytest.raises(ValueError, match="'cpu', 'cuda' or 'cuda:N'"):
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
         Constraints(flops=1, target={"device": "tpu"})
+
+
+def test_devices_name_a_type_not_a_local_index() -> None:
+    # a GPU evaluator on Ray sees its one GPU as cuda:0: an index >= 1 names nothing there
+    assert LatencyTarget(device="cuda:0").device == "cuda"
+    assert FinetuneSettings(device="cuda:0").device == "cuda"
+    for model in (LatencyTarget, FinetuneSettings):
+        for bad in ("cuda:1", "cuda:12"):
+            with pytest.raises(ValueError, match="sees it as cuda:0; write 'cuda'"):
+                model(device=bad)
+        with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
+            model(device="gpu")
 
 
 def test_budgets_are_finite_and_survive_storage() -> None:

@@ -35,3 +35,24 @@ def test_clean_drops_frames_escapes_and_control_characters() -> None:
     assert clean(REMOTE_TB) == "ValueError: bad input"
     assert clean("ok\rhidden\x07 \x1b[2Jdone") == "okhidden done"
     assert len(clean("x" * 10_000)) == 4000
+
+
+def test_a_ray_task_error_without_an_exception_keeps_its_first_line() -> None:
+    chained = (
+        f"{REMOTE_TB}\n\nThe above exception was the direct cause of the following exception:\n\n"
+        "Traceback (most recent call last):\n"
+        '  File "/opt/venv/lib/python3.11/site-packages/ray/_private/worker.py", line 9, in g\n'
+        "RuntimeError: wrapped"
+    )
+    for cause in (None, "not an exception"):
+        err = RayTaskError("run_job", chained, cause, proctitle="ray::run_job", pid=1, ip="1.2.3.4")
+        assert "\x1b[" in str(err) and "File " in str(err)  # what Ray renders
+        assert error_text(err) == "RayTaskError: ValueError: bad input"
+    bare = RayTaskError("run_job", "", None, proctitle="ray::run_job", pid=1, ip="1.2.3.4")
+    assert error_text(bare) == "RayTaskError"
+
+
+def test_clean_drops_every_kind_of_terminal_escape() -> None:
+    link = "\x1b]8;;https://evil.example/\x1b\\click\x1b]8;;\x1b\\"
+    title = "\x1b]0;owned\x07"
+    assert clean(f"{title}see {link} \x1b[1;31mred\x1b[m \x9b31mC1\x1b(B") == "see click red 31mC1"

@@ -292,7 +292,10 @@ _SPECS: list[tuple[dict[str, Any], bool]] = [
     ({"constraints": {"flops": 1e9}}, True),
     ({"constraints": {"flops": 0}}, False),
     ({"constraints": {"flops": None, "params": None}}, False),
-    ({"constraints": {"flops": None, "latency_ms": 5, "target": {"device": "cuda:1"}}}, True),
+    ({"constraints": {"flops": None, "latency_ms": 5, "target": {"device": "cuda"}}}, True),
+    ({"constraints": {"flops": None, "latency_ms": 5, "target": {"device": "cuda:0"}}}, True),
+    ({"constraints": {"flops": None, "latency_ms": 5, "target": {"device": "cuda:1"}}}, False),
+    ({"finetune": {"device": "cuda:1"}}, False),
     ({"constraints": {"flops": "50%", "target": {"device": "gpu"}}}, False),
 ]
 
