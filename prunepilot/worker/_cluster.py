@@ -41,7 +41,9 @@ def ensure_ray(
         log.info("starting a local Ray instance")
     else:
         log.info("connecting to the Ray cluster at %s", address)
-    ray.init(address=address, **kwargs)
+    # "local": always a new instance, never a cluster some `ray start` on this machine
+    # left in /tmp/ray/ray_current_cluster
+    ray.init(address=address or "local", **kwargs)
 
 
 def cluster_devices() -> tuple[int, int]:

@@ -55,6 +55,7 @@ def ray_with_two_gpus() -> Iterator[None]:
         ray.shutdown()
     path = os.pathsep.join(p for p in sys.path if p)
     ray.init(
+        address="local",
         num_cpus=2,
         num_gpus=2,
         include_dashboard=False,
