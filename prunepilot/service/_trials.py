@@ -48,6 +48,7 @@ def _trial(d: dict[str, Any]) -> TrialInfo:
         baseline=d["baseline"] if d.get("baseline") in _BASELINES else None,
         rungs=[f for f in (_num(r) for r in (d.get("rungs") or [])[:8]) if f is not None],
         steps=int(d.get("steps") or 0),
+        worker=str(d.get("worker") or "")[:100],
     )
 
 

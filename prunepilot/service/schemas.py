@@ -284,7 +284,8 @@ class TrialInfo(BaseModel):
     """One sampled candidate of a job's search (``baseline``: the allocation whose exact
     plan at the budgets it is, for the baselines evaluated besides the searched trials;
     ``rungs``: its held-out score after each successive-halving rung it reached;
-    ``steps``: optimizer steps it trained during the search)."""
+    ``steps``: optimizer steps it trained during the search; ``worker``: the evaluator
+    that scored it, ``worker-N@NODE`` with the start of its Ray node id)."""
 
     number: int
     config: dict[str, float]
@@ -299,6 +300,7 @@ class TrialInfo(BaseModel):
     baseline: Literal["uniform", "global", "lamp"] | None = None
     rungs: list[float] = Field(default_factory=list, max_length=8)
     steps: int = 0
+    worker: str = Field(default="", max_length=100)
 
 
 class TrialsPage(BaseModel):
