@@ -41,15 +41,16 @@ def cluster_unavailable() -> str | None:
 
 
 class TwoNodeCluster:
-    """Head and second node, one CPU each; the second sees ``hidden`` as an empty tmpfs.
+    """Head and second node; the second sees ``hidden`` as an empty tmpfs.
 
     Args:
         hidden: the server's data directory, empty on the second node.
         logs: where the nodes' output goes.
+        cpus: logical CPUs each node declares.
     """
 
-    def __init__(self, hidden: Path, logs: Path) -> None:
-        self.hidden, self.logs = hidden, logs
+    def __init__(self, hidden: Path, logs: Path, cpus: int = 1) -> None:
+        self.hidden, self.logs, self.cpus = hidden, logs, cpus
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.env = {
@@ -66,7 +67,7 @@ class TwoNodeCluster:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.head = self._popen(
             [
-                _RAY, "start", "--head", f"--port={self.port}", "--num-cpus=1",
+                _RAY, "start", "--head", f"--port={self.port}", f"--num-cpus={self.cpus}",
                 "--include-dashboard=false", "--disable-usage-stats", "--block",
                 f"--system-config={_SYSTEM_CONFIG}",
             ],
@@ -74,7 +75,7 @@ class TwoNodeCluster:
         )  # fmt: skip
         join = (
             f"mount -t tmpfs tmpfs '{self.hidden}' && exec '{_RAY}' start "
-            f"--address={self.address} --num-cpus=1 --disable-usage-stats --block"
+            f"--address={self.address} --num-cpus={self.cpus} --disable-usage-stats --block"
         )
         self.second = self._popen(
             ["unshare", "-m", "--propagation", "private", "sh", "-c", join], "second.log"
