@@ -223,7 +223,7 @@ class _Runner:
                 threads=self.settings.worker_threads,
                 address=self.settings.ray_address,
                 niceness=self.settings.worker_niceness,
-                on_wait=lambda message: self.set_phase("starting workers", message),
+                on_wait=lambda message: self.set_phase("waiting for workers", message),
                 lost_timeout_s=self.settings.worker_lost_timeout_s,
             )
             result = search(

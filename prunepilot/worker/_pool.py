@@ -356,8 +356,10 @@ class RayPool:
     def _wait_for_room(self) -> None:
         """Wait until the placement group is placed, saying so every ``wait_report_s``."""
         t0 = time.monotonic()
+        step = min(1.0, self.wait_report_s)  # say why soon, then every wait_report_s
         while True:
-            ready, _ = ray.wait([self._pg.ready()], timeout=self.wait_report_s)
+            ready, _ = ray.wait([self._pg.ready()], timeout=step)
+            step = self.wait_report_s
             if ready:
                 return
             message = (

@@ -43,6 +43,7 @@ def server(cluster: tuple[TwoNodeCluster, Path]) -> Iterator[ServerProcess]:
         "PRUNEPILOT_RAY_ADDRESS": c.address,
         "PRUNEPILOT_WORKERS_PER_JOB": "2",
         "PRUNEPILOT_WORKER_LOST_TIMEOUT_S": "60",
+        "PRUNEPILOT_CONCURRENT_JOBS": "2",
         "RAY_AUTH_MODE": "disabled",
     }
     with ServerProcess(data, env, scheduler=True) as s:
@@ -89,6 +90,22 @@ def test_more_workers_than_the_cluster_has_are_refused(server: ServerProcess) ->
     r = client.post("/jobs", json=tiny_spec(workers=3))
     assert r.status_code == 422, r.text
     assert "the Ray cluster has 2 CPUs in total" in r.json()["detail"]
+
+
+def test_a_job_waits_visibly_while_another_holds_the_cluster(server: ServerProcess) -> None:
+    # each job needs both CPUs: all of a job's workers or none (no deadlock on halves),
+    # and the one that waits says so
+    client = server.client(ALICE)
+    spec = tiny_spec(search={"trials": 40}, finetune={"steps": 100})
+    first = client.post("/jobs", json=spec).json()["id"]
+    wait_for(client, first, lambda j: j["trials_done"] > 0, timeout=240)
+    second = client.post("/jobs", json=tiny_spec()).json()["id"]
+    job = wait_for(client, second, lambda j: j["phase"] == "waiting for workers", timeout=120)
+    assert job["status"] == "RUNNING"
+    log = client.get(f"/jobs/{second}/logs").text
+    assert "waiting for 2 CPU workers (1 CPU each): 0 of 2 CPUs free" in log, log
+    for job_id in (first, second):
+        assert wait_for(client, job_id, timeout=300)["status"] == "SUCCEEDED"
 
 
 def test_losing_a_node_mid_job_the_job_carries_on_and_succeeds(
