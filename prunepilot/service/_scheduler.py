@@ -9,6 +9,11 @@ not stopped ``cancel_grace_s`` later is killed), and claims queued jobs up to
 The runner writes its own progress and final status; the scheduler only fills in when a
 runner dies without one (FAILED with the reason, logs kept).
 
+Ray is connected through `RayLink`: at once for a cluster (``ray_address``, so ``/readyz``
+tells at start whether it can be reached), at the first job for a local Ray. While it
+cannot be reached, queued jobs stay QUEUED with phase ``waiting: cannot connect to Ray``
+and a log line saying why; once connected they get a line saying so.
+
 On start it recovers from a previous process: jobs left RUNNING are re-queued (their
 Optuna study resumes them) and jobs left CANCELLING are marked CANCELLED. On stop it kills
 its runners and leaves their jobs RUNNING, so the next start resumes them.
@@ -28,6 +33,7 @@ from datetime import timedelta
 from typing import Any
 
 from ._db import Database, utcnow
+from ._ray_link import RayLink
 from ._redact import error_text
 from ._settings import Settings
 from ._uploads import remove_quietly
@@ -63,6 +69,8 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._remote: Any = None
+        self.ray_link = RayLink(settings)
+        self._waiting: dict[str, str] = {}  # queued job -> the waiting message it carries
         self._lock = threading.Lock()
         self.last_tick = 0.0
         self.error: str | None = None
@@ -166,29 +174,46 @@ class Scheduler:
             self._wake.wait(self.settings.poll_interval_s)
             self._wake.clear()
 
-    def _ray(self) -> Any:
+    def _ray(self) -> Any | None:
+        """The ``ray`` module once connected; ``None`` while Ray cannot be reached."""
+        if not self.ray_link.connect():
+            return None
         import ray
 
         if self._remote is None:
-            from prunepilot.worker import ensure_ray
-
             from ._runner import run_job
 
-            ensure_ray(
-                self.settings.ray_address,
-                num_cpus=self.settings.ray_num_cpus,
-                worker_niceness=self.settings.worker_niceness,
-            )
             self._remote = ray.remote(num_cpus=0, max_retries=0)(run_job)
+        if self._waiting:
+            self._clear_waiting()
         return ray
+
+    def _note_waiting(self) -> None:
+        """Tell each queued job why it waits (once per job and reason)."""
+        message = self.ray_link.waiting
+        if message is None:
+            return
+        queued = {row.id for row in self.db.jobs_in([JobStatus.QUEUED])}
+        self._waiting = {k: v for k, v in self._waiting.items() if k in queued}
+        for job_id in queued:
+            if self._waiting.get(job_id) != message and self.db.note_queued(
+                job_id, "waiting: cannot connect to Ray", "WARNING", message
+            ):
+                self._waiting[job_id] = message
+
+    def _clear_waiting(self) -> None:
+        note = f"connected to Ray at {self.ray_link.where}"
+        for job_id in self._waiting:
+            self.db.note_queued(job_id, "queued", "INFO", note)
+        self._waiting.clear()
 
     def tick(self) -> None:
         """One round: housekeeping, reap, enforce cancellations, launch."""
         self.housekeeping()
         with self._lock:
             running = list(self._running.values())
-        if running:
-            ray = self._ray()
+        ray = self._ray() if running or self.settings.ray_address is not None else None
+        if running and ray is not None:
             self._reap(ray, running)
             self._enforce_cancel(ray)
             self._enforce_deadline(ray)
@@ -199,7 +224,9 @@ class Scheduler:
         queued = self.db.queued(free)
         if not queued:
             return
-        self._ray()
+        if ray is None and self._ray() is None:
+            self._note_waiting()
+            return
         for job_id in queued:
             attempt = self.db.claim(job_id)
             if attempt is None:
