@@ -22,7 +22,8 @@ def ensure_ray(
     auth_mode: Literal["token", "disabled"] | None = None,
     auth_token_file: Path | None = None,
 ) -> None:
-    """Start a local Ray (``address=None``) or connect to a cluster, once per process.
+    """Start a local Ray (``address=None``: always a new one, never a cluster found on the
+    machine) or connect to a cluster, once per process.
 
     The local instance gets the driver's ``sys.path`` so workers import the same modules
     (models defined in user code, test helpers) as the driver; no dashboard, quiet logs.
@@ -55,7 +56,8 @@ def ensure_ray(
         log.info("starting a local Ray instance")
     else:
         log.info("connecting to the Ray cluster at %s", address)
-    ray.init(address=address, **kwargs)
+    # "local": a new instance even where `ray start` or RAY_ADDRESS names another
+    ray.init(address=address or "local", **kwargs)
 
 
 def _check_token_file(path: Path) -> None:
