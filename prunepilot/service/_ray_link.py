@@ -25,11 +25,11 @@ log = logging.getLogger("prunepilot.service")
 
 _PROBE_TIMEOUT_S = 5.0
 _FIRST_BACKOFF_S = 1.0
-_MAX_BACKOFF_S = 30.0
+_MAX_BACKOFF_S = 60.0
 _REFRESH_S = 5.0
 _AUTH_HINT = (
-    "; a cluster with token authentication refuses a connection without its token "
-    "(PRUNEPILOT_RAY_AUTH_MODE=token, PRUNEPILOT_RAY_AUTH_TOKEN_FILE)"
+    "; a cluster with token authentication refuses a driver without the right token "
+    "(check PRUNEPILOT_RAY_AUTH_MODE=token and PRUNEPILOT_RAY_AUTH_TOKEN_FILE)"
 )
 
 
@@ -63,11 +63,12 @@ class RayLink:
 
     def check(self) -> tuple[bool, str]:
         """``(ready, text)`` for ``/readyz``: ``ok (N nodes, ...)``, ``not connected yet``
-        or ``error: ...`` (not ready)."""
+        or ``error: ...`` (not ready). The probe needs no token, so it does not name the
+        cluster's address (a job's owner sees it in `waiting`; the server log has it)."""
         if self.connected:
             return True, self.summary
         if self.error is not None:
-            return False, f"error: cannot connect to Ray at {self.where}: {self.error}"
+            return False, f"error: cannot connect to Ray: {self.error}"
         return True, "not connected yet"
 
     def connect(self) -> bool:

@@ -43,6 +43,8 @@ __all__ = ["Scheduler"]
 
 log = logging.getLogger("prunepilot.service")
 
+_WAITING_PHASE = "waiting: cannot connect to Ray"
+
 
 @dataclass
 class _Running:
@@ -71,6 +73,7 @@ class Scheduler:
         self._remote: Any = None
         self.ray_link = RayLink(settings)
         self._waiting: dict[str, str] = {}  # queued job -> the waiting message it carries
+        self._stale_waiting = True  # notes a previous process may have left
         self._lock = threading.Lock()
         self.last_tick = 0.0
         self.error: str | None = None
@@ -184,7 +187,7 @@ class Scheduler:
             from ._runner import run_job
 
             self._remote = ray.remote(num_cpus=0, max_retries=0)(run_job)
-        if self._waiting:
+        if self._waiting or self._stale_waiting:
             self._clear_waiting()
         return ray
 
@@ -197,15 +200,21 @@ class Scheduler:
         self._waiting = {k: v for k, v in self._waiting.items() if k in queued}
         for job_id in queued:
             if self._waiting.get(job_id) != message and self.db.note_queued(
-                job_id, "waiting: cannot connect to Ray", "WARNING", message
+                job_id, _WAITING_PHASE, "WARNING", message
             ):
                 self._waiting[job_id] = message
 
     def _clear_waiting(self) -> None:
+        """Once connected: queued jobs noted as waiting (by this process or a previous
+        one) get their phase back and a line saying so."""
+        stale = {
+            row.id for row in self.db.jobs_in([JobStatus.QUEUED]) if row.phase == _WAITING_PHASE
+        }
         note = f"connected to Ray at {self.ray_link.where}"
-        for job_id in self._waiting:
+        for job_id in stale | set(self._waiting):
             self.db.note_queued(job_id, "queued", "INFO", note)
         self._waiting.clear()
+        self._stale_waiting = False
 
     def tick(self) -> None:
         """One round: housekeeping, reap, enforce cancellations, launch."""

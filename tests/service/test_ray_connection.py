@@ -109,10 +109,11 @@ def test_unreachable_ray_shows_on_readyz_and_on_queued_jobs(tmp_path: Path) -> N
     env = {"PRUNEPILOT_RAY_ADDRESS": address}
     with ServerProcess(tmp_path / "srv", env, scheduler=True) as srv, srv.client() as c:
         _, body = _poll(lambda: _readyz(c), lambda r: r[0] == 503, timeout=30)
-        expected = f"error: cannot connect to Ray at {address}: Connection refused"
+        expected = "error: cannot connect to Ray: Connection refused"
         assert body["ray"] == expected, body
         assert body["database"] == "ok" and body["scheduler"] == "ok"
         assert "ray: " + expected in body["detail"]
+        assert address not in str(body)  # an unauthenticated probe: no internal address
 
         job_id = _submit(c)
         job = _poll(lambda: c.get(f"/jobs/{job_id}").json(), lambda j: j["phase"] == WAITING)
@@ -159,7 +160,7 @@ def test_token_auth_cluster(tmp_path: Path) -> None:
             other = ServerProcess(tmp_path / "b", no_token, scheduler=True)
             with other, other.client() as c2:
                 _, body = _poll(lambda: _readyz(c2), lambda r: r[0] == 503, timeout=90)
-            assert body["ray"].startswith(f"error: cannot connect to Ray at {address}: ")
+            assert body["ray"].startswith("error: cannot connect to Ray: "), body
             assert "PRUNEPILOT_RAY_AUTH_TOKEN_FILE" in body["ray"]
             assert token_file.read_text() not in srv.output() + other.output()
 
