@@ -545,6 +545,23 @@ class Database:
                 s.add(EventRow(job_id=job_id, at=now, kind="log", level="WARNING", message=note))
         return ok
 
+    def note_queued(self, job_id: str, phase: str, level: str, message: str) -> bool:
+        """Set a QUEUED job's phase and log why (what it waits for); ``False`` if it is not
+        queued any more."""
+        message = clean(message)
+        with self.write() as s:
+            res = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value)
+                .values(phase=phase)
+            )
+            ok = bool(res.rowcount == 1)  # type: ignore[attr-defined]
+            if ok:
+                s.add(
+                    EventRow(job_id=job_id, at=utcnow(), kind="log", level=level, message=message)
+                )
+        return ok
+
     def delete_job(self, job_id: str) -> None:
         """Remove a job's rows (its events, artifacts and idempotency keys too)."""
         with self.write() as s:

@@ -28,10 +28,12 @@ def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness",
-    responses=errors((503, "the database or the scheduler is not working")),
+    responses=errors((503, "the database, the scheduler or the connection to Ray is not working")),
 )
 async def readyz(service: ServiceDep) -> JSONResponse:
-    """The database answers and (when this process schedules) the scheduler runs."""
+    """The database answers and (when this process schedules) the scheduler runs and
+    Ray can be reached (``ray``: ``ok (N nodes, N CPUs, N GPUs)``, ``not connected yet``
+    or ``error: ...``)."""
     checks: dict[str, str] = {}
     ok = True
     try:
@@ -54,6 +56,11 @@ async def readyz(service: ServiceDep) -> JSONResponse:
         ok = False
     else:
         checks["scheduler"] = "ok"
+    if sched is None:
+        checks["ray"] = "disabled"
+    else:
+        ray_ok, checks["ray"] = sched.ray_link.check()
+        ok = ok and ray_ok
     if not ok:
         detail = "; ".join(f"{k}: {v}" for k, v in checks.items())
         return JSONResponse({"detail": f"not ready: {detail}", **checks}, status_code=503)

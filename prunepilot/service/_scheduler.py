@@ -14,6 +14,11 @@ node needs Ray and the package, nothing of the server's disk.
 The runner writes its own progress and final status; the scheduler only fills in when a
 runner dies without one (FAILED with the reason, logs kept).
 
+Ray is connected through `RayLink`: at once for a cluster (``ray_address``, so ``/readyz``
+tells at start whether it can be reached), at the first job for a local Ray. While it
+cannot be reached, queued jobs stay QUEUED with phase ``waiting: cannot connect to Ray``
+and a log line saying why; once connected they get a line saying so.
+
 On start it recovers from a previous process: jobs left RUNNING are re-queued (their
 Optuna study resumes them) and jobs left CANCELLING are marked CANCELLED. On stop it kills
 its runners and leaves their jobs RUNNING, so the next start resumes them.
@@ -33,6 +38,7 @@ from datetime import timedelta
 from typing import Any
 
 from ._db import Database, utcnow
+from ._ray_link import RayLink
 from ._redact import error_text
 from ._settings import Settings
 from ._uploads import remove_quietly
@@ -41,6 +47,8 @@ from .schemas import JobStatus
 __all__ = ["Scheduler"]
 
 log = logging.getLogger("prunepilot.service")
+
+_WAITING_PHASE = "waiting: cannot connect to Ray"
 
 
 @dataclass
@@ -69,6 +77,9 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._remote: Any = None
         self._affinity: Any = None
+        self.ray_link = RayLink(settings)
+        self._waiting: dict[str, str] = {}  # queued job -> the waiting message it carries
+        self._stale_waiting = True  # notes a previous process may have left
         self._lock = threading.Lock()
         self.last_tick = 0.0
         self.error: str | None = None
@@ -172,29 +183,52 @@ class Scheduler:
             self._wake.wait(self.settings.poll_interval_s)
             self._wake.clear()
 
-    def _ray(self) -> Any:
+    def _ray(self) -> Any | None:
+        """The ``ray`` module once connected; ``None`` while Ray cannot be reached."""
+        if not self.ray_link.connect():
+            return None
         import ray
 
         if self._remote is None:
-            from prunepilot.worker import ensure_ray
-
             from ._runner import run_job
 
-            ensure_ray(
-                self.settings.ray_address,
-                num_cpus=self.settings.ray_num_cpus,
-                worker_niceness=self.settings.worker_niceness,
-            )
             self._remote = ray.remote(num_cpus=0, max_retries=0)(run_job)
+        if self._waiting or self._stale_waiting:
+            self._clear_waiting()
         return ray
+
+    def _note_waiting(self) -> None:
+        """Tell each queued job why it waits (once per job and reason)."""
+        message = self.ray_link.waiting
+        if message is None:
+            return
+        queued = {row.id for row in self.db.jobs_in([JobStatus.QUEUED])}
+        self._waiting = {k: v for k, v in self._waiting.items() if k in queued}
+        for job_id in queued:
+            if self._waiting.get(job_id) != message and self.db.note_queued(
+                job_id, _WAITING_PHASE, "WARNING", message
+            ):
+                self._waiting[job_id] = message
+
+    def _clear_waiting(self) -> None:
+        """Once connected: queued jobs noted as waiting (by this process or a previous
+        one) get their phase back and a line saying so."""
+        stale = {
+            row.id for row in self.db.jobs_in([JobStatus.QUEUED]) if row.phase == _WAITING_PHASE
+        }
+        note = f"connected to Ray at {self.ray_link.where}"
+        for job_id in stale | set(self._waiting):
+            self.db.note_queued(job_id, "queued", "INFO", note)
+        self._waiting.clear()
+        self._stale_waiting = False
 
     def tick(self) -> None:
         """One round: housekeeping, reap, enforce cancellations, launch."""
         self.housekeeping()
         with self._lock:
             running = list(self._running.values())
-        if running:
-            ray = self._ray()
+        ray = self._ray() if running or self.settings.ray_address is not None else None
+        if running and ray is not None:
             self._reap(ray, running)
             self._enforce_cancel(ray)
             self._enforce_deadline(ray)
@@ -205,7 +239,9 @@ class Scheduler:
         queued = self.db.queued(free)
         if not queued:
             return
-        self._ray()
+        if ray is None and self._ray() is None:
+            self._note_waiting()
+            return
         for job_id in queued:
             attempt = self.db.claim(job_id)
             if attempt is None:

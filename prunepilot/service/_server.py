@@ -94,6 +94,10 @@ def add_server_arguments(p: argparse.ArgumentParser, token_dest: str = "token") 
     p.add_argument("--concurrent-jobs", type=int)
     p.add_argument("--ray-address", help="Ray cluster (default: start a local Ray)")
     p.add_argument("--ray-num-cpus", type=int, help="CPUs of the local Ray")
+    p.add_argument(
+        "--ray-auth-mode", choices=["token", "disabled"], help="Ray token authentication"
+    )
+    p.add_argument("--ray-auth-token-file", help="file holding the Ray cluster's token")
     p.add_argument("--workers-per-job", type=int)
     p.add_argument("--worker-device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--log-level", default="info")
@@ -128,6 +132,8 @@ def settings_from_args(args: argparse.Namespace, token_dest: str = "token") -> S
         concurrent_jobs=args.concurrent_jobs,
         ray_address=args.ray_address,
         ray_num_cpus=args.ray_num_cpus,
+        ray_auth_mode=args.ray_auth_mode,
+        ray_auth_token_file=args.ray_auth_token_file,
         workers_per_job=args.workers_per_job,
         worker_device=args.worker_device,
     )

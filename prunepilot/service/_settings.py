@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 __all__ = ["Settings"]
 
@@ -60,6 +60,12 @@ class Settings(BaseModel):
         concurrent_jobs: jobs running at once on the Ray cluster.
         ray_address: a Ray cluster to use (unset: a local Ray started on demand).
         ray_num_cpus: logical CPUs of the local Ray (unset: the machine's).
+        ray_auth_mode: Ray's token authentication (``RAY_AUTH_MODE``) for this server's
+            connection: ``token`` for a cluster started with ``RAY_AUTH_MODE=token``,
+            ``disabled``, or unset (Ray's own environment and defaults decide).
+        ray_auth_token_file: a file holding the cluster's Ray token (given to Ray as
+            ``RAY_AUTH_TOKEN_PATH``; implies ``ray_auth_mode=token``). The token itself
+            never enters the settings, logs, job records or task arguments.
         workers_per_job: evaluator actors per job when the spec does not say.
         max_workers_per_job: the most a spec may ask for.
         worker_device: ``auto`` (GPUs when the cluster has them), ``cpu`` or ``cuda``.
@@ -117,6 +123,8 @@ class Settings(BaseModel):
     concurrent_jobs: int = Field(default=1, ge=1)
     ray_address: str | None = None
     ray_num_cpus: int | None = Field(default=None, ge=1)
+    ray_auth_mode: Literal["token", "disabled"] | None = None
+    ray_auth_token_file: Path | None = None
     workers_per_job: int = Field(default=2, ge=1)
     max_workers_per_job: int = Field(default=16, ge=1)
     worker_device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -151,6 +159,13 @@ class Settings(BaseModel):
                 raise ValueError("every token needs an owner name (TOKEN=OWNER)")
             if len(token) < 8:
                 raise ValueError(f"the token of {owner!r} has fewer than 8 characters")
+        return v
+
+    @field_validator("ray_auth_token_file")
+    @classmethod
+    def _ray_token_file(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is not None and info.data.get("ray_auth_mode") == "disabled":
+            raise ValueError("a token file needs ray_auth_mode 'token' (or unset), not 'disabled'")
         return v
 
     # ------------------------------------------------------------------ derived paths
