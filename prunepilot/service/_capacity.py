@@ -52,7 +52,9 @@ _SNAPSHOT = _Snapshot()
 def cluster_totals() -> ClusterTotals | None:
     """The cluster's totals, at most `MAX_AGE_S` old (``None``: this process has no Ray)."""
     ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
+    # another thread (the scheduler) may be importing Ray right now: not connected yet
+    importing = getattr(getattr(ray, "__spec__", None), "_initializing", False)
+    if ray is None or importing or not ray.is_initialized():
         return None
     with _SNAPSHOT.lock:
         if _SNAPSHOT.totals is None or time.monotonic() - _SNAPSHOT.read_at > MAX_AGE_S:
