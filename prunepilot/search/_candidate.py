@@ -232,26 +232,7 @@ class Evaluator:
 
     def evaluate(self, config: Mapping[str, float]) -> Evaluation:
         """Cheap score: prune, recalibrate BatchNorm, optionally a few steps, metric."""
-        t0 = time.perf_counter()
-        s = self.work.settings
-        model = self.candidate(config)
-        if s.bn_batches:
-            recalibrate_bn(model, self._fixed("bn", s.bn_batches), steps=s.bn_batches)
-        steps = 0
-        if s.score_steps:
-            torch.manual_seed(s.seed)
-            ft = self.work.finetune
-            trainer = Trainer(
-                model,
-                lr=ft.lr,
-                momentum=ft.momentum,
-                weight_decay=ft.weight_decay,
-                loss_fn=self.work.loss_fn,
-                device=self.device,
-            )
-            fixed = self._fixed("score", s.score_steps)
-            steps = trainer.fit(fixed, epochs=None, max_steps=s.score_steps).steps
-        return Evaluation(self._score(model), time.perf_counter() - t0, steps)
+        return self._trained(config, "score", self.work.settings.score_steps, distill=False)
 
     def probe(self, config: Mapping[str, float], steps: int) -> Evaluation:
         """A rung of successive halving: a short fine-tune with the finalists' recipe
@@ -260,23 +241,30 @@ class Evaluator:
         Every candidate trains on the same batches in the same order from the same seed,
         so differences between their scores come from the configs.
         """
+        return self._trained(config, "probe", steps, distill=self.work.finetune.distill)
+
+    def _trained(
+        self, config: Mapping[str, float], batches: str, steps: int, *, distill: bool
+    ) -> Evaluation:
+        """Prune, recalibrate BatchNorm, train ``steps`` on fixed batches, score."""
         t0 = time.perf_counter()
-        ft = self.work.finetune
+        s, ft = self.work.settings, self.work.finetune
         model = self.candidate(config)
-        if self.work.settings.bn_batches:
-            s = self.work.settings
+        if s.bn_batches:
             recalibrate_bn(model, self._fixed("bn", s.bn_batches), steps=s.bn_batches)
-        torch.manual_seed(self.work.settings.seed)
-        trainer = Trainer(
-            model,
-            lr=ft.lr,
-            momentum=ft.momentum,
-            weight_decay=ft.weight_decay,
-            loss_fn=self.work.loss_fn,
-            device=self.device,
-            teacher=self.teacher() if ft.distill else None,
-        )
-        done = trainer.fit(self._fixed("probe", steps), epochs=None, max_steps=steps).steps
+        done = 0
+        if steps:
+            torch.manual_seed(s.seed)
+            trainer = Trainer(
+                model,
+                lr=ft.lr,
+                momentum=ft.momentum,
+                weight_decay=ft.weight_decay,
+                loss_fn=self.work.loss_fn,
+                device=self.device,
+                teacher=self.teacher() if distill else None,
+            )
+            done = trainer.fit(self._fixed(batches, steps), epochs=None, max_steps=steps).steps
         return Evaluation(self._score(model), time.perf_counter() - t0, done)
 
     def teacher(self) -> nn.Module:

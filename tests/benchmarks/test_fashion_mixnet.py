@@ -59,32 +59,20 @@ def test_cache_key_follows_config_epochs_and_seed(bench: tuple[ModuleType, Modul
     assert models.cache_path(cfg, 15, 0) == models.cache_path(models.MixConfig(), 15, 0)
 
 
-def test_search_steps_count_scoring_and_finalists(bench: tuple[ModuleType, ModuleType]) -> None:
+def test_rung_steps_follow_the_search_s_halving_schedule(
+    bench: tuple[ModuleType, ModuleType],
+) -> None:
+    # the proxy-tau fidelities are the rungs the search runs: steps / eta**(rungs - r)
     _, search = bench
-    spec = ps.SearchSpec(
-        constraints=ps.Constraints.model_validate({"flops": "25%"}),
-        search=ps.SearchSettings(score_steps=30),
-        finetune=ps.FinetuneSettings(steps=300),
-    )
-    trial = ps.TrialRecord(number=0, config={}, state="complete", macs=1, params=1, score=0.5)
-    trials = [
-        trial,
-        dataclasses.replace(trial, number=1),
-        dataclasses.replace(trial, number=2, duplicate_of=0),  # reuses trial 0's score
-        dataclasses.replace(trial, number=3, state="rejected", score=None),
-    ]
-    finalist = ps.Finalist(number=0, config={}, macs=1, params=1, score=0.9)
-    res = ps.SearchResult(
-        model=torch.nn.Identity(),
-        config={},
-        plan={},
-        macs=1,
-        params=1,
-        latency=None,
-        score=0.9,
-        baseline=ps.Baseline(macs=4, params=4),
-        limits={"flops": 1.0},
-        trials=trials,
-        finalists=[finalist, dataclasses.replace(finalist, number=1)],
-    )
-    assert search.search_steps(spec, res) == 2 * 30 + 2 * 300
+
+    def spec(ft_steps: int, **settings: int) -> ps.SearchSpec:
+        return ps.SearchSpec(
+            constraints=ps.Constraints.model_validate({"flops": "25%"}),
+            search=ps.SearchSettings(**settings),
+            finetune=ps.FinetuneSettings(steps=ft_steps),
+        )
+
+    assert search.rung_steps(spec(300)) == [33, 100]
+    assert search.rung_steps(spec(300, rungs=3, eta=2)) == [38, 75, 150]
+    assert search.rung_steps(spec(300, rungs=0)) == []
+    assert search.rung_steps(spec(0)) == []
