@@ -608,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     lat_keep = math.nan
     for scenario in args.scenarios:
         print(f"scenario {scenario}:", flush=True)
+        seen_notes, seen_checks = len(notes), len(checks)
         if scenario == "latency":
             if uniform10 is None:
                 uniform10 = bisect_macs(lambda x: uniform_model(b, x), MACS_KEEP[LATENCY_OF], b)
@@ -700,6 +701,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             latency_notes(b, spec, res, s_row, lats, base_now, extra[0], lat_keep, notes, checks)
+        # each scenario's findings as soon as it ends (a cut-short run keeps them)
+        for line in notes[seen_notes:]:
+            print(f"  {line}", flush=True)
+        for name, ok in checks[seen_checks:]:
+            print(f"  - {'PASS' if ok else 'FAIL'}: {name}", flush=True)
 
     tput = throughput(b, args)
     if tput:
