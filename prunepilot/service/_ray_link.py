@@ -94,9 +94,9 @@ class RayLink:
         except Exception as e:  # any failure to connect: shown, retried with backoff
             self._failed(_reason(e, probed=s.ray_address is not None))
             return False
+        self.refresh()  # the counts first: /readyz reads them once connected is set
         self.connected, self.error = True, None
         log.info("connected to Ray at %s", self.where)
-        self.refresh()
         return True
 
     def refresh(self) -> None:
