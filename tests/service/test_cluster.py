@@ -94,18 +94,21 @@ def test_more_workers_than_the_cluster_has_are_refused(server: ServerProcess) ->
 
 def test_a_job_waits_visibly_while_another_holds_the_cluster(server: ServerProcess) -> None:
     # each job needs both CPUs: all of a job's workers or none (no deadlock on halves),
-    # and the one that waits says so
+    # and the one that waits says so. The first job is far longer than the test needs
+    # (it could otherwise end before the second is placed) and is cancelled once seen.
     client = server.client(ALICE)
-    spec = tiny_spec(search={"trials": 40}, finetune={"steps": 100})
+    spec = tiny_spec(search={"trials": 1000}, finetune={"steps": 10_000})
     first = client.post("/jobs", json=spec).json()["id"]
     wait_for(client, first, lambda j: j["trials_done"] > 0, timeout=240)
     second = client.post("/jobs", json=tiny_spec()).json()["id"]
     job = wait_for(client, second, lambda j: j["phase"] == "waiting for workers", timeout=120)
     assert job["status"] == "RUNNING"
+    assert client.get(f"/jobs/{first}").json()["status"] == "RUNNING"
     log = client.get(f"/jobs/{second}/logs").text
     assert "waiting for 2 CPU workers (1 CPU each): 0 of 2 CPUs free" in log, log
-    for job_id in (first, second):
-        assert wait_for(client, job_id, timeout=300)["status"] == "SUCCEEDED"
+    assert client.post(f"/jobs/{first}/cancel").status_code == 200
+    assert wait_for(client, first, timeout=120)["status"] == "CANCELLED"
+    assert wait_for(client, second, timeout=300)["status"] == "SUCCEEDED"
 
 
 def test_losing_a_node_mid_job_the_job_carries_on_and_succeeds(
