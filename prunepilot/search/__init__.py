@@ -39,13 +39,7 @@ from ._criteria import (
     get_criterion,
     register_criterion,
 )
-from ._errors import (
-    CalibrationError,
-    InfeasibleError,
-    LatencyError,
-    SearchCancelled,
-    UnknownCriterionError,
-)
+from ._driver import search
 from ._finetune import (
     EvalResult,
     FitResult,
@@ -62,7 +56,6 @@ from ._pool import LocalPool, Outcome, Pool, Task, run_task
 from ._result import Baseline, Finalist, SearchProgress, SearchResult, TrialRecord
 from ._schedule import SCHEDULES, StepRecord, iterative_prune, sparsity_schedule
 from ._scoring import AGGREGATES, NORMALIZERS, Scores, normalize_scores, score_channels
-from ._search import search
 from ._space import Config, Dimension, Space
 from ._spec import (
     Budget,
@@ -83,6 +76,13 @@ from ._strategy import (
     plan_within,
 )
 from ._study import open_storage
+from .errors import (
+    CalibrationError,
+    InfeasibleError,
+    LatencyError,
+    SearchCancelled,
+    UnknownCriterionError,
+)
 
 __all__ = [
     "AGGREGATES",

@@ -43,7 +43,7 @@ def baseline_config(
         space.model,
         space.graph,
         space.scores,
-        lambda p: budgets.fits_plan(p, latency_scale=latency_scale),
+        lambda p: budgets.fits_predicted_plan(p, latency_scale=latency_scale),
         strategy,
     )
     if plan is None:

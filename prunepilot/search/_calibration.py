@@ -35,7 +35,7 @@ from ._criteria import (
     available_criteria,
     get_criterion,
 )
-from ._errors import CalibrationError
+from .errors import CalibrationError
 
 __all__ = ["Calibration", "calibrate", "model_device", "split_batch", "to_device"]
 

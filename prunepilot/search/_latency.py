@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from ._errors import LatencyError
 from ._spec import LatencyTarget
+from .errors import LatencyError
 
 __all__ = [
     "MIN_CUDA_WARMUP",

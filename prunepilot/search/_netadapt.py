@@ -25,10 +25,10 @@ from torch import nn
 from prunepilot.core import ChannelGraph, ChannelGroup, PlanError, prune_channels, trace
 
 from ._criteria import Criterion, get_criterion
-from ._errors import CalibrationError
 from ._finetune import Progress, ProgressCallback
 from ._scoring import Aggregate, Scores, score_channels
 from ._strategy import Plan, Strategy, ignored_groups, plan_for_ratio
+from .errors import CalibrationError
 
 __all__ = ["NetAdaptResult", "NetAdaptStep", "netadapt"]
 
