@@ -53,7 +53,14 @@ from ._latency import LatencyStats, latency_inputs, measure_latency, measure_rel
 from ._latency_model import LatencyModel
 from ._netadapt import NetAdaptResult, NetAdaptStep, netadapt
 from ._pool import LocalPool, Outcome, Pool, Task, run_task
-from ._result import Baseline, Finalist, SearchProgress, SearchResult, TrialRecord
+from ._result import (
+    Baseline,
+    Finalist,
+    SearchProgress,
+    SearchResult,
+    TrialRecord,
+    pareto_front,
+)
 from ._schedule import SCHEDULES, StepRecord, iterative_prune, sparsity_schedule
 from ._scoring import AGGREGATES, NORMALIZERS, Scores, normalize_scores, score_channels
 from ._space import Config, Dimension, Space
@@ -75,7 +82,7 @@ from ._strategy import (
     plan_for_ratio,
     plan_within,
 )
-from ._study import open_storage
+from ._study import delete_study, open_storage, read_trials
 from .errors import (
     CalibrationError,
     InfeasibleError,
@@ -141,6 +148,7 @@ __all__ = [
     "Workload",
     "available_criteria",
     "calibrate",
+    "delete_study",
     "distillation_loss",
     "evaluate",
     "get_criterion",
@@ -153,9 +161,11 @@ __all__ = [
     "netadapt",
     "normalize_scores",
     "open_storage",
+    "pareto_front",
     "plan_for_macs",
     "plan_for_ratio",
     "plan_within",
+    "read_trials",
     "recalibrate_bn",
     "register_criterion",
     "run_task",

@@ -35,7 +35,7 @@ def baseline_config(
     """
     strategy = Strategy(
         allocation=allocation,
-        max_ratio=1 - space.low,
+        max_remove=1 - space.low,
         round_to=space.spec.round_to,
         ignore=space.spec.ignore,
     )

@@ -38,18 +38,20 @@ from ._finetune import LossFn
 from ._latency import LatencyStats
 from ._pool import LocalPool, Outcome, Pool, Task
 from ._result import (
+    ERROR_CHARS,
     Baseline,
     Finalist,
     ProgressFn,
     SearchProgress,
     SearchResult,
     TrialRecord,
+    pareto_front,
 )
 from ._scoring import score_channels
 from ._space import Config, Space
 from ._spec import SearchSpec
 from ._strategy import Allocation, Plan
-from ._study import open_storage, open_study
+from ._study import open_storage, open_study, write_record
 from .errors import CalibrationError, InfeasibleError, SearchCancelled
 
 __all__ = ["search"]
@@ -71,6 +73,24 @@ _RUNG_KEY = -1000  # pool keys of a rung's probes: -1000, -1001, ...
 
 def _key(config: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
     return tuple(sorted((k, round(v, 6)) for k, v in config.items()))
+
+
+def _finished(rec: TrialRecord, outcome: Outcome) -> None:
+    """Copy an evaluation's worker, time and retries into its record; a failure's reason
+    and the tail of its traceback too."""
+    rec.worker, rec.seconds, rec.retries = outcome.worker, outcome.seconds, outcome.retries
+    if outcome.error:
+        rec.state, rec.reason = "failed", outcome.error
+        rec.error = _tail(outcome.traceback) if outcome.traceback else None
+
+
+def _tail(text: str) -> str:
+    """The last `ERROR_CHARS` characters of a traceback, from the start of a frame."""
+    if len(text) <= ERROR_CHARS:
+        return text
+    cut = text[-ERROR_CHARS:]
+    frame = cut.find('\n  File "')
+    return cut[frame + 1 :] if frame >= 0 else cut[cut.find("\n") + 1 :]
 
 
 class _Driver:
@@ -351,9 +371,7 @@ class _Driver:
         self.records[rec.number] = rec
         for key, value in constraints.items():
             trial.set_constraint(key, value)
-        for key, value in rec.to_dict().items():
-            if key != "number":
-                trial.set_user_attr(key, value)
+        write_record(trial, rec)
         if rec.state == "failed":
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
@@ -399,10 +417,8 @@ class _Driver:
         for _ in todo:
             o = self.wait_one()
             rec, cons = todo[_BASELINE_KEY - o.task.key]
-            rec.worker, rec.seconds = o.worker, o.seconds
-            if o.error:
-                rec.state, rec.reason = "failed", o.error
-            else:
+            _finished(rec, o)
+            if not o.error:
                 rec.state, rec.score, rec.steps = "complete", o.value.score, o.value.steps
             self.tell_baseline(study, rec, cons)
             self.report(message=f"{rec.baseline} baseline: score {rec.score} macs {rec.macs}")
@@ -447,15 +463,14 @@ class _Driver:
     ) -> None:
         """Add an evaluated baseline to the study as a finished trial."""
         params, dists = grid_params(self.space, rec.config)
-        attrs = {k: v for k, v in rec.to_dict().items() if k != "number"}
         failed = rec.state == "failed"
         frozen = optuna.trial.create_trial(
             state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE,
             params=params,
             distributions=dists,
             values=None if failed else self.objective_values(rec),
-            user_attrs=attrs,
         )
+        write_record(frozen, rec)
         for key, value in constraints.items():
             frozen.set_constraint(key, value)
         study.add_trial(frozen)
@@ -564,10 +579,8 @@ class _Driver:
         """Wait for one evaluation and tell the study its result."""
         outcome = self.wait_one()
         trial, rec, est = in_flight.pop(outcome.task.key)
-        rec.worker, rec.seconds = outcome.worker, outcome.seconds
-        if outcome.error:
-            rec.state, rec.reason = "failed", outcome.error
-        else:
+        _finished(rec, outcome)
+        if not outcome.error:
             ev: Evaluation = outcome.value
             rec.state, rec.score, rec.steps = "complete", ev.score, ev.steps
         self.tell(study, trial, rec, est["constraints"])
@@ -587,25 +600,6 @@ class _Driver:
         est["constraints"] = self.budgets.constraints(rec.macs, rec.params, rec.measured_ms)
 
     # ------------------------------------------------------------------ finish
-
-    def pareto(self) -> list[TrialRecord]:
-        ok = [r for r in self.records.values() if r.state == "complete" and r.feasible]
-
-        def cost(r: TrialRecord) -> float:
-            c = r.measured_ms or r.predicted_ms
-            return float(c) if c is not None else float(r.macs)
-
-        front = []
-        for r in ok:
-            dominated = any(
-                (o.score or 0) >= (r.score or 0)
-                and cost(o) <= cost(r)
-                and ((o.score or 0) > (r.score or 0) or cost(o) < cost(r))
-                for o in ok
-            )
-            if not dominated:
-                front.append(r)
-        return sorted(front, key=cost)
 
     def known_ms(self, rec: TrialRecord) -> float | None:
         """The latency known best of a candidate: measured, else predicted."""
@@ -823,7 +817,7 @@ class _Driver:
             baseline=Baseline(self.baseline_macs, self.baseline_params, self.baseline_latency),
             limits=dict(self.budgets.limits),
             trials=sorted(self.records.values(), key=lambda r: r.number),
-            pareto=self.pareto(),
+            pareto=pareto_front(self.records.values()),
             finalists=[f for f, _ in finals],
             latency_model_error=err,
             latency_drift=(min(self.drift), max(self.drift)) if self.drift else None,

@@ -26,8 +26,8 @@ from torch import nn
 
 from prunepilot.core import ChannelGraph, PlanError
 
+from ._batches import call_model
 from ._latency import (
-    call_model,
     cpu_threads,
     first_run,
     prepare,
