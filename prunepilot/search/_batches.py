@@ -2,12 +2,13 @@
 
 Calibration, fine-tuning, BatchNorm recalibration and latency timing all call a model the
 same way, through `call_model`: a tensor is one positional input, a tuple or list several
-(the convention of `prunepilot.core.trace`).
+(the convention of `prunepilot.core.trace`), a mapping keyword inputs.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -19,7 +20,10 @@ __all__ = ["call_model", "model_device", "split_batch", "to_device"]
 
 
 def call_model(model: nn.Module, inputs: Any) -> Any:
-    """``model(inputs)`` for a tensor, ``model(*inputs)`` for a tuple or list of inputs."""
+    """``model(inputs)`` for a tensor, ``model(*inputs)`` for a tuple or list of inputs,
+    ``model(**inputs)`` for a mapping (keyword inputs, which `measure_latency` takes)."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
     return _call(model, inputs)
 
 
