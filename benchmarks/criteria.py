@@ -349,7 +349,7 @@ def prunepilot_row(
     allocation: str,
 ) -> Row:
     t0 = time.perf_counter()
-    strategy = ps.Strategy(allocation=allocation, max_ratio=MAX_RATIO)  # type: ignore[arg-type]
+    strategy = ps.Strategy(allocation=allocation, max_remove=MAX_RATIO)  # type: ignore[arg-type]
     plan = ps.plan_for_macs(s.base, graph, scores, keep=target, strategy=strategy)
     pruned = copy.deepcopy(s.base)
     pp.prune_channels(pruned, graph, plan)

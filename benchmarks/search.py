@@ -211,7 +211,7 @@ def bisect_latency(build: Callable[[float], nn.Module], keep: float, b: Bench) -
 
 def strategy_model(b: Bench, strategy: ps.Strategy, strength: float) -> nn.Module:
     """``strategy``'s plan removing ``strength * 0.9`` of the channels (per group for
-    uniform, in total for global rankings, at most ``max_ratio`` of a group)."""
+    uniform, in total for global rankings, at most ``max_remove`` of a group)."""
     return pruned(b, ps.plan_for_ratio(b.base, b.graph, b.scores, 0.9 * strength, strategy))
 
 
@@ -222,14 +222,14 @@ def uniform_model(b: Bench, strength: float) -> nn.Module:
 
 def global_model(b: Bench, strength: float) -> nn.Module:
     """Global ranking removing ``strength * 0.9`` of all channels (90 % cap per group)."""
-    return strategy_model(b, ps.Strategy(allocation="global", max_ratio=0.9), strength)
+    return strategy_model(b, ps.Strategy(allocation="global", max_remove=0.9), strength)
 
 
 def lamp_strategy(b: Bench) -> ps.Strategy | str:
     """LAMP allocation (at most 90 % of a group), or why this prunepilot cannot plan it."""
     allocation: Any = "lamp"  # not in every prunepilot's Allocation literal
     try:
-        strategy = ps.Strategy(allocation=allocation, max_ratio=0.9)
+        strategy = ps.Strategy(allocation=allocation, max_remove=0.9)
         ps.plan_for_ratio(b.base, b.graph, b.scores, 0.5, strategy)
     except pp.PlanError as e:
         return f"LAMP row skipped: this prunepilot has no LAMP allocation ({e})"

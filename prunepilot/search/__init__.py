@@ -39,13 +39,7 @@ from ._criteria import (
     get_criterion,
     register_criterion,
 )
-from ._errors import (
-    CalibrationError,
-    InfeasibleError,
-    LatencyError,
-    SearchCancelled,
-    UnknownCriterionError,
-)
+from ._driver import search
 from ._finetune import (
     EvalResult,
     FitResult,
@@ -59,10 +53,16 @@ from ._latency import LatencyStats, latency_inputs, measure_latency, measure_rel
 from ._latency_model import LatencyModel
 from ._netadapt import NetAdaptResult, NetAdaptStep, netadapt
 from ._pool import LocalPool, Outcome, Pool, Task, run_task
-from ._result import Baseline, Finalist, SearchProgress, SearchResult, TrialRecord
+from ._result import (
+    Baseline,
+    Finalist,
+    SearchProgress,
+    SearchResult,
+    TrialRecord,
+    pareto_front,
+)
 from ._schedule import SCHEDULES, StepRecord, iterative_prune, sparsity_schedule
 from ._scoring import AGGREGATES, NORMALIZERS, Scores, normalize_scores, score_channels
-from ._search import search
 from ._space import Config, Dimension, Space
 from ._spec import (
     Budget,
@@ -82,7 +82,14 @@ from ._strategy import (
     plan_for_ratio,
     plan_within,
 )
-from ._study import open_storage
+from ._study import delete_study, open_storage, read_trials
+from .errors import (
+    CalibrationError,
+    InfeasibleError,
+    LatencyError,
+    SearchCancelled,
+    UnknownCriterionError,
+)
 
 __all__ = [
     "AGGREGATES",
@@ -141,6 +148,7 @@ __all__ = [
     "Workload",
     "available_criteria",
     "calibrate",
+    "delete_study",
     "distillation_loss",
     "evaluate",
     "get_criterion",
@@ -153,9 +161,11 @@ __all__ = [
     "netadapt",
     "normalize_scores",
     "open_storage",
+    "pareto_front",
     "plan_for_macs",
     "plan_for_ratio",
     "plan_within",
+    "read_trials",
     "recalibrate_bn",
     "register_criterion",
     "run_task",

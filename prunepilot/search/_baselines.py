@@ -35,7 +35,7 @@ def baseline_config(
     """
     strategy = Strategy(
         allocation=allocation,
-        max_ratio=1 - space.low,
+        max_remove=1 - space.low,
         round_to=space.spec.round_to,
         ignore=space.spec.ignore,
     )
@@ -43,7 +43,7 @@ def baseline_config(
         space.model,
         space.graph,
         space.scores,
-        lambda p: budgets.fits_plan(p, latency_scale=latency_scale),
+        lambda p: budgets.fits_predicted_plan(p, latency_scale=latency_scale),
         strategy,
     )
     if plan is None:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._calibration import forward, model_device, split_batch, to_device
+from ._batches import call_model, model_device, split_batch, to_device
 
 __all__ = ["recalibrate_bn"]
 
@@ -71,7 +71,7 @@ def recalibrate_bn(
         with torch.no_grad():
             for batch in itertools.islice(loader, steps):
                 x = split_batch(batch)[0] if isinstance(batch, (tuple, list)) else batch
-                forward(model, to_device(x, dev))
+                call_model(model, to_device(x, dev))
                 used += 1
     finally:
         for bn, mom in momenta.items():

@@ -25,6 +25,7 @@ from torch.utils.hooks import RemovableHandle
 
 from prunepilot.core import ChannelGraph, ChannelGroup, trace
 
+from ._batches import call_model, model_device, split_batch, to_device
 from ._channels import owner, position_channels
 from ._criteria import (
     NORM_TYPES,
@@ -35,9 +36,9 @@ from ._criteria import (
     available_criteria,
     get_criterion,
 )
-from ._errors import CalibrationError
+from .errors import CalibrationError
 
-__all__ = ["Calibration", "calibrate", "model_device", "split_batch", "to_device"]
+__all__ = ["Calibration", "calibrate"]
 
 log = logging.getLogger("prunepilot.search")
 
@@ -72,40 +73,6 @@ class _Hooked:
     dim: int  # channel dimension of the output
     size: int  # channels (positions) of the output
     key: Key  # the member whose positions index the output channels
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU if it has none)."""
-    for t in itertools.chain(model.parameters(), model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
-def to_device(obj: Any, device: torch.device) -> Any:
-    """Move tensors (possibly nested in tuples/lists/dicts) to ``device``."""
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(to_device(o, device) for o in obj)
-    if isinstance(obj, dict):
-        return {k: to_device(v, device) for k, v in obj.items()}
-    return obj
-
-
-def split_batch(batch: Any) -> tuple[Any, Any]:
-    """``(inputs, targets)`` from a loader batch (a pair or a longer sequence)."""
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[0], batch[1]
-    raise CalibrationError(
-        f"loader batches must be (inputs, targets) pairs; got {type(batch).__name__}"
-    )
-
-
-def forward(model: nn.Module, inputs: Any) -> Any:
-    """Call the model on a tensor or on a tuple of positional inputs."""
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
 
 
 class Calibration:
@@ -391,7 +358,7 @@ class Calibration:
 
                 def mean_loss() -> float:
                     return float(
-                        np.mean([float(loss_fn(forward(self.model, x), y)) for x, y in data])
+                        np.mean([float(loss_fn(call_model(self.model, x), y)) for x, y in data])
                     )
 
                 base = mean_loss()
@@ -467,7 +434,7 @@ def calibrate(
         for batch in itertools.islice(itertools.chain([first], it), steps):
             x, y = (to_device(t, device) for t in split_batch(batch))
             model.zero_grad(set_to_none=True)
-            loss = loss_fn(forward(model, x), y)
+            loss = loss_fn(call_model(model, x), y)
             loss.backward()
             if len(seen) < sensitivity_batches:
                 seen.append((x, y))

@@ -21,7 +21,7 @@ from torch import nn
 from prunepilot.core import ChannelGraph, ChannelGroup
 
 from ._channels import Reduce, owner, position_channels, to_channels
-from ._errors import CalibrationError, UnknownCriterionError
+from .errors import CalibrationError, UnknownCriterionError
 
 if TYPE_CHECKING:
     from ._calibration import Calibration

@@ -23,7 +23,7 @@ from torch import nn
 
 from prunepilot.core import ChannelGraph, PrunepilotError, prune_channels
 
-from ._calibration import forward, model_device, split_batch, to_device
+from ._batches import call_model, model_device, split_batch, to_device
 
 __all__ = [
     "EvalResult",
@@ -104,7 +104,7 @@ def evaluate(
         with torch.no_grad():
             for batch in itertools.islice(loader, max_batches):
                 x, y = (to_device(t, dev) for t in split_batch(batch))
-                out = forward(model, x)
+                out = call_model(model, x)
                 n = int(y.shape[0])
                 loss_sum += float(loss_fn(out, y)) * n
                 correct += int((out.argmax(1) == y).sum())
@@ -202,11 +202,11 @@ class Trainer:
 
     def loss(self, inputs: Any, targets: torch.Tensor) -> torch.Tensor:
         """The training loss of one batch (with distillation when a teacher is set)."""
-        out = forward(self.model, inputs)
+        out = call_model(self.model, inputs)
         if self.teacher is None:
             return self.loss_fn(out, targets)
         with torch.no_grad():
-            t_out = forward(self.teacher, inputs)
+            t_out = call_model(self.teacher, inputs)
         return distillation_loss(
             out,
             t_out,

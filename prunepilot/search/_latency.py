@@ -18,7 +18,7 @@ import gc
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +28,13 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from ._errors import LatencyError
+from ._batches import call_model
 from ._spec import LatencyTarget
+from .errors import LatencyError
 
 __all__ = [
     "MIN_CUDA_WARMUP",
     "LatencyStats",
-    "call_model",
     "cpu_threads",
     "first_run",
     "latency_inputs",
@@ -192,18 +192,6 @@ def latency_inputs(example_inputs: Any, batch_size: int) -> Any:
         return t.repeat(reps, *([1] * (t.ndim - 1)))[:batch_size]
 
     return tree_map(resize, example_inputs)
-
-
-def call_model(model: nn.Module, inputs: Any) -> Any:
-    """``model(x)`` for a tensor, ``model(*inputs)`` for a tuple/list, ``model(**inputs)``
-    for a mapping (the conventions of `prunepilot.core.trace`, plus keyword inputs)."""
-    if isinstance(inputs, torch.Tensor):
-        return model(inputs)
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
 
 
 def _cast_inputs(inputs: Any, device: torch.device, target: LatencyTarget) -> Any:

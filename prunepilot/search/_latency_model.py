@@ -26,9 +26,8 @@ from torch import nn
 
 from prunepilot.core import ChannelGraph, PlanError
 
-from ._errors import LatencyError
+from ._batches import call_model
 from ._latency import (
-    call_model,
     cpu_threads,
     first_run,
     prepare,
@@ -37,6 +36,7 @@ from ._latency import (
     time_calls,
 )
 from ._spec import LatencyTarget
+from .errors import LatencyError
 
 __all__ = ["LatencyModel"]
 

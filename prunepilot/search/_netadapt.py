@@ -25,10 +25,10 @@ from torch import nn
 from prunepilot.core import ChannelGraph, ChannelGroup, PlanError, prune_channels, trace
 
 from ._criteria import Criterion, get_criterion
-from ._errors import CalibrationError
 from ._finetune import Progress, ProgressCallback
 from ._scoring import Aggregate, Scores, score_channels
 from ._strategy import Plan, Strategy, ignored_groups, plan_for_ratio
+from .errors import CalibrationError
 
 __all__ = ["NetAdaptResult", "NetAdaptStep", "netadapt"]
 
@@ -87,10 +87,10 @@ def _unit_plan(
         cfg = dataclasses.replace(strategy, config=dict.fromkeys(unit, r))
         return plan_for_ratio(model, graph, scores, 0.0, cfg)
 
-    hi_plan = plan_at(strategy.max_ratio)
+    hi_plan = plan_at(strategy.max_remove)
     if graph.macs(hi_plan) > want:
         return hi_plan, False
-    lo, hi = 0.0, strategy.max_ratio
+    lo, hi = 0.0, strategy.max_remove
     while hi - lo > 1e-4:
         mid = (lo + hi) / 2
         p = plan_at(mid)
@@ -136,7 +136,7 @@ def netadapt(
         scorer: ``scorer(model, graph) -> scores`` replacing ``criterion`` (e.g. to use a
             data-driven criterion through `calibrate`).
         aggregate: member aggregation for ``criterion``.
-        strategy: ``round_to``, ``min_channels``, ``max_ratio`` and ``ignore`` per proposal.
+        strategy: ``round_to``, ``min_channels``, ``max_remove`` and ``ignore`` per proposal.
         blocks: maps a group to a block name; groups of one block shrink together
             (default: every group on its own).
         checkpoint: file written after every iteration; resumed from when it exists.

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from traceback import format_exc
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ._candidate import Evaluator, Workload
@@ -58,7 +58,17 @@ class Task:
 
 @dataclass
 class Outcome:
-    """A finished task: its value, or the error that stopped it."""
+    """A finished task: its value, or the error that stopped it.
+
+    Attributes:
+        task: the task.
+        value: what it returned (``None`` when it failed).
+        error: ``Type: message`` of the exception that stopped it.
+        worker: the evaluator that ran it.
+        retries: times it was re-run because its worker died.
+        seconds: its wall time.
+        traceback: the failure's traceback (kept in the failed trial's record).
+    """
 
     task: Task
     value: Any = None
@@ -66,7 +76,7 @@ class Outcome:
     worker: str = "local"
     retries: int = 0
     seconds: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
+    traceback: str | None = None
 
 
 def run_task(evaluator: Evaluator, task: Task) -> Any:
@@ -169,7 +179,7 @@ class LocalPool:
                 task,
                 error=f"{type(e).__name__}: {e}",
                 seconds=time.perf_counter() - t0,
-                info={"traceback": traceback.format_exc(limit=5)},
+                traceback=format_exc(limit=5),
             )
         return Outcome(task, value=value, seconds=time.perf_counter() - t0)
 

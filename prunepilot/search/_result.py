@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -11,9 +12,19 @@ from torch import nn
 from ._latency import LatencyStats
 from ._strategy import Plan
 
-__all__ = ["Baseline", "Finalist", "SearchProgress", "SearchResult", "TrialRecord"]
+__all__ = [
+    "Baseline",
+    "Finalist",
+    "SearchProgress",
+    "SearchResult",
+    "TrialRecord",
+    "pareto_front",
+]
 
 TrialState = Literal["complete", "rejected", "failed", "running"]
+_STATES: tuple[TrialState, ...] = ("complete", "rejected", "failed", "running")
+ERROR_CHARS = 2000
+"""A failed trial keeps the last this many characters of its traceback."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,8 @@ class TrialRecord:
         steps: optimizer steps it trained during the search (``score_steps`` and the
             successive-halving rungs it reached; the finalists' fine-tune not included).
         rungs: its held-out score after each successive-halving rung it reached.
+        error: a failed trial's traceback (its last `ERROR_CHARS` characters).
+        retries: times its evaluation was re-run because a worker died.
     """
 
     number: int
@@ -84,10 +97,89 @@ class TrialRecord:
     baseline: str | None = None
     steps: int = 0
     rungs: list[float] = field(default_factory=list)
+    error: str | None = None
+    retries: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able fields."""
+        """JSON-able fields: the one encoding of a record (reports, study attributes)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrialRecord:
+        """The record `to_dict` wrote; missing or malformed fields (an older writer, a
+        trial interrupted while being recorded) take their defaults."""
+        state = d.get("state")
+        return cls(
+            number=_int(d.get("number")),
+            config={str(k): float(v) for k, v in _mapping(d.get("config")).items()},
+            state=state if state in _STATES else "complete",
+            macs=_int(d.get("macs")),
+            params=_int(d.get("params")),
+            predicted_ms=_float(d.get("predicted_ms")),
+            measured_ms=_float(d.get("measured_ms")),
+            score=_float(d.get("score")),
+            feasible=bool(d.get("feasible", False)),
+            reason=_str(d.get("reason")),
+            seconds=_float(d.get("seconds")) or 0.0,
+            worker=str(d.get("worker") or ""),
+            duplicate_of=None if d.get("duplicate_of") is None else _int(d["duplicate_of"]),
+            baseline=_str(d.get("baseline")),
+            steps=_int(d.get("steps")),
+            rungs=[f for f in (_float(r) for r in _list(d.get("rungs"))) if f is not None],
+            error=_str(d.get("error")),
+            retries=_int(d.get("retries")),
+        )
+
+    def cost(self) -> float:
+        """What the Pareto front trades score against: latency (measured, else
+        predicted), else MACs."""
+        c = self.measured_ms if self.measured_ms is not None else self.predicted_ms
+        return float(c) if c is not None else float(self.macs)
+
+
+def pareto_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """The complete feasible scored records no other beats on both score and `cost`,
+    cheapest first."""
+    ok = [r for r in records if r.state == "complete" and r.feasible and r.score is not None]
+    front = [
+        r
+        for r in ok
+        if not any(
+            (o.score or 0) >= (r.score or 0)
+            and o.cost() <= r.cost()
+            and ((o.score or 0) > (r.score or 0) or o.cost() < r.cost())
+            for o in ok
+        )
+    ]
+    return sorted(front, key=TrialRecord.cost)
+
+
+def _float(v: Any) -> float | None:
+    """``v`` as a float (infinities kept: a failed rung scores -inf); ``None`` if not one."""
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def _int(v: Any) -> int:
+    f = _float(v)
+    return int(f) if f is not None and math.isfinite(f) else 0
+
+
+def _str(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def _mapping(v: Any) -> Mapping[str, Any]:
+    return v if isinstance(v, Mapping) else {}
+
+
+def _list(v: Any) -> list[Any]:
+    return list(v) if isinstance(v, (list, tuple)) else []
 
 
 @dataclass

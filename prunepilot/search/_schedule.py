@@ -20,7 +20,6 @@ from prunepilot.core import ChannelGraph, PlanError, prune_channels, trace
 
 from ._calibration import calibrate
 from ._criteria import Criterion, get_criterion
-from ._errors import CalibrationError
 from ._finetune import Progress, ProgressCallback
 from ._scoring import Aggregate, score_channels
 from ._strategy import (
@@ -31,6 +30,7 @@ from ._strategy import (
     plan_for_macs,
     plan_for_ratio,
 )
+from .errors import CalibrationError
 
 __all__ = ["SCHEDULES", "StepRecord", "iterative_prune", "sparsity_schedule"]
 

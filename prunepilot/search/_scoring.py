@@ -13,7 +13,7 @@ from prunepilot.core import ChannelGraph, PrunepilotError
 
 from ._calibration import Calibration
 from ._criteria import L2, Criterion, ScoreContext, get_criterion
-from ._errors import CalibrationError
+from .errors import CalibrationError
 
 __all__ = ["AGGREGATES", "NORMALIZERS", "Scores", "normalize_scores", "score_channels"]
 

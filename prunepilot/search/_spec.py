@@ -333,8 +333,12 @@ class SearchSettings(_Frozen):
         fill_budget: ``tpe`` only: scale each sampled config by one factor to the largest
             that meets the budgets (analytic FLOPs/params, predicted latency), so the
             sampler searches the shape of the allocation and no candidate wastes budget.
-        latency_slack: filling aims at ``(1 - slack)`` of the latency budget, so that
-            measurement noise does not push the filled candidates over it.
+        latency_slack: the headroom under the latency budget that a candidate needs to
+            count as within it before the final check: budget filling and the baselines'
+            sizing aim at a predicted ``(1 - slack) * budget``, and a measured candidate
+            is feasible (may become a finalist) only at ``(1 - slack) * budget`` or less,
+            so that the winner's re-measurement, which must meet the budget itself, does
+            not fail on measurement noise alone.
         latency_fit_samples: random configs (filled to the budget) measured before the
             search to fit the latency model's correction beyond the uniform seeds.
         baselines: allocations whose exact plans at the budgets (not snapped to the ratio

@@ -1,7 +1,7 @@
 """Allocation strategies: how many channels each group loses, for a ratio or a MACs target.
 
 ``uniform`` removes the same fraction from every prunable group; ``global`` ranks all
-channels by normalised score and removes the lowest, never more than ``max_ratio`` of a
+channels by normalised score and removes the lowest, never more than ``max_remove`` of a
 group; ``lamp`` ranks them by LAMP score (Lee et al. 2021), which makes scores of
 different groups comparable without a normaliser. An explicit ``config`` fixes the
 ratio (float) or the kept width (int) of named groups; ``ignore`` (modules or name
@@ -14,8 +14,9 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -50,14 +51,15 @@ def check_ratio(ratio: object, what: str = "ratio") -> float:
     return float(ratio)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Strategy:
     """How to turn scores into a plan.
 
     Attributes:
         allocation: ``uniform`` (same ratio per group), ``global`` (rank all channels by
             normalised score) or ``lamp`` (rank all channels by LAMP score).
-        max_ratio: global allocation never removes more than this fraction of a group.
+        max_remove: global allocation never removes more than this fraction of a group
+            (``max_ratio=``, its old name, is deprecated).
         round_to: keep channel counts multiples of this (e.g. 8 for tensor cores).
         min_channels: the fewest channels a group keeps.
         ignore: modules or ``fnmatch`` patterns (parameter, module or group names) whose
@@ -71,19 +73,61 @@ class Strategy:
             (0: rank by importance alone).
     """
 
-    allocation: Allocation = "uniform"
-    max_ratio: float = 0.9
-    round_to: int = 1
-    min_channels: int = 1
-    ignore: Sequence[nn.Module | str] = ()
-    config: Mapping[str, float | int] = field(default_factory=dict)
-    normalize: Normalize = "mean"
-    cost_weight: float = 0.0
+    allocation: Allocation
+    max_remove: float
+    round_to: int
+    min_channels: int
+    ignore: Sequence[nn.Module | str]
+    config: Mapping[str, float | int]
+    normalize: Normalize
+    cost_weight: float
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        allocation: Allocation = "uniform",
+        max_remove: float = 0.9,
+        round_to: int = 1,
+        min_channels: int = 1,
+        ignore: Sequence[nn.Module | str] = (),
+        config: Mapping[str, float | int] | None = None,
+        normalize: Normalize = "mean",
+        cost_weight: float = 0.0,
+        *,
+        max_ratio: float | None = None,
+    ) -> None:
+        if max_ratio is not None:
+            warnings.warn(
+                "Strategy(max_ratio=) is deprecated: it is a fraction removed; use max_remove=",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            max_remove = max_ratio
+        values = {
+            "allocation": allocation,
+            "max_remove": max_remove,
+            "round_to": round_to,
+            "min_channels": min_channels,
+            "ignore": ignore,
+            "config": {} if config is None else config,
+            "normalize": normalize,
+            "cost_weight": cost_weight,
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        self._check()
+
+    @property
+    def max_ratio(self) -> float:
+        """Deprecated name of `max_remove`."""
+        warnings.warn(
+            "Strategy.max_ratio is deprecated: use max_remove", DeprecationWarning, stacklevel=2
+        )
+        return self.max_remove
+
+    def _check(self) -> None:
         if self.allocation not in ALLOCATIONS:
             raise PlanError(f"allocation must be one of {ALLOCATIONS}; got {self.allocation!r}")
-        check_ratio(self.max_ratio, "max_ratio")
+        check_ratio(self.max_remove, "max_remove")
         if not isinstance(self.round_to, int) or self.round_to < 1:
             raise PlanError(f"round_to must be an integer >= 1; got {self.round_to!r}")
         if not isinstance(self.min_channels, int) or self.min_channels < 1:
@@ -299,7 +343,7 @@ def _ranking(
         order_gid=gi[order].astype(np.int64),
         channels={g.id: g.channels for g in free},
         cap={
-            g.id: min(math.floor(g.channels * strategy.max_ratio + 1e-9), g.channels - 1)
+            g.id: min(math.floor(g.channels * strategy.max_remove + 1e-9), g.channels - 1)
             for g in free
         },
     )
@@ -318,7 +362,7 @@ def plan_for_ratio(
     """A plan removing ``ratio`` of the channels (per group, or in total for ``global``).
 
     Global allocation removes the lowest-ranked channels of all eligible groups together
-    until ``ratio`` of them are gone (groups at their ``max_ratio`` cap are skipped);
+    until ``ratio`` of them are gone (groups at their ``max_remove`` cap are skipped);
     ``round_to`` and ``min_channels`` may then keep a few more.
 
     Args:
@@ -369,7 +413,7 @@ def plan_for_macs(
         strategy: allocation settings.
 
     Returns:
-        The plan. If the target cannot be reached within ``max_ratio``/``min_channels``
+        The plan. If the target cannot be reached within ``max_remove``/``min_channels``
         the most aggressive allowed plan is returned and a warning is logged.
     """
     if (keep is None) == (macs is None):
@@ -388,9 +432,9 @@ def plan_for_macs(
         plan = plan_within(model, graph, scores, lambda p: True, strategy, most=True)
         assert plan is not None
         log.warning(
-            "MACs target %d unreachable with max_ratio=%.2f (got %d)",
+            "MACs target %d unreachable with max_remove=%.2f (got %d)",
             round(target),
-            (strategy or Strategy()).max_ratio,
+            (strategy or Strategy()).max_remove,
             graph.macs(plan),
         )
     return plan
@@ -431,7 +475,7 @@ def plan_within(
         return _select(model, graph, scores, ratios, strategy)
 
     if strategy.allocation == "uniform":
-        lo, hi = 0.0, strategy.max_ratio
+        lo, hi = 0.0, strategy.max_remove
         best = build({g.id: hi for g in free})
         if most:
             return best

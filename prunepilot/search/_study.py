@@ -1,14 +1,16 @@
-"""The search's Optuna study: storage, sampler, uniform seeds, and resuming its records.
+"""The search's Optuna study: storage, sampler, seeds, and its trials' records.
 
 The study lives in real storage (SQLite or PostgreSQL URL, or a journal file), so an
 interrupted search resumes where it stopped and ``optuna-dashboard`` can open it. Each
-trial's record (config, MACs, latency, score, state) is kept in its user attributes.
+trial's `TrialRecord` (config, MACs, latency, score, state) is kept in its user attributes:
+`write_record` writes it, `read_trials` reads every trial back (while the search runs,
+too), `delete_study` removes the study.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import optuna
@@ -17,7 +19,9 @@ from ._result import TrialRecord
 from ._space import Config
 from ._spec import SearchSpec
 
-__all__ = ["open_storage", "open_study"]
+__all__ = ["delete_study", "open_storage", "open_study", "read_trials", "write_record"]
+
+_INTERRUPTED = "interrupted (evaluated again as a new trial)"
 
 log = logging.getLogger("prunepilot.search")
 
@@ -46,26 +50,63 @@ def _sampler(spec: SearchSpec) -> optuna.samplers.BaseSampler:
     )
 
 
+def write_record(trial: optuna.trial.Trial | optuna.trial.FrozenTrial, rec: TrialRecord) -> None:
+    """Keep ``rec`` in the trial's user attributes (all but its number, Optuna's own)."""
+    for key, value in _attrs(rec).items():
+        trial.set_user_attr(key, value)
+
+
+def _attrs(rec: TrialRecord) -> dict[str, Any]:
+    return {k: v for k, v in rec.to_dict().items() if k != "number"}
+
+
+def _decode(number: int, attrs: Mapping[str, Any], params: Mapping[str, Any]) -> TrialRecord:
+    """A trial's record from its user attributes (its sampled params: an older writer)."""
+    return TrialRecord.from_dict({**attrs, "number": number, "config": attrs.get("config", params)})
+
+
 def _record(t: optuna.trial.FrozenTrial) -> TrialRecord:
     """A finished trial's record, from the user attributes the driver wrote."""
-    a = t.user_attrs
-    return TrialRecord(
-        number=t.number,
-        config={k: float(v) for k, v in a.get("config", t.params).items()},
-        state=a.get("state", "complete"),
-        macs=int(a.get("macs", 0)),
-        params=int(a.get("params", 0)),
-        predicted_ms=a.get("predicted_ms"),
-        measured_ms=a.get("measured_ms"),
-        score=a.get("score"),
-        feasible=bool(a.get("feasible", False)),
-        reason=a.get("reason"),
-        duplicate_of=a.get("duplicate_of"),
-        seconds=float(a.get("seconds", 0.0)),
-        worker=str(a.get("worker", "")),
-        baseline=a.get("baseline"),
-        steps=int(a.get("steps", 0)),
-    )
+    return _decode(t.number, t.user_attrs, t.params)
+
+
+def read_trials(storage: Any, study_name: str) -> list[TrialRecord]:
+    """The records of a study's trials, running ones included (empty before it exists).
+
+    The driver writes a trial's attributes one by one and then tells the study, so they
+    are whole only once the trial is finished: a running trial is read as ``running``,
+    and one that never finished (interrupted) as ``failed``; queued ones are left out.
+
+    Args:
+        storage: an Optuna storage (see `open_storage`).
+        study_name: the study's name.
+    """
+    storage = open_storage(storage)
+    try:
+        sid = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return []
+    state = optuna.trial.TrialState
+    out: list[TrialRecord] = []
+    for t in storage.get_all_trials(sid, deepcopy=False):
+        if t.state == state.WAITING:
+            continue
+        attrs: dict[str, Any] = dict(t.user_attrs)
+        if t.state == state.RUNNING:
+            attrs = {"state": "running"}
+        elif t.state != state.COMPLETE and attrs.get("state") != "failed":
+            attrs = {"state": "failed", "reason": _INTERRUPTED}
+        out.append(_decode(t.number, attrs, t.params))
+    return out
+
+
+def delete_study(storage: Any, study_name: str) -> bool:
+    """Delete a study and its trials; ``False`` when there is none of that name."""
+    try:
+        optuna.delete_study(study_name=study_name, storage=open_storage(storage))
+    except KeyError:
+        return False
+    return True
 
 
 def open_study(

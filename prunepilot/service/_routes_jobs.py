@@ -30,7 +30,6 @@ from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, Service, ServiceDep
 from ._errors import Conflict, NotFound, SpecError, TooMany
 from ._openapi import errors
 from ._params import ArtifactName, Cursor, JobId, LastEventId
-from ._runner import study_name
 from ._validation import validate_job
 from .schemas import ArtifactInfo, JobInfo, JobPage, JobSpec, JobStatus, TrialsPage
 
@@ -220,12 +219,7 @@ def delete_job(job_id: JobId, service: ServiceDep, owner: OwnerDep) -> Response:
         )
     service.store.remove(job_id)
     shutil.rmtree(service.settings.jobs_path / job_id, ignore_errors=True)
-    try:
-        import optuna
-
-        optuna.delete_study(study_name=study_name(job_id), storage=service.optuna_storage())
-    except KeyError:
-        pass  # the job never reached the search
+    _trials.delete(service.optuna_storage(), job_id)
     service.db.delete_job(job_id)
     log.info("job %s deleted", job_id)
     return Response(status_code=204)
@@ -240,7 +234,7 @@ def get_trials(job_id: JobId, service: ServiceDep, owner: OwnerDep) -> TrialsPag
         page = _trials.from_report(path) if path is not None else None
         if page is not None:
             return page
-    return _trials.from_study(service.optuna_storage(), study_name(job_id))
+    return _trials.from_study(service.optuna_storage(), _trials.study_name(job_id))
 
 
 # ---------------------------------------------------------------------------- events / logs

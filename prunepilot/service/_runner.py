@@ -45,11 +45,12 @@ from . import _datasets, _limits, _models
 from ._artifacts import ArtifactStore
 from ._db import Database, UploadRow, stored_spec
 from ._errors import ServiceError
-from ._redact import error_text
+from ._redact import clean, error_text
 from ._settings import Settings
+from ._trials import study_name
 from .schemas import ArtifactInfo, JobSpec, JobStatus
 
-__all__ = ["run_job", "study_name"]
+__all__ = ["run_job"]
 
 log = logging.getLogger("prunepilot.service")
 
@@ -61,11 +62,6 @@ def _node_id() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "-"
-
-
-def study_name(job_id: str) -> str:
-    """The Optuna study of a job."""
-    return f"job-{job_id}"
 
 
 class _DBLogHandler(logging.Handler):
@@ -320,6 +316,9 @@ class _Runner:
             else:
                 log.warning("ONNX export failed: %s", onnx["error"])
         report = result.report()
+        for trial in report["trials"]:  # traceback frames stay on the server (in the study)
+            if trial.get("error"):
+                trial["error"] = clean(trial["error"])
         summary = {k: v for k, v in report.items() if k != "trials"}
         summary["latency_ms"] = result.latency.median_ms if result.latency else None
         summary["checkpoint"] = {"source": built.source, "kwargs": built.kwargs, "note": built.note}

@@ -285,7 +285,8 @@ class TrialInfo(BaseModel):
     plan at the budgets it is, for the baselines evaluated besides the searched trials;
     ``rungs``: its held-out score after each successive-halving rung it reached;
     ``steps``: optimizer steps it trained during the search; ``worker``: the evaluator
-    that scored it, ``worker-N@NODE`` with the start of its Ray node id)."""
+    that scored it, ``worker-N@NODE`` with the start of its Ray node id; ``error``: a
+    failed trial's exception chain, its traceback frames left in the server's study)."""
 
     number: int
     config: dict[str, float]
@@ -297,6 +298,7 @@ class TrialInfo(BaseModel):
     score: float | None = None
     feasible: bool = False
     reason: str | None = None
+    error: str | None = None
     baseline: Literal["uniform", "global", "lamp"] | None = None
     rungs: list[float] = Field(default_factory=list, max_length=8)
     steps: int = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 from typing import Any
 
 import ray
@@ -108,5 +109,6 @@ class EvaluatorActor:
                 error=f"{type(e).__name__}: {e}",
                 worker=self.name,
                 seconds=time.perf_counter() - t0,
+                traceback=traceback.format_exc(limit=5),
             )
         return Outcome(task, value=value, worker=self.name, seconds=time.perf_counter() - t0)

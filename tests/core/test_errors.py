@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import prunepilot as pp
-from prunepilot import ChannelGraph, PlanError, PrunepilotError, TraceError
+from prunepilot import ChannelGraph, PlanError, TraceError
 
 from ._helpers import snapshot, state_equal
 
@@ -37,11 +37,19 @@ def traced() -> tuple[nn.Module, ChannelGraph]:
     return model, pp.trace(model, X)
 
 
-def test_error_hierarchy() -> None:
-    """Every prunepilot error is a PrunepilotError and a ValueError."""
-    for cls in (TraceError, PlanError):
-        assert issubclass(cls, PrunepilotError)
-    assert issubclass(PrunepilotError, ValueError)
+def test_bad_input_is_caught_as_value_error(traced: tuple[nn.Module, ChannelGraph]) -> None:
+    """A caller's ``except ValueError`` (or ``except PrunepilotError``) catches bad input."""
+    model, graph = traced
+    for bad in (
+        lambda: pp.trace(model, "not a tensor"),
+        lambda: pp.prune_channels(model, graph, {"no such group": [0]}),
+    ):
+        try:
+            bad()
+        except ValueError as e:
+            assert isinstance(e, (TraceError, PlanError))
+        else:
+            pytest.fail("bad input was accepted")
 
 
 def test_model_failing_on_inputs() -> None:

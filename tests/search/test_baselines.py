@@ -61,7 +61,7 @@ def test_baselines_are_the_exact_plans_evaluated_and_flagged(model: nn.Module) -
         assert t.state == "complete" and t.score is not None and t.feasible
         assert t.macs <= res.limits["flops"]
         # the evaluated config is exactly the allocation's plan at the budget (off the grid)
-        strategy = ps.Strategy(allocation=name, max_ratio=0.9)  # type: ignore[arg-type]
+        strategy = ps.Strategy(allocation=name, max_remove=0.9)  # type: ignore[arg-type]
         plan = {g: sorted(c) for g, c in space.plan(t.config).items() if c}
         assert plan == _exact(model, strategy)
     assert any(round(v / 0.05, 6) % 1 for v in base["uniform"].config.values())
@@ -75,7 +75,7 @@ def test_the_search_returns_a_baseline_when_nothing_beats_it(
     model: nn.Module, caplog: pytest.LogCaptureFixture
 ) -> None:
     graph = pp.trace(model, X)
-    uniform = _exact(model, ps.Strategy(max_ratio=0.9))
+    uniform = _exact(model, ps.Strategy(max_remove=0.9))
     pruned = PlainCNN().eval()
     pp.prune_channels(pruned, graph, uniform)
     target = _widths(pruned)

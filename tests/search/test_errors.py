@@ -51,7 +51,7 @@ def test_bad_ratio_in_config_strategy_or_schedule(resnet, ratio: float) -> None:
     with pytest.raises(pp.PlanError, match=r"\[0, 1\)"):
         ps.plan_for_ratio(model, graph, scores, 0.2, ps.Strategy(config={"conv1.weight:0": ratio}))
     with pytest.raises(pp.PlanError, match=r"\[0, 1\)"):
-        ps.Strategy(max_ratio=ratio)
+        ps.Strategy(max_remove=ratio)
     with pytest.raises(pp.PlanError, match=r"\[0, 1\)"):
         ps.sparsity_schedule("agp", ratio, 3)
 

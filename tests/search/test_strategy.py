@@ -40,7 +40,7 @@ def test_global_ranking_respects_the_per_group_cap(wide) -> None:
     model, graph, scores = wide
     scores = dict(scores)
     scores["conv1.weight:0"] = scores["conv1.weight:0"] * 0 + 1e-9  # worthless group
-    st = ps.Strategy(allocation="global", max_ratio=0.5, normalize="none")
+    st = ps.Strategy(allocation="global", max_remove=0.5, normalize="none")
     plan = ps.plan_for_ratio(model, graph, scores, 0.3, st)
     kept = _kept(graph, plan)
     assert kept["conv1.weight:0"] == 16  # capped at 50 %
@@ -71,7 +71,7 @@ def test_round_to_keeps_multiples(wide, allocation: str, round_to: int) -> None:
 @pytest.mark.parametrize("allocation", ["uniform", "global"])
 def test_min_channels_is_respected(wide, allocation: str) -> None:
     model, graph, scores = wide
-    st = ps.Strategy(allocation=allocation, min_channels=12, max_ratio=0.95)
+    st = ps.Strategy(allocation=allocation, min_channels=12, max_remove=0.95)
     plan = ps.plan_for_ratio(model, graph, scores, 0.9, st)
     assert min(_kept(graph, plan).values()) >= 12
     plan = ps.plan_for_macs(model, graph, scores, keep=0.02, strategy=st)
@@ -174,3 +174,11 @@ def test_lamp_meets_a_macs_target_and_bad_allocations_are_refused(wide) -> None:
     assert graph.macs(plan) <= 0.4 * graph.macs()
     with pytest.raises(pp.PlanError, match="allocation must be one of"):
         ps.Strategy(allocation="random")  # type: ignore[arg-type]
+
+
+def test_max_ratio_is_a_deprecated_name_of_max_remove() -> None:
+    with pytest.warns(DeprecationWarning, match="max_remove"):
+        old = ps.Strategy(allocation="global", max_ratio=0.5)
+    assert old == ps.Strategy(allocation="global", max_remove=0.5)
+    with pytest.warns(DeprecationWarning, match="max_remove"):
+        assert old.max_ratio == 0.5

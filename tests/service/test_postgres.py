@@ -18,8 +18,8 @@ import optuna
 import pytest
 
 from prunepilot.service._db import Database
-from prunepilot.service._runner import study_name
 from prunepilot.service._scheduler import Scheduler
+from prunepilot.service._trials import study_name
 
 from ._server import BOB, Server, free_port, settings, tiny_spec, wait_for
 

@@ -63,3 +63,15 @@ def test_a_baseline_trial_says_which_and_an_unknown_name_is_dropped() -> None:
     first, second = _trials.from_study(storage, "s").trials
     assert first.baseline == "lamp" and first.state == "complete"
     assert second.baseline is None
+
+
+def test_a_failed_trial_shows_its_error_without_traceback_frames() -> None:
+    study, storage = _study()
+    failed = study.ask(_DIST)
+    failed.set_user_attr("state", "failed")
+    failed.set_user_attr("reason", "ValueError: boom")
+    tb = 'Traceback (most recent call last):\n  File "/srv/x.py", line 3, in f\n    g()\n'
+    failed.set_user_attr("error", tb + "ValueError: boom")
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    [t] = _trials.from_study(storage, "s").trials
+    assert t.state == "failed" and t.error == "ValueError: boom"

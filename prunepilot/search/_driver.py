@@ -34,23 +34,25 @@ from ._baselines import baseline_config, grid_params
 from ._budget import Budgets
 from ._candidate import Evaluation, Finetuned, Metric, SearchData, Workload
 from ._criteria import get_criterion
-from ._errors import CalibrationError, InfeasibleError, SearchCancelled
 from ._finetune import LossFn
 from ._latency import LatencyStats
 from ._pool import LocalPool, Outcome, Pool, Task
 from ._result import (
+    ERROR_CHARS,
     Baseline,
     Finalist,
     ProgressFn,
     SearchProgress,
     SearchResult,
     TrialRecord,
+    pareto_front,
 )
 from ._scoring import score_channels
 from ._space import Config, Space
 from ._spec import SearchSpec
 from ._strategy import Allocation, Plan
-from ._study import open_storage, open_study
+from ._study import open_storage, open_study, write_record
+from .errors import CalibrationError, InfeasibleError, SearchCancelled
 
 __all__ = ["search"]
 
@@ -71,6 +73,24 @@ _RUNG_KEY = -1000  # pool keys of a rung's probes: -1000, -1001, ...
 
 def _key(config: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
     return tuple(sorted((k, round(v, 6)) for k, v in config.items()))
+
+
+def _finished(rec: TrialRecord, outcome: Outcome) -> None:
+    """Copy an evaluation's worker, time and retries into its record; a failure's reason
+    and the tail of its traceback too."""
+    rec.worker, rec.seconds, rec.retries = outcome.worker, outcome.seconds, outcome.retries
+    if outcome.error:
+        rec.state, rec.reason = "failed", outcome.error
+        rec.error = _tail(outcome.traceback) if outcome.traceback else None
+
+
+def _tail(text: str) -> str:
+    """The last `ERROR_CHARS` characters of a traceback, from the start of a frame."""
+    if len(text) <= ERROR_CHARS:
+        return text
+    cut = text[-ERROR_CHARS:]
+    frame = cut.find('\n  File "')
+    return cut[frame + 1 :] if frame >= 0 else cut[cut.find("\n") + 1 :]
 
 
 class _Driver:
@@ -96,7 +116,6 @@ class _Driver:
         self.target = spec.constraints.target
         self.records: dict[int, TrialRecord] = {}
         self.fit_samples: list[tuple[dict[str, list[int]], float]] = []
-        self.limits: dict[str, float] = {}
         self.baseline_latency: LatencyStats | None = None
         self.drift: list[float] = []  # the original's speed beside each anchored measurement
         self.phase = "tracing"
@@ -250,21 +269,22 @@ class _Driver:
             self.scores = score_channels(self.model, self.graph, crit)
         self.work.scores = self.scores
         self.space = Space(self.model, self.graph, self.scores, self.spec.space)
-        self.budgets = Budgets(self.space, self.graph, self.limits, self.settings)
         self.baseline_macs = self.graph.macs()
         self.baseline_params = self.graph.params()
         c = self.spec.constraints
+        limits: dict[str, float] = {}
         if c.flops is not None:
-            self.limits["flops"] = c.flops.limit(self.baseline_macs)
+            limits["flops"] = c.flops.limit(self.baseline_macs)
         if c.params is not None:
-            self.limits["params"] = c.params.limit(self.baseline_params)
+            limits["params"] = c.params.limit(self.baseline_params)
+        self.budgets = Budgets(self.space, self.graph, limits, self.settings)
         smallest = self.space.smallest()
         small_plan = self.space.plan(smallest)
         small = {"flops": self.graph.macs(small_plan), "params": self.graph.params(small_plan)}
         for key, base in (("flops", self.baseline_macs), ("params", self.baseline_params)):
-            if key in self.limits and small[key] > self.limits[key]:
+            if key in limits and small[key] > limits[key]:
                 raise InfeasibleError(
-                    f"the {key} budget {self.limits[key]:.4g} cannot be met: the smallest "
+                    f"the {key} budget {limits[key]:.4g} cannot be met: the smallest "
                     f"reachable model has {small[key]:.4g} {key} ({small[key] / base:.1%} of "
                     f"the original) with every group at keep ratio {self.space.low}; raise the "
                     "budget or lower space.min_ratio"
@@ -273,14 +293,15 @@ class _Driver:
         self.pool.start(self.work)
         if c.latency_ms is not None:
             self.baseline_latency = self.measure(None)
-            self.limits["latency_ms"] = c.latency_ms.limit(self.baseline_latency.median_ms)
+            lat_limit = c.latency_ms.limit(self.baseline_latency.median_ms)
+            self.budgets.limit_latency(lat_limit)
             small_lat = self.measure(smallest)
             self.fit_samples += [({}, self.baseline_latency.median_ms)]
             self.fit_samples += [(small_plan, small_lat.median_ms)]
-            if small_lat.median_ms > self.limits["latency_ms"]:
+            if not self.budgets.fits_final(small_lat.median_ms):
                 orig = self.baseline_latency.median_ms
                 raise InfeasibleError(
-                    f"the latency budget {self.limits['latency_ms']:.3g} ms cannot be met on "
+                    f"the latency budget {lat_limit:.3g} ms cannot be met on "
                     f"{self.target.device}: the smallest reachable model takes "
                     f"{small_lat.median_ms:.3g} ms (the original {orig:.3g} ms) with every "
                     f"group at keep ratio {self.space.low}; raise the budget "
@@ -350,9 +371,7 @@ class _Driver:
         self.records[rec.number] = rec
         for key, value in constraints.items():
             trial.set_constraint(key, value)
-        for key, value in rec.to_dict().items():
-            if key != "number":
-                trial.set_user_attr(key, value)
+        write_record(trial, rec)
         if rec.state == "failed":
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
@@ -368,7 +387,7 @@ class _Driver:
         names = [n for n in self.settings.baselines if n not in self.done_baselines]
         if not names:
             return
-        if "latency_ms" in self.limits and self.budgets.latency_model is None:
+        if self.budgets.latency_limit is not None and self.budgets.latency_model is None:
             log.warning("baselines at a latency budget need search.latency_model; skipped")
             return
         self.report("baselines", f"evaluating the {', '.join(names)} baselines")
@@ -389,21 +408,17 @@ class _Driver:
                 predicted_ms=est["predicted_ms"],
                 baseline=name,
             )
-            cons = dict(est["constraints"])
-            if measured is not None:
-                rec.measured_ms = measured
-                cons["latency_ms"] = measured / self.limits["latency_ms"] - 1
-            rec.feasible = all(c <= 0 for c in cons.values())
+            rec.measured_ms = measured
+            cons = self.budgets.constraints(rec.macs, rec.params, self.known_ms(rec))
+            rec.feasible = self.feasible(rec)
             todo.append((rec, cons))
         for i, (rec, _) in enumerate(todo):
             self.pool.submit(Task("evaluate", _BASELINE_KEY - i, dict(rec.config)))
         for _ in todo:
             o = self.wait_one()
             rec, cons = todo[_BASELINE_KEY - o.task.key]
-            rec.worker, rec.seconds = o.worker, o.seconds
-            if o.error:
-                rec.state, rec.reason = "failed", o.error
-            else:
+            _finished(rec, o)
+            if not o.error:
                 rec.state, rec.score, rec.steps = "complete", o.value.score, o.value.steps
             self.tell_baseline(study, rec, cons)
             self.report(message=f"{rec.baseline} baseline: score {rec.score} macs {rec.macs}")
@@ -417,7 +432,7 @@ class _Driver:
         (up to `_BASELINE_FITS` times), so the baseline is a candidate that qualifies.
         """
         scale = 1.0
-        lim = self.limits.get("latency_ms")
+        lim = self.budgets.latency_limit
         for attempt in range(_BASELINE_FITS):
             config = baseline_config(self.space, self.budgets, name, latency_scale=scale)
             if config is None or lim is None:
@@ -425,8 +440,7 @@ class _Driver:
             plan = self.space.plan(config)
             measured = self.measure_sample(config, plan=plan)
             self.fit_latency()
-            allowed = lim * (1 - self.settings.latency_slack)
-            if measured <= allowed or attempt == _BASELINE_FITS - 1:
+            if self.budgets.fits_measured(measured) or attempt == _BASELINE_FITS - 1:
                 return config, measured
             predicted = self.budgets.estimate_plan(plan)["predicted_ms"] or measured
             # what the (refitted) model still under-predicts this plan by, and 1% more
@@ -435,7 +449,7 @@ class _Driver:
                 "the %s baseline measured %.3f ms > %.3f ms allowed; re-sizing it",
                 name,
                 measured,
-                allowed,
+                lim * (1 - self.settings.latency_slack),
             )
         return None
 
@@ -449,15 +463,14 @@ class _Driver:
     ) -> None:
         """Add an evaluated baseline to the study as a finished trial."""
         params, dists = grid_params(self.space, rec.config)
-        attrs = {k: v for k, v in rec.to_dict().items() if k != "number"}
         failed = rec.state == "failed"
         frozen = optuna.trial.create_trial(
             state=optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.COMPLETE,
             params=params,
             distributions=dists,
             values=None if failed else self.objective_values(rec),
-            user_attrs=attrs,
         )
+        write_record(frozen, rec)
         for key, value in constraints.items():
             frozen.set_constraint(key, value)
         study.add_trial(frozen)
@@ -505,7 +518,7 @@ class _Driver:
                     continue
                 if seed and self.budgets.latency_model is not None:
                     self.measure_seed(study, rec, est, in_flight)
-                rec.feasible = all(c <= 0 for c in est["constraints"].values())
+                rec.feasible = self.feasible(rec)
                 self.pool.submit(Task("evaluate", trial.number, config))
                 in_flight[trial.number] = (trial, rec, est)
             if not in_flight:
@@ -526,7 +539,7 @@ class _Driver:
 
     def unconfirmed_best(self) -> TrialRecord | None:
         """The best feasible candidate when its latency is only predicted, else ``None``."""
-        if "latency_ms" not in self.limits or self.budgets.latency_model is None:
+        if not self.budgets.predicts_latency:
             return None
         best = self.best_record()
         return best if best is not None and best.measured_ms is None else None
@@ -546,7 +559,7 @@ class _Driver:
         self.drain(study, in_flight)
         while (top := self.unconfirmed_best()) is not None:
             top.measured_ms = self.measure_sample(top.config)
-            top.feasible = self.latency_ok(top)
+            top.feasible = self.feasible(top)
             self.report(
                 message=f"trial {top.number}: measured {top.measured_ms:.3f} ms (predicted "
                 f"{top.predicted_ms}), {'within' if top.feasible else 'over'} the budget"
@@ -566,10 +579,8 @@ class _Driver:
         """Wait for one evaluation and tell the study its result."""
         outcome = self.wait_one()
         trial, rec, est = in_flight.pop(outcome.task.key)
-        rec.worker, rec.seconds = outcome.worker, outcome.seconds
-        if outcome.error:
-            rec.state, rec.reason = "failed", outcome.error
-        else:
+        _finished(rec, outcome)
+        if not outcome.error:
             ev: Evaluation = outcome.value
             rec.state, rec.score, rec.steps = "complete", ev.score, ev.steps
         self.tell(study, trial, rec, est["constraints"])
@@ -586,39 +597,24 @@ class _Driver:
         self.drain(study, in_flight)
         rec.measured_ms = self.measure_sample(rec.config, plan=est["plan"])
         self.fit_latency()
-        est["constraints"]["latency_ms"] = rec.measured_ms / self.limits["latency_ms"] - 1
+        est["constraints"] = self.budgets.constraints(rec.macs, rec.params, rec.measured_ms)
 
     # ------------------------------------------------------------------ finish
 
-    def pareto(self) -> list[TrialRecord]:
-        ok = [r for r in self.records.values() if r.state == "complete" and r.feasible]
+    def known_ms(self, rec: TrialRecord) -> float | None:
+        """The latency known best of a candidate: measured, else predicted."""
+        return rec.measured_ms if rec.measured_ms is not None else rec.predicted_ms
 
-        def cost(r: TrialRecord) -> float:
-            c = r.measured_ms or r.predicted_ms
-            return float(c) if c is not None else float(r.macs)
+    def feasible(self, rec: TrialRecord) -> bool:
+        """`Budgets.feasible` of a candidate."""
+        return self.budgets.feasible(rec.macs, rec.params, rec.predicted_ms, rec.measured_ms)
 
-        front = []
-        for r in ok:
-            dominated = any(
-                (o.score or 0) >= (r.score or 0)
-                and cost(o) <= cost(r)
-                and ((o.score or 0) > (r.score or 0) or cost(o) < cost(r))
-                for o in ok
-            )
-            if not dominated:
-                front.append(r)
-        return sorted(front, key=cost)
-
-    def latency_ok(self, rec: TrialRecord) -> bool:
-        lim = self.limits.get("latency_ms")
-        if lim is None:
-            return True
-        if rec.measured_ms is None:
+    def qualifies(self, rec: TrialRecord) -> bool:
+        """Measure a finalist's candidate (unless it was) and tell whether it is feasible."""
+        if self.budgets.latency_limit is not None and rec.measured_ms is None:
             reps = self.target.repeats * _FINAL_REPEAT_FACTOR
             rec.measured_ms = self.measure_sample(rec.config, repeats=reps)
-        # headroom for the winner's re-measurement: a finalist right at the limit would
-        # fail it on noise alone
-        return rec.measured_ms <= lim * (1 - self.settings.latency_slack)
+        return self.feasible(rec)
 
     def halving(self) -> bool:
         """Whether successive-halving rungs run before the finalists are chosen."""
@@ -633,19 +629,12 @@ class _Driver:
         """
         self.report("finalists", "measuring the finalists' candidates")
         s = self.settings
-        lim = self.limits.get("latency_ms")
-        margin = 1 + s.latency_margin
         pool = [
             r
             for r in self.records.values()
             if r.state == "complete"
             and r.score is not None
-            and all(
-                (r.macs if k == "flops" else r.params) <= v
-                for k, v in self.limits.items()
-                if k != "latency_ms"
-            )
-            and (lim is None or r.predicted_ms is None or r.predicted_ms <= lim * margin)
+            and self.budgets.rejection(r.macs, r.params, r.predicted_ms) is None
         ]
         pool.sort(key=lambda r: (-(r.score or 0.0), r.macs))
         halving = self.halving()
@@ -664,7 +653,7 @@ class _Driver:
                     continue
                 seen.add(key)
                 self.check_cancel()
-                r.feasible = self.latency_ok(r)
+                r.feasible = self.qualifies(r)
                 if r.feasible:
                     found.append(r)
             out.append(found)
@@ -770,23 +759,23 @@ class _Driver:
         latency = None
         winner = None
         for fin, ft in ranked:
-            if "latency_ms" in self.limits:
+            if self.budgets.latency_limit is not None:
                 # the returned model, re-measured with more repetitions; further runs (the
                 # fastest median counts) absorb bursts of interference from other processes
                 reps = self.target.repeats * _FINAL_REPEAT_FACTOR
                 latency = self.measure(fin.config, repeats=reps)
                 for _ in range(_REMEASURE_ATTEMPTS):
-                    if latency.median_ms <= self.limits["latency_ms"]:
+                    if self.budgets.fits_final(latency.median_ms):
                         break
                     time.sleep(_REMEASURE_PAUSE_S)  # let a burst of outside load pass
                     again = self.measure(fin.config, repeats=reps)
                     latency = min(latency, again, key=lambda x: x.median_ms)
-                if latency.median_ms > self.limits["latency_ms"]:
+                if not self.budgets.fits_final(latency.median_ms):
                     log.warning(
                         "finalist %d re-measured at %.3f ms > %.3f ms; trying the next",
                         fin.number,
                         latency.median_ms,
-                        self.limits["latency_ms"],
+                        self.budgets.latency_limit,
                     )
                     fin.feasible = False
                     continue
@@ -826,9 +815,9 @@ class _Driver:
             latency=latency,
             score=float(fin.val_score or 0.0),
             baseline=Baseline(self.baseline_macs, self.baseline_params, self.baseline_latency),
-            limits=dict(self.limits),
+            limits=dict(self.budgets.limits),
             trials=sorted(self.records.values(), key=lambda r: r.number),
-            pareto=self.pareto(),
+            pareto=pareto_front(self.records.values()),
             finalists=[f for f, _ in finals],
             latency_model_error=err,
             latency_drift=(min(self.drift), max(self.drift)) if self.drift else None,

@@ -1,0 +1,59 @@
+"""Feeding a model: loader batches, devices, and calling a model on its inputs.
+
+Calibration, fine-tuning, BatchNorm recalibration and latency timing all call a model the
+same way, through `call_model`: a tensor is one positional input, a tuple or list several
+(the convention of `prunepilot.core.trace`), a mapping keyword inputs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import CalibrationError
+
+__all__ = ["call_model", "model_device", "split_batch", "to_device"]
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """``model(inputs)`` for a tensor, ``model(*inputs)`` for a tuple or list of inputs,
+    ``model(**inputs)`` for a mapping (keyword inputs, which `measure_latency` takes)."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    return _call(model, inputs)
+
+
+def _call(model: nn.Module, inputs: Any) -> Any:
+    # merge: use prunepilot.core.call_model
+    return model(*(inputs if isinstance(inputs, (tuple, list)) else (inputs,)))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU if it has none)."""
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """Move tensors (possibly nested in tuples/lists/dicts) to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(to_device(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+def split_batch(batch: Any) -> tuple[Any, Any]:
+    """``(inputs, targets)`` from a loader batch (a pair or a longer sequence)."""
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    raise CalibrationError(
+        f"loader batches must be (inputs, targets) pairs; got {type(batch).__name__}"
+    )
