@@ -23,11 +23,11 @@ from . import _openapi, _routes_health, _routes_jobs, _routes_uploads
 from ._allow import allow_header
 from ._artifacts import ArtifactStore
 from ._db import Database
-from ._deps import Service, Unauthorized
-from ._errors import ServiceError
+from ._deps import Service
 from ._metrics import Metrics, MetricsMiddleware
 from ._scheduler import Scheduler
 from ._settings import Settings
+from .errors import ServiceError, UnauthorizedError
 from .schemas import ErrorBody
 
 __all__ = ["create_app"]
@@ -76,7 +76,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 def _install_error_handlers(app: FastAPI) -> None:
     async def service_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, UnauthorizedError) else None
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._archives import IMAGE_SUFFIXES, ArchiveError, extract, open_member, scan
+from ._archives import IMAGE_SUFFIXES, extract, open_member, scan
 from ._db import UploadRow
-from ._errors import SpecError
 from ._images import decode, image_size
 from ._settings import Settings
+from .errors import ArchiveError, InvalidSpecError
 from .schemas import DatasetSpec
 
 __all__ = ["DatasetInfo", "Prepared", "TensorBatches", "describe", "prepare"]
@@ -134,7 +134,7 @@ def _fashion_root(settings: Settings) -> Path | None:
 
 def _out_shape(spec: DatasetSpec, channels: int, hw: tuple[int, int]) -> tuple[int, ...]:
     if spec.channels is not None and spec.channels != channels and channels not in (1, 3):
-        raise SpecError(
+        raise InvalidSpecError(
             f"the inputs have {channels} channels; only 1- and 3-channel images convert to "
             f"dataset.channels={spec.channels}"
         )
@@ -146,7 +146,7 @@ def _out_shape(spec: DatasetSpec, channels: int, hw: tuple[int, int]) -> tuple[i
 def _check_norm(spec: DatasetSpec, channels: int) -> None:
     for name, vals in (("mean", spec.mean), ("std", spec.std)):
         if vals is not None and len(vals) not in (1, channels):
-            raise SpecError(
+            raise InvalidSpecError(
                 f"dataset.{name} has {len(vals)} values but the inputs have {channels} "
                 "channels; give one value or one per channel"
             )
@@ -155,22 +155,26 @@ def _check_norm(spec: DatasetSpec, channels: int) -> None:
 def _upload(uploads: UploadLookup, upload_id: str) -> UploadRow:
     row = uploads(upload_id)
     if row is None:
-        raise SpecError(f"unknown upload id {upload_id!r}; upload the file with POST /uploads")
+        raise InvalidSpecError(
+            f"unknown upload id {upload_id!r}; upload the file with POST /uploads"
+        )
     return row
 
 
 def _dir_root(settings: Settings, rel: str) -> Path:
     if settings.data_root is None:
-        raise SpecError(
+        raise InvalidSpecError(
             "dir: datasets are disabled: the operator has not set a data root "
             "(PRUNEPILOT_DATA_ROOT)"
         )
     root = settings.data_root.expanduser().resolve()
     path = (root / rel).resolve()
     if not path.is_relative_to(root):
-        raise SpecError(f"dir:{rel} is outside the server's data root; name a path inside it")
+        raise InvalidSpecError(
+            f"dir:{rel} is outside the server's data root; name a path inside it"
+        )
     if not path.is_dir():
-        raise SpecError(f"dir:{rel} is not a directory under the server's data root")
+        raise InvalidSpecError(f"dir:{rel} is not a directory under the server's data root")
     return path
 
 
@@ -183,7 +187,7 @@ def _image_folder(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, int]
     images = [p for p in paths if Path(p).suffix.lower() in IMAGE_SUFFIXES]
     images = [p for p in images if not any(part.startswith(".") for part in p.split("/"))]
     if not images:
-        raise SpecError(
+        raise InvalidSpecError(
             "no images found: an ImageFolder holds CLASS/IMAGE files "
             f"({', '.join(sorted(IMAGE_SUFFIXES))})"
         )
@@ -192,7 +196,7 @@ def _image_folder(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, int]
     while all(len(s) > prefix + 2 for s in split) and len({s[prefix] for s in split}) == 1:
         prefix += 1
     if any(len(s) < prefix + 2 for s in split):
-        raise SpecError(
+        raise InvalidSpecError(
             "images must sit in one directory per class (CLASS/IMAGE); found images outside "
             "any class directory"
         )
@@ -208,7 +212,7 @@ def _archive_image_size(path: Path, name: str, max_pixels: int, max_files: int) 
         with open_member(path, name, max_files=max_files) as f:
             return image_size(f, name, max_pixels)
     except ArchiveError as e:
-        raise SpecError(str(e)) from e
+        raise InvalidSpecError(str(e)) from e
 
 
 def _file_image_size(path: Path, name: str, max_pixels: int) -> tuple[int, int]:
@@ -223,7 +227,7 @@ def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
         with safe_open(str(path), framework="pt") as f:
             return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise SpecError(f"cannot read the safetensors file: {e}") from e
+        raise InvalidSpecError(f"cannot read the safetensors file: {e}") from e
 
 
 # ---------------------------------------------------------------------------- describe
@@ -233,7 +237,7 @@ def describe(spec: DatasetSpec, settings: Settings, uploads: UploadLookup) -> Da
     """Check a dataset spec without loading the data.
 
     Raises:
-        SpecError: unknown built-in, not installed, unknown or unusable upload, unsafe
+        InvalidSpecError: unknown built-in, not installed, unknown or unusable upload, unsafe
             archive, path outside the data root, bad normalisation values.
     """
     kind, _, rest = spec.source.partition(":")
@@ -242,13 +246,13 @@ def describe(spec: DatasetSpec, settings: Settings, uploads: UploadLookup) -> Da
             info = DatasetInfo(_out_shape(spec, 1, (8, 8)), 10)
         elif rest == "fashion-mnist":
             if _fashion_root(settings) is None:
-                raise SpecError(
+                raise InvalidSpecError(
                     "builtin:fashion-mnist is not installed on this server: put torchvision's "
                     "FashionMNIST/raw files under the data root (the server never downloads)"
                 )
             info = DatasetInfo(_out_shape(spec, 1, (28, 28)), 10)
         else:
-            raise SpecError(
+            raise InvalidSpecError(
                 f"unknown built-in dataset {rest!r}; available: "
                 + ", ".join(f"builtin:{b}" for b in _BUILTINS)
             )
@@ -258,13 +262,13 @@ def describe(spec: DatasetSpec, settings: Settings, uploads: UploadLookup) -> Da
         if row.kind == "safetensors":
             shapes = _safetensors_shapes(path)
             if "inputs" not in shapes or "labels" not in shapes:
-                raise SpecError(
+                raise InvalidSpecError(
                     f"upload {rest} must hold tensors 'inputs' and 'labels'; it has "
                     f"{sorted(shapes)[:10]}"
                 )
             xs, ys = shapes["inputs"], shapes["labels"]
             if len(xs) not in (3, 4) or len(ys) != 1 or xs[0] != ys[0]:
-                raise SpecError(
+                raise InvalidSpecError(
                     f"upload {rest}: 'inputs' must be [N, C, H, W] or [N, H, W] and 'labels' "
                     f"[N]; got inputs {xs} and labels {ys}"
                 )
@@ -278,7 +282,7 @@ def describe(spec: DatasetSpec, settings: Settings, uploads: UploadLookup) -> Da
                     max_bytes=settings.archive_max_bytes,
                 )
             except ArchiveError as e:
-                raise SpecError(f"upload {rest}: {e}") from e
+                raise InvalidSpecError(f"upload {rest}: {e}") from e
             classes, items = _image_folder([n for n, _ in summary.files])
             hw = (
                 (spec.image_size, spec.image_size)
@@ -289,7 +293,7 @@ def describe(spec: DatasetSpec, settings: Settings, uploads: UploadLookup) -> Da
             )
             info = DatasetInfo(_out_shape(spec, spec.channels or 3, hw), len(classes))
         else:
-            raise SpecError(
+            raise InvalidSpecError(
                 f"upload {rest} is a {row.kind} file, not a dataset: upload a safetensors file "
                 "with 'inputs' and 'labels', or a zip/tar ImageFolder archive"
             )
@@ -304,7 +308,7 @@ def describe(spec: DatasetSpec, settings: Settings, uploads: UploadLookup) -> Da
         )
         info = DatasetInfo(_out_shape(spec, spec.channels or 3, hw), len(classes))
     else:  # the schema validator rejects other prefixes
-        raise SpecError(f"unsupported dataset source {spec.source!r}")
+        raise InvalidSpecError(f"unsupported dataset source {spec.source!r}")
     _check_norm(spec, info.sample_shape[0])
     return info
 
@@ -351,7 +355,7 @@ def _raw(
 
         root = _fashion_root(settings)
         if root is None:
-            raise SpecError("builtin:fashion-mnist is not installed on this server")
+            raise InvalidSpecError("builtin:fashion-mnist is not installed on this server")
         parts = [FashionMNIST(str(root), train=t, download=False) for t in (True, False)]
         x = torch.cat([p.data for p in parts])[:, None].float() / 255.0
         y = torch.cat([p.targets for p in parts]).long()
@@ -364,7 +368,7 @@ def _raw(
 
             t = load_file(str(path))
             if "inputs" not in t or "labels" not in t:
-                raise SpecError(f"upload {rest} must hold tensors 'inputs' and 'labels'")
+                raise InvalidSpecError(f"upload {rest} must hold tensors 'inputs' and 'labels'")
             x, y = t["inputs"], t["labels"]
             if x.dtype == torch.uint8:
                 x = x.float() / 255.0
@@ -372,7 +376,7 @@ def _raw(
             if x.dim() == 3:
                 x = x[:, None]
             if y.is_floating_point() and not torch.equal(y, y.round()):
-                raise SpecError(f"upload {rest}: 'labels' must be integer class indices")
+                raise InvalidSpecError(f"upload {rest}: 'labels' must be integer class indices")
             return x, y.long(), None
         if row.kind == "archive":
             dest = work_dir / "data"
@@ -388,15 +392,15 @@ def _raw(
                     )
                 except ArchiveError as e:
                     shutil.rmtree(tmp, ignore_errors=True)
-                    raise SpecError(f"upload {rest}: {e}") from e
+                    raise InvalidSpecError(f"upload {rest}: {e}") from e
                 tmp.rename(dest)
             x, y, n, _ = _load_images(dest, spec, settings.max_image_pixels)
             return x, y, n
-        raise SpecError(f"upload {rest} is a {row.kind} file, not a dataset")
+        raise InvalidSpecError(f"upload {rest} is a {row.kind} file, not a dataset")
     if kind == "dir":
         x, y, n, _ = _load_images(_dir_root(settings, rest), spec, settings.max_image_pixels)
         return x, y, n
-    raise SpecError(f"unknown dataset source {spec.source!r}")
+    raise InvalidSpecError(f"unknown dataset source {spec.source!r}")
 
 
 def _transform(x: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
@@ -407,7 +411,7 @@ def _transform(x: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
             w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             x = (x * w).sum(1, keepdim=True)
         else:
-            raise SpecError(f"cannot convert {x.shape[1]}-channel inputs to {spec.channels}")
+            raise InvalidSpecError(f"cannot convert {x.shape[1]}-channel inputs to {spec.channels}")
     if spec.image_size is not None and tuple(x.shape[-2:]) != (spec.image_size,) * 2:
         x = F.interpolate(x, size=(spec.image_size,) * 2, mode="bilinear", align_corners=False)
     if spec.mean is not None and spec.std is not None:
@@ -424,7 +428,7 @@ def prepare(
     """Load, subsample, convert and split the dataset (in the job runner).
 
     Raises:
-        SpecError: the data cannot be used as asked (the message says why).
+        InvalidSpecError: the data cannot be used as asked (the message says why).
     """
     x, y, classes = _raw(spec, settings, uploads, work_dir)
     n = len(x)
@@ -433,7 +437,7 @@ def prepare(
         keep = torch.randperm(n, generator=g)[: spec.limit].sort().values
         x, y, n = x[keep], y[keep], spec.limit
     if y.numel() and int(y.min()) < 0:
-        raise SpecError("labels must be non-negative class indices")
+        raise InvalidSpecError("labels must be non-negative class indices")
     x = _transform(x, spec)
     _check_norm(spec, x.shape[1])
     num_classes = classes or (int(y.max()) + 1 if y.numel() else 0)
@@ -444,7 +448,7 @@ def prepare(
     n_score = max(1, round(len(rest) * spec.score_fraction))
     val_idx, score_idx, train_idx = order[:n_val], rest[:n_score], rest[n_score:]
     if len(train_idx) < 1:
-        raise SpecError(
+        raise InvalidSpecError(
             f"the dataset has {n} samples: too few to split into train, score and validation "
             "sets; lower val_fraction/score_fraction or use more samples"
         )

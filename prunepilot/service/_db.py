@@ -43,6 +43,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.types import TypeDecorator
 
 from ._redact import clean
+from .errors import UploadInUse, UploadMissing
 from .schemas import ArtifactInfo, JobInfo, JobSpec, JobStatus, UploadInfo
 
 __all__ = [
@@ -53,8 +54,6 @@ __all__ = [
     "IdempotencyRow",
     "IntegrityError",
     "JobRow",
-    "UploadInUse",
-    "UploadMissing",
     "UploadRow",
     "job_info",
     "stored_spec",
@@ -66,31 +65,6 @@ log = logging.getLogger("prunepilot.service")
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING)
 _LIKE_BATCH = 100  # upload ids per "spec LIKE" query (SQLite's expression depth is 1000)
-
-
-class UploadInUse(Exception):
-    """An upload cannot be removed: unfinished jobs use it.
-
-    Attributes:
-        job_ids: those jobs.
-    """
-
-    def __init__(self, job_ids: list[str]) -> None:
-        super().__init__(", ".join(job_ids))
-        self.job_ids = job_ids
-
-
-class UploadMissing(Exception):
-    """A job cannot be queued: uploads its spec names are gone (deleted or expired since
-    the submit check).
-
-    Attributes:
-        upload_ids: those uploads.
-    """
-
-    def __init__(self, upload_ids: list[str]) -> None:
-        super().__init__(", ".join(upload_ids))
-        self.upload_ids = upload_ids
 
 
 def utcnow() -> datetime:

@@ -38,9 +38,9 @@ from prunepilot.core import (
 )
 
 from ._db import UploadRow
-from ._errors import Forbidden, ServiceError, SpecError
 from ._limits import Footprint, MeasureMemory
 from ._settings import Settings
+from .errors import ForbiddenError, InvalidSpecError, ServiceError
 from .schemas import ModelSpec
 
 __all__ = ["BuiltModel", "build", "check", "check_fit", "check_output"]
@@ -71,7 +71,9 @@ class BuiltModel:
 def _upload(uploads: UploadLookup, upload_id: str, what: str) -> UploadRow:
     row = uploads(upload_id)
     if row is None:
-        raise SpecError(f"unknown upload id {upload_id!r} in {what}; upload it with POST /uploads")
+        raise InvalidSpecError(
+            f"unknown upload id {upload_id!r} in {what}; upload it with POST /uploads"
+        )
     return row
 
 
@@ -91,11 +93,11 @@ def _build_named(spec: ModelSpec, settings: Settings) -> nn.Module:
             how_to_allow=_HOW_TO_ALLOW,
         )
     except UntrustedSourceError as e:
-        raise Forbidden(str(e)) from e
+        raise ForbiddenError(str(e)) from e
     except PrunepilotError as e:
-        raise SpecError(str(e)) from e
+        raise InvalidSpecError(str(e)) from e
     except (TypeError, ValueError) as e:
-        raise SpecError(f"cannot build {spec.source} with kwargs {spec.kwargs}: {e}") from e
+        raise InvalidSpecError(f"cannot build {spec.source} with kwargs {spec.kwargs}: {e}") from e
 
 
 def _weights_shapes(path: Path, upload_id: str) -> dict[str, list[int]]:
@@ -105,7 +107,7 @@ def _weights_shapes(path: Path, upload_id: str) -> dict[str, list[int]]:
         with safe_open(str(path), framework="pt") as f:
             return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     except Exception as e:  # safetensors raises its own error types
-        raise SpecError(
+        raise InvalidSpecError(
             f"weights upload {upload_id} is not a readable safetensors file: {e}"
         ) from e
 
@@ -135,14 +137,14 @@ def _match_state(
             f"shape mismatches {wrong[:_MAX_LISTED]}" + (" ..." if len(wrong) > _MAX_LISTED else "")
         )
     if problems:
-        raise SpecError(
+        raise InvalidSpecError(
             f"weights upload {upload_id} does not fit the model: {'; '.join(problems)}. "
             "Upload the state dict of the same architecture and kwargs"
         )
 
 
-def _fit_error(spec: ModelSpec, batch: list[int], err: Exception) -> SpecError:
-    return SpecError(
+def _fit_error(spec: ModelSpec, batch: list[int], err: Exception) -> InvalidSpecError:
+    return InvalidSpecError(
         f"model {spec.source} cannot take inputs of shape {batch} (batches of the "
         f"dataset's {batch[1:]} samples): {type(err).__name__}: {err}"
     )
@@ -152,12 +154,12 @@ def check_output(spec: ModelSpec, out: Any, num_classes: int | None, batch: list
     """Refuse a model whose output is not ``[batch, classes]`` with enough classes."""
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise SpecError(
+        raise InvalidSpecError(
             f"model {spec.source} returns {got} for inputs {batch}; the search needs "
             "class scores of shape [batch, classes]"
         )
     if num_classes is not None and out.shape[1] < num_classes:
-        raise SpecError(
+        raise InvalidSpecError(
             f"model {spec.source} outputs {out.shape[1]} classes but the dataset has "
             f"{num_classes}; set model.kwargs.num_classes={num_classes}"
         )
@@ -177,12 +179,12 @@ def check(
         that fail on ``meta``): the runner measures those.
 
     Raises:
-        SpecError: unknown name or upload, weights that do not fit, inputs that do not fit.
-        Forbidden: a factory outside the allowlist, or an untrusted upload without the
+        InvalidSpecError: unknown name or upload, weights that do not fit, inputs that do not fit.
+        ForbiddenError: a factory outside the allowlist, or an untrusted upload without the
             operator's permission.
     """
     if tuple(spec.input_shape) != tuple(sample_shape):
-        raise SpecError(
+        raise InvalidSpecError(
             f"model.input_shape is {list(spec.input_shape)} but the dataset yields samples of "
             f"shape {list(sample_shape)}; make them agree (dataset.channels and "
             "dataset.image_size convert images)"
@@ -191,13 +193,13 @@ def check(
         upload_id = spec.source.removeprefix("upload:")
         row = _upload(uploads, upload_id, "model.source")
         if row.kind not in ("pickle", "pt2"):
-            raise SpecError(
+            raise InvalidSpecError(
                 f"upload {upload_id} is a {row.kind} file, not a model: name the architecture "
                 "as model.source and pass a safetensors state dict as model.weights"
             )
         if not settings.allow_untrusted_models:
             what = "pickled module" if row.kind == "pickle" else ".pt2 program"
-            raise Forbidden(
+            raise ForbiddenError(
                 f"upload {upload_id} is a {what}"
                 ", which runs code when loaded; this server refuses untrusted models (the "
                 "operator can enable PRUNEPILOT_ALLOW_UNTRUSTED_MODELS). Upload a safetensors "
@@ -206,7 +208,9 @@ def check(
         if spec.weights is not None:
             row_w = _upload(uploads, spec.weights, "model.weights")
             if row_w.kind != "safetensors":
-                raise SpecError(f"model.weights upload {spec.weights} must be a safetensors file")
+                raise InvalidSpecError(
+                    f"model.weights upload {spec.weights} must be a safetensors file"
+                )
         return None
     model: nn.Module | None = None
     try:
@@ -220,7 +224,7 @@ def check(
     if spec.weights is not None:
         row_w = _upload(uploads, spec.weights, "model.weights")
         if row_w.kind != "safetensors":
-            raise SpecError(
+            raise InvalidSpecError(
                 f"model.weights upload {spec.weights} is a {row_w.kind} file; weights must be a "
                 "safetensors state dict"
             )
@@ -245,14 +249,14 @@ def build(spec: ModelSpec, settings: Settings, uploads: UploadLookup) -> BuiltMo
     """Build the model for real (job runner only: may unpickle an allowed upload).
 
     Raises:
-        SpecError / Forbidden: as `check`, found while building.
+        InvalidSpecError / ForbiddenError: as `check`, found while building.
     """
     note = None
     if spec.source.startswith("upload:"):
         upload_id = spec.source.removeprefix("upload:")
         row = _upload(uploads, upload_id, "model.source")
         if not settings.allow_untrusted_models:
-            raise Forbidden("this server refuses pickled and .pt2 models")
+            raise ForbiddenError("this server refuses pickled and .pt2 models")
         path = settings.uploads_path / row.path
         try:
             if row.kind == "pt2":
@@ -263,12 +267,12 @@ def build(spec: ModelSpec, settings: Settings, uploads: UploadLookup) -> BuiltMo
             else:
                 loaded = torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as e:  # unpickling fails in many ways (missing classes, ...)
-            raise SpecError(
+            raise InvalidSpecError(
                 f"cannot load model upload {upload_id}: {type(e).__name__}: {e}. A pickled "
                 "module needs its defining code importable on the workers"
             ) from e
         if not isinstance(loaded, nn.Module):
-            raise SpecError(
+            raise InvalidSpecError(
                 f"model upload {upload_id} holds a {type(loaded).__name__}, not an nn.Module"
             )
         model = loaded

@@ -44,9 +44,9 @@ from prunepilot.search import SearchCancelled, SearchData, SearchProgress, Searc
 from . import _datasets, _limits, _models
 from ._artifacts import ArtifactStore
 from ._db import Database, UploadRow, stored_spec
-from ._errors import ServiceError
 from ._redact import error_text
 from ._settings import Settings
+from .errors import ServiceError
 from .schemas import ArtifactInfo, JobSpec, JobStatus
 
 __all__ = ["run_job", "study_name"]

@@ -130,11 +130,6 @@ class Scheduler:
         """Look for work now (a job was submitted or cancelled)."""
         self._wake.set()
 
-    def running_ids(self) -> list[str]:
-        """Jobs whose runner this process watches."""
-        with self._lock:
-            return list(self._running)
-
     def recover(self) -> None:
         """Re-queue jobs a previous process left RUNNING; finish those left CANCELLING."""
         for row in self.db.jobs_in([JobStatus.RUNNING, JobStatus.CANCELLING]):

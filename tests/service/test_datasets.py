@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from prunepilot.service import DatasetSpec, Settings
 from prunepilot.service._datasets import describe, prepare
-from prunepilot.service._errors import SpecError
+from prunepilot.service.errors import InvalidSpecError
 
 from ._rows import upload_row
 
@@ -60,7 +60,7 @@ def test_fashion_mnist_never_downloads(tmp_path: Path, monkeypatch: pytest.Monke
     import prunepilot.service._datasets as ds
 
     monkeypatch.setattr(ds, "_fashion_root", lambda _s: None)
-    with pytest.raises(SpecError, match="not installed"):
+    with pytest.raises(InvalidSpecError, match="not installed"):
         describe(DatasetSpec(source="builtin:fashion-mnist"), _settings(tmp_path), lambda _: None)
 
 
@@ -80,7 +80,7 @@ def test_safetensors_upload(tmp_path: Path) -> None:
     assert 0.0 <= float(next(iter(data.train))[0].max()) <= 1.0
     bad = "b" * 24
     save_file({"x": torch.zeros(3)}, str(cfg.uploads_path / bad))
-    with pytest.raises(SpecError, match="'inputs' and 'labels'"):
+    with pytest.raises(InvalidSpecError, match="'inputs' and 'labels'"):
         rows = {bad: upload_row(bad, "safetensors")}
         describe(DatasetSpec(source=f"upload:{bad}"), cfg, rows.get)
 
@@ -94,9 +94,9 @@ def test_image_folder_dir_and_archive(tmp_path: Path) -> None:
     assert info.sample_shape == (1, 12, 14) and info.num_classes == 2
     data = prepare(spec, cfg, lambda _: None, tmp_path / "w1")
     assert data.sample_shape == (1, 12, 14) and sum(data.sizes.values()) == 12
-    with pytest.raises(SpecError, match="outside the server's data root"):
+    with pytest.raises(InvalidSpecError, match="outside the server's data root"):
         describe(DatasetSpec(source="dir:../"), cfg, lambda _: None)
-    with pytest.raises(SpecError, match="data root"):
+    with pytest.raises(InvalidSpecError, match="data root"):
         describe(spec, _settings(tmp_path), lambda _: None)
 
     cfg.ensure_dirs()
@@ -119,13 +119,17 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path: Path)
     root = tmp_path / "root"
     _images(root / "set", size=12)  # 12x14 = 168 pixels each
     cfg = _settings(tmp_path, data_root=root, max_image_pixels=100)
-    with pytest.raises(SpecError, match=r"'class0/0.png' is 14x12 = 168 pixels, over .* 100 "):
+    with pytest.raises(
+        InvalidSpecError, match=r"'class0/0.png' is 14x12 = 168 pixels, over .* 100 "
+    ):
         describe(DatasetSpec(source="dir:set"), cfg, lambda _: None)
     # with image_size the submit check does not open images; the runner refuses them
     spec = DatasetSpec(source="dir:set", image_size=8)
     assert describe(spec, cfg, lambda _: None).sample_shape == (3, 8, 8)
-    with pytest.raises(SpecError, match=r"'class0/0.png' is 14x12 = 168 pixels, over .* 100 "):
+    with pytest.raises(
+        InvalidSpecError, match=r"'class0/0.png' is 14x12 = 168 pixels, over .* 100 "
+    ):
         prepare(spec, cfg, lambda _: None, tmp_path / "w")
     (root / "set" / "class0" / "0.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n")
-    with pytest.raises(SpecError, match=r"cannot read image 'class0/0.png' \(PNG, JPEG"):
+    with pytest.raises(InvalidSpecError, match=r"cannot read image 'class0/0.png' \(PNG, JPEG"):
         describe(DatasetSpec(source="dir:set"), _settings(tmp_path, data_root=root), lambda _: None)

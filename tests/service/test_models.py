@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from prunepilot.service import ModelSpec, Settings, _models, _runner
-from prunepilot.service._errors import Forbidden, SpecError
+from prunepilot.service.errors import ForbiddenError, InvalidSpecError
 from prunepilot.service.zoo import digits_cnn
 
 from ._rows import upload_row
@@ -41,7 +41,7 @@ def test_untrusted_upload_is_checked_without_loading_and_built_only_by_the_runne
     assert built.source == "prunepilot.service.zoo:DigitsCNN"
     assert built.note and "original code" in built.note
     assert built.model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
-    with pytest.raises(Forbidden, match="ALLOW_UNTRUSTED"):
+    with pytest.raises(ForbiddenError, match="ALLOW_UNTRUSTED"):
         _models.check(spec, _cfg(tmp_path / "strict"), uploads, (1, 8, 8), 10)
 
 
@@ -67,11 +67,11 @@ def test_names_allowlist_and_weights(tmp_path: Path) -> None:
         input_shape=(3, 32, 32),
     )
     _models.check(ok, cfg, none, (3, 32, 32), 10)
-    with pytest.raises(SpecError, match="timm has no model"):
+    with pytest.raises(InvalidSpecError, match="timm has no model"):
         _models.check(
             ModelSpec(source="timm:not_a_net", input_shape=(3, 8, 8)), cfg, none, (3, 8, 8), None
         )
-    with pytest.raises(Forbidden, match="not allowed"):
+    with pytest.raises(ForbiddenError, match="not allowed"):
         _models.check(
             ModelSpec(source="prunepilot.service.zoo:DigitsCNN", input_shape=(1, 8, 8)),
             cfg,
@@ -90,7 +90,7 @@ def test_names_allowlist_and_weights(tmp_path: Path) -> None:
         weights=uid,
         input_shape=(1, 8, 8),
     )
-    with pytest.raises(SpecError, match=r"missing keys \['head.bias'\].*unexpected keys"):
+    with pytest.raises(InvalidSpecError, match=r"missing keys \['head.bias'\].*unexpected keys"):
         _models.check(spec, cfg, {uid: upload_row(uid, "safetensors")}.get, (1, 8, 8), 10)
 
 
