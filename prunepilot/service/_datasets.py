@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from ._archives import IMAGE_SUFFIXES, extract, open_member, scan
-from ._db import UploadRow
 from ._images import decode, image_size
+from ._rows import UploadRow
 from ._settings import Settings
 from .errors import ArchiveError, InvalidSpecError
 from .schemas import DatasetSpec

@@ -11,10 +11,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ._artifacts import ArtifactStore
-from ._db import Database
 from ._metrics import Metrics
 from ._scheduler import Scheduler
 from ._settings import Settings
+from ._store import Database
 from ._streams import StreamSlots
 from ._upload_quota import InFlight
 from .errors import UnauthorizedError

@@ -37,8 +37,8 @@ from prunepilot.core import (
     build_source,
 )
 
-from ._db import UploadRow
 from ._limits import Footprint, MeasureMemory
+from ._rows import UploadRow
 from ._settings import Settings
 from .errors import ForbiddenError, InvalidSpecError, ServiceError
 from .schemas import ModelSpec

@@ -25,11 +25,12 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from . import _trials
-from ._db import ACTIVE, IntegrityError, JobRow, job_info
 from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, Service, ServiceDep
 from ._openapi import errors
 from ._params import ArtifactName, Cursor, JobId, LastEventId
+from ._rows import JobRow
 from ._runner import study_name
+from ._store import ACTIVE, IntegrityError, job_info
 from ._validation import validate_job
 from .errors import (
     ConflictError,

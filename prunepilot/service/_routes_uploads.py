@@ -15,10 +15,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from ._db import ACTIVE, UploadRow, upload_info, utcnow
 from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, Service, ServiceDep
 from ._openapi import errors
 from ._params import UploadCursor, UploadId
+from ._rows import UploadRow, utcnow
+from ._store import ACTIVE, upload_info
 from ._upload_quota import over_bytes, over_count
 from ._uploads import (
     detect_kind,

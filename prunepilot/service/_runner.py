@@ -43,9 +43,10 @@ from prunepilot.search import SearchCancelled, SearchData, SearchProgress, Searc
 
 from . import _datasets, _limits, _models
 from ._artifacts import ArtifactStore
-from ._db import Database, UploadRow, stored_spec
 from ._redact import error_text
+from ._rows import UploadRow
 from ._settings import Settings
+from ._store import Database, stored_spec
 from .errors import ServiceError
 from .schemas import ArtifactInfo, JobSpec, JobStatus
 

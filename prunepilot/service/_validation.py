@@ -10,8 +10,9 @@ from prunepilot.search import available_criteria
 
 from . import _datasets, _limits, _models
 from ._capacity import check_capacity
-from ._db import Database, UploadRow
+from ._rows import UploadRow
 from ._settings import Settings
+from ._store import Database
 from .errors import InvalidSpecError
 from .schemas import JobSpec
 
