@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prunepilot.search import available_criteria
 
-from . import _datasets, _limits, _models
+from . import _datasets, _limits, _model_source
 from ._capacity import check_capacity
 from ._rows import UploadRow
 from ._settings import Settings
@@ -43,8 +43,10 @@ def validate_job(spec: JobSpec, owner: str, settings: Settings, db: Database) ->
         raise InvalidSpecError(
             f"unknown criterion {spec.search.criterion!r}; available: {', '.join(criteria)}"
         )
-    info = _datasets.describe(spec.dataset, settings, uploads)
-    footprint = _models.check(spec.model, settings, uploads, info.sample_shape, info.num_classes)
+    info = _datasets.resolve(spec.dataset, settings, uploads, meta=True)
+    footprint = _model_source.check(
+        spec.model, settings, uploads, info.sample_shape, info.num_classes
+    )
     if footprint is not None:
         _limits.check_params(footprint.params, spec, settings)
         _limits.check_memory(footprint, spec, settings)

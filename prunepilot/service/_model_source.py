@@ -1,4 +1,4 @@
-"""Models a job can name: checked at submit time, built in the job runner.
+"""Model sources a job can name, resolved by one function on the meta device or for real.
 
 * ``torchvision:NAME`` / ``timm:NAME``: architectures by name (unknown names are refused
   with a hint); random initialisation unless ``weights`` names an uploaded safetensors
@@ -12,11 +12,13 @@
   file, so it is refused unless the operator sets ``allow_untrusted_models``, and even
   then it is loaded only by the job runner on a Ray worker, never in the API process.
 
-`check` (API process) builds trusted architectures on the ``meta`` device, so it costs no
-memory or compute, and runs a forward pass with the dataset's sample shape: a model that
-cannot take the data is refused with both shapes in the message. That forward (and the
-runner's real one in `check_fit`) also measures the model's `Footprint` for the operator's
-limits (`_limits`).
+`resolve` is the one resolver, so the submit-time check and the run-time build cannot
+drift: with ``meta=True`` (API process, via `check`) it builds trusted architectures on the
+``meta`` device, costing no memory or compute, and never loads an upload; with
+``meta=False`` (job runner) it builds and loads for real. `check_fit` runs a forward pass
+(meta at submit, one real batch in the runner): a model that cannot take the data is refused
+with both shapes in the message, and the pass measures the model's `Footprint` for the
+operator's limits (`_limits`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
@@ -43,7 +45,7 @@ from ._settings import Settings
 from .errors import ForbiddenError, InvalidSpecError, ServiceError
 from .schemas import ModelSpec
 
-__all__ = ["BuiltModel", "build", "check", "check_fit", "check_output"]
+__all__ = ["BuiltModel", "check", "check_fit", "check_output", "resolve"]
 
 log = logging.getLogger("prunepilot.service")
 
@@ -56,7 +58,7 @@ class BuiltModel:
     """A model ready to prune, and how its checkpoint will be rebuilt.
 
     Attributes:
-        model: the module (CPU, eval mode).
+        model: the module (eval mode; CPU, or ``meta`` when resolved for the submit check).
         source: the architecture reference written into the checkpoint.
         kwargs: the builder's keyword arguments.
         note: a caveat for the report (e.g. a pickled model needs its original code).
@@ -172,14 +174,15 @@ def check(
     sample_shape: tuple[int, ...],
     num_classes: int | None,
 ) -> Footprint | None:
-    """Refuse a model spec that cannot work, without building real weights.
+    """Refuse a model spec that cannot work, without building real weights (submit time).
 
     Returns:
         The model's footprint, or ``None`` when it cannot be built here (uploads, builders
         that fail on ``meta``): the runner measures those.
 
     Raises:
-        InvalidSpecError: unknown name or upload, weights that do not fit, inputs that do not fit.
+        InvalidSpecError: unknown name or upload, weights that do not fit, inputs that do
+            not fit.
         ForbiddenError: a factory outside the allowlist, or an untrusted upload without the
             operator's permission.
     """
@@ -189,121 +192,153 @@ def check(
             f"shape {list(sample_shape)}; make them agree (dataset.channels and "
             "dataset.image_size convert images)"
         )
-    if spec.source.startswith("upload:"):
-        upload_id = spec.source.removeprefix("upload:")
-        row = _upload(uploads, upload_id, "model.source")
-        if row.kind not in ("pickle", "pt2"):
-            raise InvalidSpecError(
-                f"upload {upload_id} is a {row.kind} file, not a model: name the architecture "
-                "as model.source and pass a safetensors state dict as model.weights"
-            )
-        if not settings.allow_untrusted_models:
-            what = "pickled module" if row.kind == "pickle" else ".pt2 program"
-            raise ForbiddenError(
-                f"upload {upload_id} is a {what}"
-                ", which runs code when loaded; this server refuses untrusted models (the "
-                "operator can enable PRUNEPILOT_ALLOW_UNTRUSTED_MODELS). Upload a safetensors "
-                "state dict as model.weights with a torchvision/timm/allowlisted architecture"
-            )
-        if spec.weights is not None:
-            row_w = _upload(uploads, spec.weights, "model.weights")
-            if row_w.kind != "safetensors":
-                raise InvalidSpecError(
-                    f"model.weights upload {spec.weights} must be a safetensors file"
-                )
+    built = resolve(spec, settings, uploads, meta=True)
+    if built is None:
         return None
-    model: nn.Module | None = None
-    try:
-        with torch.device("meta"):
-            model = _build_named(spec, settings)
-    except ServiceError:
-        raise
-    except Exception as e:  # some builders cannot run on meta; the runner checks for real
-        log.info("skipping the submit-time check of %s on meta: %s", spec.source, e)
-    weights: dict[str, list[int]] | None = None
-    if spec.weights is not None:
-        row_w = _upload(uploads, spec.weights, "model.weights")
-        if row_w.kind != "safetensors":
-            raise InvalidSpecError(
-                f"model.weights upload {spec.weights} is a {row_w.kind} file; weights must be a "
-                "safetensors state dict"
-            )
-        weights = _weights_shapes(settings.uploads_path / row_w.path, spec.weights)
-    if model is None:
-        return None
-    if weights is not None:
-        expected = {k: list(v.shape) for k, v in model.state_dict().items()}
-        _match_state(expected, weights, spec.weights or "")
-    model.eval()
-    measure = MeasureMemory()
-    try:
-        with torch.no_grad(), measure:
-            out = model(torch.empty((2, *sample_shape), device="meta"))
-    except Exception as e:  # any failure on the sample shape: report it with the shapes
-        raise _fit_error(spec, [2, *sample_shape], e) from e
-    check_output(spec, out, num_classes, [2, *sample_shape])
-    return measure.footprint(model, 2)
+    return check_fit(built, spec, torch.empty((2, *sample_shape), device="meta"), num_classes)
 
 
-def build(spec: ModelSpec, settings: Settings, uploads: UploadLookup) -> BuiltModel:
-    """Build the model for real (job runner only: may unpickle an allowed upload).
+def _model_upload(spec: ModelSpec, settings: Settings, uploads: UploadLookup) -> UploadRow:
+    """The upload ``upload:ID`` names, if it is a model this server may load."""
+    upload_id = spec.source.removeprefix("upload:")
+    row = _upload(uploads, upload_id, "model.source")
+    if row.kind not in ("pickle", "pt2"):
+        raise InvalidSpecError(
+            f"upload {upload_id} is a {row.kind} file, not a model: name the architecture "
+            "as model.source and pass a safetensors state dict as model.weights"
+        )
+    if not settings.allow_untrusted_models:
+        what = "pickled module" if row.kind == "pickle" else ".pt2 program"
+        raise ForbiddenError(
+            f"upload {upload_id} is a {what}"
+            ", which runs code when loaded; this server refuses untrusted models (the "
+            "operator can enable PRUNEPILOT_ALLOW_UNTRUSTED_MODELS). Upload a safetensors "
+            "state dict as model.weights with a torchvision/timm/allowlisted architecture"
+        )
+    return row
+
+
+def _load_upload(row: UploadRow, settings: Settings) -> tuple[nn.Module, str, str]:
+    """Unpickle or load an allowed model upload: ``(module, its class reference, note)``."""
+    path = settings.uploads_path / row.path
+    try:
+        if row.kind == "pt2":
+            with path.open("rb") as f:  # stored without the .pt2 suffix load() wants
+                exported = torch.export.load(f).module()
+            # a plain GraphModule: the exported one refuses train() / eval()
+            loaded: Any = torch.fx.GraphModule(exported, exported.graph)
+        else:
+            loaded = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as e:  # unpickling fails in many ways (missing classes, ...)
+        raise InvalidSpecError(
+            f"cannot load model upload {row.id}: {type(e).__name__}: {e}. A pickled "
+            "module needs its defining code importable on the workers"
+        ) from e
+    if not isinstance(loaded, nn.Module):
+        raise InvalidSpecError(
+            f"model upload {row.id} holds a {type(loaded).__name__}, not an nn.Module"
+        )
+    cls = type(loaded)
+    source = f"{cls.__module__}:{cls.__qualname__}"
+    note = (
+        f"the model came from uploaded {row.kind} {row.id}: prunepilot.load rebuilds it "
+        f"from {source}, which needs the original code importable and trusted "
+        f"(prunepilot.load(path, allow=[{source!r}]) or factory=the class; it may not "
+        "rebuild a .pt2 graph module at all); the ONNX export does not"
+    )
+    return loaded, source, note
+
+
+@overload
+def resolve(
+    spec: ModelSpec, settings: Settings, uploads: UploadLookup, *, meta: Literal[False]
+) -> BuiltModel: ...
+
+
+@overload
+def resolve(
+    spec: ModelSpec, settings: Settings, uploads: UploadLookup, *, meta: bool
+) -> BuiltModel | None: ...
+
+
+def resolve(
+    spec: ModelSpec, settings: Settings, uploads: UploadLookup, *, meta: bool
+) -> BuiltModel | None:
+    """The model a spec names, under the operator's current policy.
+
+    Args:
+        spec: the job's model section.
+        settings: the settings in force (the runner's, so a narrowed allowlist applies to
+            queued jobs).
+        uploads: upload id -> row of the job's owner.
+        meta: build on the ``meta`` device without loading any file (submit time);
+            ``False``: build, unpickle an allowed upload and load weights for real (job
+            runner only).
+
+    Returns:
+        The model; with ``meta``, ``None`` where it cannot be built without running the
+        upload's code or the builder fails on ``meta`` (the runner checks those for real).
 
     Raises:
-        InvalidSpecError / ForbiddenError: as `check`, found while building.
+        InvalidSpecError: unknown name or upload, an upload of the wrong kind, weights that
+            do not fit.
+        ForbiddenError: a factory outside the allowlist, or an untrusted upload without the
+            operator's permission.
     """
+    model: nn.Module | None = None
     note = None
     if spec.source.startswith("upload:"):
-        upload_id = spec.source.removeprefix("upload:")
-        row = _upload(uploads, upload_id, "model.source")
-        if not settings.allow_untrusted_models:
-            raise ForbiddenError("this server refuses pickled and .pt2 models")
-        path = settings.uploads_path / row.path
-        try:
-            if row.kind == "pt2":
-                with path.open("rb") as f:  # stored without the .pt2 suffix load() wants
-                    exported = torch.export.load(f).module()
-                # a plain GraphModule: the exported one refuses train() / eval()
-                loaded: Any = torch.fx.GraphModule(exported, exported.graph)
-            else:
-                loaded = torch.load(str(path), map_location="cpu", weights_only=False)
-        except Exception as e:  # unpickling fails in many ways (missing classes, ...)
-            raise InvalidSpecError(
-                f"cannot load model upload {upload_id}: {type(e).__name__}: {e}. A pickled "
-                "module needs its defining code importable on the workers"
-            ) from e
-        if not isinstance(loaded, nn.Module):
-            raise InvalidSpecError(
-                f"model upload {upload_id} holds a {type(loaded).__name__}, not an nn.Module"
-            )
-        model = loaded
-        cls = type(model)
-        source = f"{cls.__module__}:{cls.__qualname__}"
-        note = (
-            f"the model came from uploaded {row.kind} {upload_id}: prunepilot.load rebuilds it "
-            f"from {source}, which needs the original code importable and trusted "
-            f"(prunepilot.load(path, allow=[{source!r}]) or factory=the class; it may not "
-            "rebuild a .pt2 graph module at all); the ONNX export does not"
-        )
+        row = _model_upload(spec, settings, uploads)
+        if meta:  # loading it runs its code: only a job runner does that
+            if spec.weights is not None:
+                _weights_upload(spec.weights, uploads)
+            return None
+        model, source, note = _load_upload(row, settings)
         kwargs: dict[str, Any] = {}
     else:
-        model = _build_named(spec, settings)  # the current allowlist, not the submit-time one
         source, kwargs = spec.source, dict(spec.kwargs)
+        if not meta:
+            model = _build_named(spec, settings)
+        else:
+            try:
+                with torch.device("meta"):
+                    model = _build_named(spec, settings)
+            except ServiceError:
+                raise
+            except Exception as e:  # some builders cannot run on meta; the runner checks
+                log.info("skipping the submit-time check of %s on meta: %s", spec.source, e)
     if spec.weights is not None:
-        row_w = _upload(uploads, spec.weights, "model.weights")
-        path = settings.uploads_path / row_w.path
+        path = settings.uploads_path / _weights_upload(spec.weights, uploads).path
+        shapes = _weights_shapes(path, spec.weights)
+        if model is None:
+            return None
         expected = {k: list(v.shape) for k, v in model.state_dict().items()}
-        _match_state(expected, _weights_shapes(path, spec.weights), spec.weights)
-        from safetensors.torch import load_file
+        _match_state(expected, shapes, spec.weights)
+        if not meta:
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-        model.load_state_dict(state, strict=False)
-    return BuiltModel(model.to("cpu").eval(), source, kwargs, note)
+            model.load_state_dict(load_file(str(path)), strict=False)
+    if model is None:
+        return None
+    return BuiltModel((model if meta else model.to("cpu")).eval(), source, kwargs, note)
+
+
+def _weights_upload(upload_id: str, uploads: UploadLookup) -> UploadRow:
+    """The ``model.weights`` upload, if it is a safetensors file."""
+    row = _upload(uploads, upload_id, "model.weights")
+    if row.kind != "safetensors":
+        raise InvalidSpecError(
+            f"model.weights upload {upload_id} is a {row.kind} file; weights must be a "
+            "safetensors state dict"
+        )
+    return row
 
 
 def check_fit(
     built: BuiltModel, spec: ModelSpec, sample: torch.Tensor, num_classes: int | None
 ) -> Footprint:
-    """Run one real batch through the model (job runner); refuse a misfit with shapes.
+    """Run one batch through the model (meta at submit, real in the runner); refuse a misfit
+    with both shapes.
 
     Returns:
         The model's footprint, measured on that batch.
@@ -312,7 +347,7 @@ def check_fit(
     try:
         with torch.no_grad(), measure:
             out = built.model(sample)
-    except Exception as e:  # any failure on the real batch: report it with the shapes
+    except Exception as e:  # any failure on the batch: report it with the shapes
         raise _fit_error(spec, list(sample.shape), e) from e
     check_output(spec, out, num_classes, list(sample.shape))
     return measure.footprint(built.model, len(sample))
