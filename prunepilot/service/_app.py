@@ -22,12 +22,12 @@ from prunepilot import __version__
 from . import _openapi, _routes_health, _routes_jobs, _routes_uploads
 from ._allow import allow_header
 from ._artifacts import ArtifactStore
-from ._db import Database
-from ._deps import Service, Unauthorized
-from ._errors import ServiceError
+from ._deps import Service
 from ._metrics import Metrics, MetricsMiddleware
 from ._scheduler import Scheduler
 from ._settings import Settings
+from ._store import Database
+from .errors import ServiceError, UnauthorizedError
 from .schemas import ErrorBody
 
 __all__ = ["create_app"]
@@ -76,7 +76,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 def _install_error_handlers(app: FastAPI) -> None:
     async def service_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, UnauthorizedError) else None
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -176,9 +176,9 @@ class _BodyLimit:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service's FastAPI app.
 
-    Creates the data directories and database tables at once; the scheduler (when
-    ``settings.scheduler``) starts with the app's lifespan and recovers jobs a previous
-    process left running.
+    Creates the data directories and migrates the database to the newest schema at once;
+    the scheduler (when ``settings.scheduler``) starts with the app's lifespan and recovers
+    jobs a previous process left running.
 
     Args:
         settings: the operator's settings (default: `Settings.from_env`).
@@ -186,7 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     settings.ensure_dirs()
     db = Database(settings.db_url)
-    db.create_all()
+    db.migrate()
     owners = settings.token_owners() if settings.auth else {}
     scheduler = Scheduler(settings, db) if settings.scheduler else None
     service = Service(

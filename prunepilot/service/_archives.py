@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from .errors import ArchiveError
+
 __all__ = [
     "IMAGE_SUFFIXES",
-    "ArchiveError",
     "ArchiveSummary",
     "extract",
     "open_member",
@@ -43,10 +44,6 @@ _END64 = b"PK\x06\x06"  # zip64 end record (56 bytes), then its locator (20 byte
 _END64_LOCATOR = b"PK\x06\x07"
 _RECORD = b"PK\x01\x02"  # central directory record (46 bytes + name, extra, comment)
 _TAIL = 22 + 0xFFFF  # the end record with the longest comment
-
-
-class ArchiveError(ValueError):
-    """The archive is unsafe, malformed or too large."""
 
 
 @dataclass(frozen=True)

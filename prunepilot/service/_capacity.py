@@ -16,8 +16,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ._errors import SpecError
 from ._settings import Settings
+from .errors import InvalidSpecError
 from .schemas import JobSpec
 
 __all__ = ["ClusterTotals", "check_capacity", "cluster_totals"]
@@ -85,12 +85,12 @@ def check_capacity(spec: JobSpec, settings: Settings) -> None:
     """Refuse a job the cluster (or this server's evaluators) can never run.
 
     Raises:
-        SpecError: CUDA asked of CPU evaluators or of a cluster without GPUs; more CPU
+        InvalidSpecError: CUDA asked of CPU evaluators or of a cluster without GPUs; more CPU
             evaluators times ``worker_threads`` than the cluster's CPUs.
     """
     asked = _cuda_in_spec(spec)
     if asked and settings.worker_device == "cpu":
-        raise SpecError(
+        raise InvalidSpecError(
             f"{_needs(asked)} a GPU evaluator, but this server runs CPU evaluators "
             "(PRUNEPILOT_WORKER_DEVICE=cpu); use 'cpu'"
         )
@@ -102,7 +102,7 @@ def check_capacity(spec: JobSpec, settings: Settings) -> None:
     if settings.worker_device == "cuda":
         asked.append("this server's GPU evaluators (PRUNEPILOT_WORKER_DEVICE=cuda)")
     if asked and totals.gpus < 1:
-        raise SpecError(
+        raise InvalidSpecError(
             f"{_needs(asked)} a GPU, but the Ray cluster has none ({totals}); use 'cpu'"
         )
     if uses_gpu(settings.worker_device, totals.gpus):
@@ -122,7 +122,7 @@ def check_capacity(spec: JobSpec, settings: Settings) -> None:
         asked_for = f"workers={workers}" if spec.workers else f"the default of {workers} worker(s)"
         fit = int(totals.cpus) // threads
         hint = f"ask for workers <= {fit}" if fit else "lower PRUNEPILOT_WORKER_THREADS"
-        raise SpecError(
+        raise InvalidSpecError(
             f"{asked_for} needs {need} CPUs for {threads}-thread evaluators; the Ray cluster "
             f"has {totals.cpus:g} CPUs in total ({totals.gpus:g} GPUs, {totals.nodes} "
             f"node(s)): {hint}"

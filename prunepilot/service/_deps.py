@@ -11,13 +11,13 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ._artifacts import ArtifactStore
-from ._db import Database
-from ._errors import ServiceError
 from ._metrics import Metrics
 from ._scheduler import Scheduler
 from ._settings import Settings
+from ._store import Database
 from ._streams import StreamSlots
 from ._upload_quota import InFlight
+from .errors import UnauthorizedError
 from .schemas import ErrorBody
 
 __all__ = [
@@ -25,8 +25,6 @@ __all__ = [
     "OwnerDep",
     "Service",
     "ServiceDep",
-    "SettingsDep",
-    "Unauthorized",
     "get_owner",
     "get_service",
 ]
@@ -38,12 +36,6 @@ OWNED_RESOURCE_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing or invalid bearer token"},
     404: {"model": ErrorBody, "description": "no such resource for this token"},
 }
-
-
-class Unauthorized(ServiceError):
-    """No valid bearer token (401)."""
-
-    status_code = 401
 
 
 @dataclass
@@ -101,13 +93,6 @@ async def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-async def get_settings(service: ServiceDep) -> Settings:
-    """The app's settings."""
-    return service.settings
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-
 _bearer = HTTPBearer(
     auto_error=False,
     description="a token the operator configured (PRUNEPILOT_TOKENS, or DATA_DIR/token)",
@@ -121,15 +106,15 @@ async def get_owner(
     """The owner of the request's bearer token (async: no thread hop per request).
 
     Raises:
-        Unauthorized: no ``Authorization: Bearer`` header, or an unknown token.
+        UnauthorizedError: no ``Authorization: Bearer`` header, or an unknown token.
     """
     if not service.settings.auth:
         return _OPEN_OWNER
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+        raise UnauthorizedError("missing bearer token: send 'Authorization: Bearer <token>'")
     owner = service.owner_of(credentials.credentials)
     if owner is None:
-        raise Unauthorized("invalid bearer token")
+        raise UnauthorizedError("invalid bearer token")
     return owner
 
 

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import IO, Any, cast
 
-from ._errors import SpecError
+from .errors import InvalidSpecError
 
 __all__ = ["HEADER_BYTES", "decode", "image_size"]
 
@@ -64,18 +64,18 @@ def _open(fp: Path | IO[bytes], name: str, max_pixels: int) -> Any:
     except Image.DecompressionBombError as e:  # PIL's own, higher limit (2 x 89M pixels)
         found = _BOMB_PIXELS.search(str(e))
         size = f" ({int(found[1]):,} pixels)" if found else ""
-        raise SpecError(
+        raise InvalidSpecError(
             f"image {name!r}{size} is over this server's limit of {max_pixels:,} pixels "
             "(max_image_pixels); use smaller images"
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise SpecError(
+        raise InvalidSpecError(
             f"cannot read image {name!r} ({', '.join(_FORMATS)} are accepted): {e}"
         ) from None
     w, h = img.size
     if w * h > max_pixels:
         img.close()
-        raise SpecError(
+        raise InvalidSpecError(
             f"image {name!r} is {w}x{h} = {w * h:,} pixels, over this server's limit of "
             f"{max_pixels:,} pixels (max_image_pixels); use smaller images"
         )
@@ -86,7 +86,7 @@ def image_size(fp: IO[bytes], name: str, max_pixels: int) -> tuple[int, int]:
     """``(height, width)`` of an image from its header alone (a seekable stream).
 
     Raises:
-        SpecError: not an accepted format, over the pixel limit, or a header over
+        InvalidSpecError: not an accepted format, over the pixel limit, or a header over
             `HEADER_BYTES`.
     """
     bounded = cast(IO[bytes], _HeaderOnly(fp, HEADER_BYTES))  # a binary stream, as PIL needs
@@ -99,12 +99,12 @@ def decode(path: Path, name: str, max_pixels: int) -> Any:
     """A fully decoded PIL image, refused before decoding when over the pixel limit.
 
     Raises:
-        SpecError: not an accepted format, over the pixel limit, or corrupt.
+        InvalidSpecError: not an accepted format, over the pixel limit, or corrupt.
     """
     img = _open(path, name, max_pixels)
     try:
         img.load()
     except (OSError, ValueError, SyntaxError) as e:
         img.close()
-        raise SpecError(f"cannot read image {name!r}: {e}") from None
+        raise InvalidSpecError(f"cannot read image {name!r}: {e}") from None
     return img

@@ -29,8 +29,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ._errors import SpecError
 from ._settings import Settings
+from .errors import InvalidSpecError
 from .schemas import JobSpec
 
 __all__ = [
@@ -100,8 +100,8 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _over(what: str, value: int, limit: int, setting: str, fix: str) -> SpecError:
-    return SpecError(
+def _over(what: str, value: int, limit: int, setting: str, fix: str) -> InvalidSpecError:
+    return InvalidSpecError(
         f"{what}={value} is over this server's limit of {limit} "
         f"(PRUNEPILOT_{setting.upper()}); {fix}"
     )
@@ -111,7 +111,7 @@ def check_spec(spec: JobSpec, settings: Settings) -> None:
     """Refuse a spec asking for more trials, steps or a larger image size than allowed.
 
     Raises:
-        SpecError: the first bound exceeded, named with its value and setting.
+        InvalidSpecError: the first bound exceeded, named with its value and setting.
     """
     fewer_steps = "ask for fewer steps"
     bounds = [
@@ -130,10 +130,10 @@ def check_params(params: int, spec: JobSpec, settings: Settings) -> None:
     """Refuse a model with more parameters than allowed.
 
     Raises:
-        SpecError: naming the count, the limit and ``PRUNEPILOT_MAX_MODEL_PARAMS``.
+        InvalidSpecError: naming the count, the limit and ``PRUNEPILOT_MAX_MODEL_PARAMS``.
     """
     if params > settings.max_model_params:
-        raise SpecError(
+        raise InvalidSpecError(
             f"model {spec.model.source} has {params:,} parameters, over this server's limit "
             f"of {settings.max_model_params:,} (PRUNEPILOT_MAX_MODEL_PARAMS); use a smaller "
             "model (e.g. smaller width kwargs)"
@@ -152,13 +152,13 @@ def check_memory(fp: Footprint, spec: JobSpec, settings: Settings) -> None:
     """Refuse a job whose estimated memory per evaluator is over the limit.
 
     Raises:
-        SpecError: naming the estimate (and its parts), the limit and
+        InvalidSpecError: naming the estimate (and its parts), the limit and
             ``PRUNEPILOT_MAX_JOB_MEMORY_BYTES``.
     """
     total, weights, activations = memory_estimate(fp, spec)
     if total > settings.max_job_memory_bytes:
         batch = max(spec.dataset.batch_size, spec.constraints.target.batch_size)
-        raise SpecError(
+        raise InvalidSpecError(
             f"the job needs an estimated {_size(total)} of memory per evaluator "
             f"({_size(weights)} for weights, gradients and optimizer state, "
             f"{_size(activations)} for the activations of a batch of {batch}), over this "

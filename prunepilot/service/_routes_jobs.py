@@ -25,12 +25,19 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from . import _trials
-from ._db import ACTIVE, IntegrityError, JobRow, UploadMissing, job_info
 from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, Service, ServiceDep
-from ._errors import Conflict, NotFound, SpecError, TooMany
 from ._openapi import errors
 from ._params import ArtifactName, Cursor, JobId, LastEventId
+from ._rows import JobRow
+from ._store import ACTIVE, IntegrityError, job_info
 from ._validation import validate_job
+from .errors import (
+    ConflictError,
+    InvalidSpecError,
+    NotFoundError,
+    TooManyError,
+    UploadMissing,
+)
 from .schemas import ArtifactInfo, JobInfo, JobPage, JobSpec, JobStatus, TrialsPage
 
 __all__ = ["router"]
@@ -46,7 +53,7 @@ _CURSOR = re.compile(r"s([1-9][0-9]{0,17})")  # a row sequence number, well insi
 def _job(service: Service, job_id: str, owner: str) -> JobRow:
     row = service.db.get_job(job_id, owner)
     if row is None:
-        raise NotFound(f"no job {job_id!r} for this token")
+        raise NotFoundError(f"no job {job_id!r} for this token")
     return row
 
 
@@ -56,9 +63,13 @@ def _fingerprint(spec: JobSpec) -> str:
     try:
         same = JobSpec.model_validate_json(stored) == spec
     except ValidationError as e:
-        raise SpecError(f"the spec does not survive storage: {e.errors()[0]['msg']}") from None
+        raise InvalidSpecError(
+            f"the spec does not survive storage: {e.errors()[0]['msg']}"
+        ) from None
     if not same:
-        raise SpecError("the spec changes when stored; give plain finite numbers and strings")
+        raise InvalidSpecError(
+            "the spec changes when stored; give plain finite numbers and strings"
+        )
     return hashlib.sha256(stored.encode()).hexdigest()
 
 
@@ -73,7 +84,9 @@ def _decode_cursor(cursor: str) -> int:
         raw = ""
     m = _CURSOR.fullmatch(raw)
     if m is None:
-        raise SpecError("invalid cursor: pass the next_cursor value of a previous page unchanged")
+        raise InvalidSpecError(
+            "invalid cursor: pass the next_cursor value of a previous page unchanged"
+        )
     return int(m.group(1))
 
 
@@ -116,7 +129,7 @@ def submit_job(
     validate_job(spec, owner, service.settings, db)
     active = db.count_active(owner)
     if active >= service.settings.max_jobs_per_token:
-        raise TooMany(
+        raise TooManyError(
             f"this token has {active} unfinished jobs (limit "
             f"{service.settings.max_jobs_per_token}); wait for one to finish or cancel one"
         )
@@ -134,7 +147,7 @@ def submit_job(
             raise
         return _replay(service, owner, hit, fingerprint, response)
     except UploadMissing as e:
-        raise SpecError(
+        raise InvalidSpecError(
             f"upload {', '.join(e.upload_ids)} was deleted or expired while the job was being "
             "submitted; upload it again (GET /uploads lists yours)"
         ) from None
@@ -149,7 +162,7 @@ def _replay(
 ) -> JobInfo:
     job_id, known = hit
     if known != fingerprint:
-        raise Conflict(
+        raise ConflictError(
             "this Idempotency-Key was already used for a different job spec; use a new key "
             "for a new job"
         )
@@ -193,11 +206,11 @@ def cancel_job(job_id: JobId, service: ServiceDep, owner: OwnerDep) -> JobInfo:
     """Queued jobs are cancelled at once; running ones stop within seconds (CANCELLING)."""
     row = _job(service, job_id, owner)
     if JobStatus(row.status).terminal:
-        raise Conflict(f"job {job_id} already finished ({row.status}); nothing to cancel")
+        raise ConflictError(f"job {job_id} already finished ({row.status}); nothing to cancel")
     new = service.db.request_cancel(job_id)
     if new is None:
         row = _job(service, job_id, owner)
-        raise Conflict(f"job {job_id} already finished ({row.status}); nothing to cancel")
+        raise ConflictError(f"job {job_id} already finished ({row.status}); nothing to cancel")
     log.info("job %s: cancel requested (%s)", job_id, new)
     if service.scheduler is not None:
         service.scheduler.wake()
@@ -214,7 +227,7 @@ def delete_job(job_id: JobId, service: ServiceDep, owner: OwnerDep) -> Response:
     """Remove a finished job: its record, artifacts, logs and Optuna study."""
     status = job_info(_job(service, job_id, owner)).status  # an unreadable spec: FAILED
     if status in ACTIVE:
-        raise Conflict(
+        raise ConflictError(
             f"job {job_id} is {status.value}; cancel it and wait until it is CANCELLED first"
         )
     service.store.remove(job_id)
@@ -416,7 +429,7 @@ def get_artifact(
     info = items.get(name)
     path = service.store.path(job_id, name)
     if info is None or path is None or not path.is_file():
-        raise NotFound(
+        raise NotFoundError(
             f"job {job_id} has no artifact {name!r}; available: {', '.join(items) or 'none'}"
         )
     return FileResponse(

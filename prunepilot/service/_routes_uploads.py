@@ -15,20 +15,28 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from ._db import ACTIVE, UploadInUse, UploadRow, upload_info, utcnow
 from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, Service, ServiceDep
-from ._errors import Conflict, NotFound, ServiceError, TooLarge, TooMany
 from ._openapi import errors
 from ._params import UploadCursor, UploadId
+from ._rows import UploadRow, utcnow
+from ._store import ACTIVE, upload_info
 from ._upload_quota import over_bytes, over_count
 from ._uploads import (
-    UploadError,
-    UploadOverQuota,
-    UploadTooLarge,
     detect_kind,
     new_upload_id,
     receive,
     remove_quietly,
+)
+from .errors import (
+    BadUploadError,
+    ConflictError,
+    NotFoundError,
+    TooLargeError,
+    TooManyError,
+    UploadError,
+    UploadInUse,
+    UploadOverQuota,
+    UploadTooLarge,
 )
 from .schemas import UploadInfo, UploadPage
 
@@ -50,12 +58,6 @@ _BODY = {
         "application/octet-stream": {"schema": _FILE},
     },
 }
-
-
-class BadUpload(ServiceError):
-    """The upload request is malformed (400)."""
-
-    status_code = 400
 
 
 def _encode_cursor(row: UploadRow) -> str:
@@ -117,11 +119,13 @@ async def create_upload(
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + (1 << 20) * 64:
-        raise TooLarge(f"the upload ({declared} bytes) is over the server's limit of {limit} bytes")
+        raise TooLargeError(
+            f"the upload ({declared} bytes) is over the server's limit of {limit} bytes"
+        )
     quota_n, quota_b = settings.upload_quota_count, settings.upload_quota_bytes
     count, used = await run_in_threadpool(service.db.upload_usage, owner)
     if count >= quota_n:
-        raise TooMany(over_count(quota_n, count))
+        raise TooManyError(over_count(quota_n, count))
     upload_id = new_upload_id()
     dest = settings.uploads_path / upload_id
     flight = service.uploads_in_flight
@@ -137,13 +141,13 @@ async def create_upload(
             )
         except UploadOverQuota as e:
             others = flight.held(owner) - reservation.taken
-            raise TooLarge(
+            raise TooLargeError(
                 over_bytes(quota_b, used, count, e.size, partial=True, in_flight=others)
             ) from None
         except UploadTooLarge as e:
-            raise TooLarge(str(e)) from None
+            raise TooLargeError(str(e)) from None
         except UploadError as e:
-            raise BadUpload(str(e)) from None
+            raise BadUploadError(str(e)) from None
         try:
             kind = await run_in_threadpool(detect_kind, dest)
             row = UploadRow(
@@ -164,8 +168,8 @@ async def create_upload(
         remove_quietly(dest)
         count, used = refused
         if count >= quota_n:
-            raise TooMany(over_count(quota_n, count))
-        raise TooLarge(over_bytes(quota_b, used, count, stored.size))
+            raise TooManyError(over_count(quota_n, count))
+        raise TooLargeError(over_bytes(quota_b, used, count, stored.size))
     log.info("upload %s (%s, %d bytes) by %s", upload_id, kind, stored.size, owner)
     return upload_info(row, expires_at=_expiry(service, row))
 
@@ -194,7 +198,7 @@ def get_upload(upload_id: UploadId, service: ServiceDep, owner: OwnerDep) -> Upl
     """Name, size, sha256, detected kind, the unfinished jobs that use it, expiry."""
     row = service.db.get_upload(upload_id, owner)
     if row is None:
-        raise NotFound(f"no upload {upload_id!r} for this token")
+        raise NotFoundError(f"no upload {upload_id!r} for this token")
     return _describe(service, owner, [row])[0]
 
 
@@ -209,12 +213,12 @@ def delete_upload(upload_id: UploadId, service: ServiceDep, owner: OwnerDep) -> 
     try:
         row = service.db.delete_upload(upload_id, owner)
     except UploadInUse as e:
-        raise Conflict(
+        raise ConflictError(
             f"upload {upload_id} is used by unfinished job(s) {', '.join(e.job_ids)}; cancel "
             "them (POST /jobs/{id}/cancel) or wait until they finish, then delete it"
         ) from None
     if row is None:
-        raise NotFound(f"no upload {upload_id!r} for this token")
+        raise NotFoundError(f"no upload {upload_id!r} for this token")
     remove_quietly(service.settings.uploads_path / row.path)
     log.info("upload %s deleted by %s", upload_id, owner)
     return Response(status_code=204)

@@ -41,13 +41,14 @@ import torch
 from prunepilot.core import PrunepilotError, save
 from prunepilot.search import SearchCancelled, SearchData, SearchProgress, SearchResult, search
 
-from . import _datasets, _limits, _models
+from . import _datasets, _limits, _model_source
 from ._artifacts import ArtifactStore
-from ._db import Database, UploadRow, stored_spec
-from ._errors import ServiceError
 from ._redact import clean, error_text
+from ._rows import UploadRow
 from ._settings import Settings
+from ._store import Database, stored_spec
 from ._trials import study_name
+from .errors import ServiceError
 from .schemas import ArtifactInfo, JobSpec, JobStatus
 
 __all__ = ["run_job"]
@@ -180,14 +181,16 @@ class _Runner:
             if self.attempt > 1:
                 log.info("attempt %d: resuming study %s", self.attempt, study_name(self.job_id))
             self.set_phase("loading model", spec.model.source)
-            built = _models.build(spec.model, self.settings, uploads)
+            built = _model_source.resolve(spec.model, self.settings, uploads, meta=False)
             _limits.check_params(_limits.count_params(built.model), spec, self.settings)
             self.timings["model_s"] = time.perf_counter() - t0
             t = time.perf_counter()
             self.set_phase("loading data", spec.dataset.source)
-            data = _datasets.prepare(spec.dataset, self.settings, uploads, work_dir)
+            data = _datasets.resolve(
+                spec.dataset, self.settings, uploads, meta=False, work_dir=work_dir
+            )
             sample = next(iter(data.val))[0][:2]
-            footprint = _models.check_fit(built, spec.model, sample, data.num_classes)
+            footprint = _model_source.check_fit(built, spec.model, sample, data.num_classes)
             _limits.check_memory(footprint, spec, self.settings)
             log.info(
                 "data: %s samples of shape %s, %d classes",
@@ -295,7 +298,7 @@ class _Runner:
     def write_artifacts(
         self,
         result: SearchResult,
-        built: _models.BuiltModel,
+        built: _model_source.BuiltModel,
         spec: JobSpec,
         sample: torch.Tensor,
         sizes: dict[str, int],

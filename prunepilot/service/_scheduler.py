@@ -37,10 +37,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from ._db import Database, utcnow
 from ._ray_link import RayLink
 from ._redact import error_text
+from ._rows import utcnow
 from ._settings import Settings
+from ._store import Database
 from ._uploads import remove_quietly
 from .schemas import JobStatus
 
@@ -129,11 +130,6 @@ class Scheduler:
     def wake(self) -> None:
         """Look for work now (a job was submitted or cancelled)."""
         self._wake.set()
-
-    def running_ids(self) -> list[str]:
-        """Jobs whose runner this process watches."""
-        with self._lock:
-            return list(self._running)
 
     def recover(self) -> None:
         """Re-queue jobs a previous process left RUNNING; finish those left CANCELLING."""

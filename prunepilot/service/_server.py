@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ._app import create_app
-from ._settings import Settings
+from ._settings import Settings, add_flags, flag_values
 
 __all__ = ["main", "serve"]
 
@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
 def add_server_arguments(p: argparse.ArgumentParser, token_dest: str = "token") -> None:
     """The server's flags (shared by ``python -m prunepilot.service`` and ``prunepilot serve``).
 
+    ``--host``, ``--port`` and ``--log-level`` are the server's own; the others are derived
+    from the `Settings` fields that declare a flag.
+
     Args:
         p: the parser to extend.
         token_dest: the attribute ``--token`` is stored in (the CLI keeps ``--token`` for
@@ -69,37 +72,7 @@ def add_server_arguments(p: argparse.ArgumentParser, token_dest: str = "token") 
     """
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0: all)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
-    p.add_argument("--data-dir", help="state directory (default ~/.prunepilot)")
-    p.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
-    p.add_argument("--artifact-dir", help="where artifacts go (default: DATA_DIR/artifacts)")
-    p.add_argument("--data-root", help="the directory dir: datasets may name")
-    p.add_argument(
-        "--token",
-        dest=token_dest,
-        action="append",
-        metavar="TOKEN=OWNER",
-        help="accept this bearer token for OWNER (repeatable; default: one generated local "
-        "token in DATA_DIR/token, which the client reads for local URLs)",
-    )
-    p.add_argument("--no-auth", action="store_true", help="no tokens (single-user demo only)")
-    p.add_argument(
-        "--allow",
-        action="append",
-        metavar="PATTERN",
-        help="allow package.module:NAME factories matching this fnmatch pattern",
-    )
-    p.add_argument("--allow-untrusted-models", action="store_true", help="accept pickles")
-    p.add_argument("--max-upload-bytes", type=int)
-    p.add_argument("--max-jobs-per-token", type=int)
-    p.add_argument("--concurrent-jobs", type=int)
-    p.add_argument("--ray-address", help="Ray cluster (default: start a local Ray)")
-    p.add_argument("--ray-num-cpus", type=int, help="CPUs of the local Ray")
-    p.add_argument(
-        "--ray-auth-mode", choices=["token", "disabled"], help="Ray token authentication"
-    )
-    p.add_argument("--ray-auth-token-file", help="file holding the Ray cluster's token")
-    p.add_argument("--workers-per-job", type=int)
-    p.add_argument("--worker-device", choices=["auto", "cpu", "cuda"])
+    add_flags(p, {"tokens": token_dest})
     p.add_argument("--log-level", default="info")
 
 
@@ -109,34 +82,7 @@ def settings_from_args(args: argparse.Namespace, token_dest: str = "token") -> S
     Raises:
         ValueError: a malformed ``--token`` or an invalid setting.
     """
-    tokens = None
-    if getattr(args, token_dest):
-        tokens = {}
-        for item in getattr(args, token_dest):
-            token, sep, owner = item.partition("=")
-            if not sep or not token or not owner:
-                # never echo the item: it holds (part of) a secret
-                raise ValueError("--token expects TOKEN=OWNER")
-            tokens[token] = owner
-    return Settings.from_env(
-        data_dir=args.data_dir,
-        database_url=args.database_url,
-        artifact_dir=args.artifact_dir,
-        data_root=args.data_root,
-        tokens=tokens,
-        auth=False if args.no_auth else None,
-        model_allowlist=tuple(args.allow) if args.allow else None,
-        allow_untrusted_models=True if args.allow_untrusted_models else None,
-        max_upload_bytes=args.max_upload_bytes,
-        max_jobs_per_token=args.max_jobs_per_token,
-        concurrent_jobs=args.concurrent_jobs,
-        ray_address=args.ray_address,
-        ray_num_cpus=args.ray_num_cpus,
-        ray_auth_mode=args.ray_auth_mode,
-        ray_auth_token_file=args.ray_auth_token_file,
-        workers_per_job=args.workers_per_job,
-        worker_device=args.worker_device,
-    )
+    return Settings.from_env(**flag_values(args, {"tokens": token_dest}))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,30 +1,51 @@
-"""The operator's configuration: one pydantic model, from keyword arguments or ``PRUNEPILOT_*``.
+"""The operator's configuration: one pydantic-settings model (keywords, ``PRUNEPILOT_*``, flags).
 
 Every field can be set by an environment variable named ``PRUNEPILOT_`` + the field name in
-capitals (``PRUNEPILOT_DATA_DIR``, ``PRUNEPILOT_TOKENS``, ...). Derived locations (database,
-artifacts, uploads) default to paths inside ``data_dir`` so a bare ``prunepilot serve``
-works with no set-up: a SQLite file in WAL mode, local Ray, a generated local token.
+capitals (``PRUNEPILOT_DATA_DIR``, ``PRUNEPILOT_TOKENS``, ...), read by `Settings.from_env`
+(``Settings(...)`` itself reads keywords only, so an embedding program is not steered by its
+environment). A field annotated with a `_Flag` is also a ``prunepilot serve`` flag: the
+parser and the mapping back are derived from the fields (`add_flags`, `flag_values`), so a
+setting is added in one place. Derived locations (database, artifacts, uploads) default to
+paths inside ``data_dir`` so a bare ``prunepilot serve`` works with no set-up: a SQLite file
+in WAL mode, local Ray, a generated local token.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "add_flags", "flag_values"]
 
 log = logging.getLogger("prunepilot.service")
 
 _ENV_PREFIX = "PRUNEPILOT_"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+
+# the environment `Settings.from_env` reads; unset (plain ``Settings(...)``): none
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("_prunepilot_environ", default=None)
 
 
 def _default_data_dir() -> Path:
@@ -34,7 +55,43 @@ def _default_data_dir() -> Path:
     return Path.cwd() / ".prunepilot"
 
 
-class Settings(BaseModel):
+def _token_pairs(items: list[str]) -> dict[str, str]:
+    """Repeated ``--token TOKEN=OWNER`` values as token -> owner.
+
+    Raises:
+        ValueError: an item is not ``TOKEN=OWNER`` (the message never echoes it: a secret).
+    """
+    tokens: dict[str, str] = {}
+    for item in items:
+        token, sep, owner = item.partition("=")
+        if not sep or not token or not owner:
+            raise ValueError("--token expects TOKEN=OWNER")
+        tokens[token] = owner
+    return tokens
+
+
+@dataclass(frozen=True)
+class _Flag:
+    """How a settings field appears as a ``prunepilot serve`` flag (``Annotated`` metadata).
+
+    Attributes:
+        help: the flag's help text.
+        name: the flag (default: ``--`` and the field name with dashes).
+        action: ``value`` (``--flag VALUE``, typed and with choices from the annotation),
+            ``append`` (repeatable; the list goes through ``convert``, default a tuple),
+            ``true`` / ``false`` (a bare switch that sets the field to that value).
+        metavar: the value's placeholder in ``--help``.
+        convert: turns the repeated values into the field's value.
+    """
+
+    help: str | None = None
+    name: str | None = None
+    action: Literal["value", "append", "true", "false"] = "value"
+    metavar: str | None = None
+    convert: Callable[[list[str]], Any] | None = None
+
+
+class Settings(BaseSettings):
     """How the service runs; every field has a working default.
 
     Attributes:
@@ -107,27 +164,59 @@ class Settings(BaseModel):
     """
 
     # inputs stay out of validation errors: tokens and database URLs are secrets
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    model_config = SettingsConfigDict(
+        env_prefix=_ENV_PREFIX, frozen=True, extra="forbid", hide_input_in_errors=True
+    )
 
-    data_dir: Path = Field(default_factory=_default_data_dir)
-    database_url: str | None = None
-    artifact_dir: Path | None = None
+    data_dir: Annotated[Path, _Flag("state directory (default ~/.prunepilot)")] = Field(
+        default_factory=_default_data_dir
+    )
+    database_url: Annotated[
+        str | None, _Flag("SQLAlchemy URL (default: SQLite in the data dir)")
+    ] = None
+    artifact_dir: Annotated[
+        Path | None, _Flag("where artifacts go (default: DATA_DIR/artifacts)")
+    ] = None
     upload_dir: Path | None = None
-    data_root: Path | None = None
-    auth: bool = True
-    tokens: dict[str, str] = Field(default_factory=dict)
-    model_allowlist: tuple[str, ...] = ("prunepilot.service.zoo:*",)
-    allow_untrusted_models: bool = False
-    max_upload_bytes: int = Field(default=1 << 30, ge=1)
-    max_jobs_per_token: int = Field(default=10, ge=1)
-    concurrent_jobs: int = Field(default=1, ge=1)
-    ray_address: str | None = None
-    ray_num_cpus: int | None = Field(default=None, ge=1)
-    ray_auth_mode: Literal["token", "disabled"] | None = None
-    ray_auth_token_file: Path | None = None
-    workers_per_job: int = Field(default=2, ge=1)
+    data_root: Annotated[Path | None, _Flag("the directory dir: datasets may name")] = None
+    tokens: Annotated[
+        dict[str, str],
+        _Flag(
+            "accept this bearer token for OWNER (repeatable; default: one generated local "
+            "token in DATA_DIR/token, which the client reads for local URLs)",
+            name="--token",
+            action="append",
+            metavar="TOKEN=OWNER",
+            convert=_token_pairs,
+        ),
+    ] = Field(default_factory=dict)
+    auth: Annotated[
+        bool, _Flag("no tokens (single-user demo only)", name="--no-auth", action="false")
+    ] = True
+    model_allowlist: Annotated[
+        tuple[str, ...],
+        _Flag(
+            "allow package.module:NAME factories matching this fnmatch pattern",
+            name="--allow",
+            action="append",
+            metavar="PATTERN",
+        ),
+    ] = ("prunepilot.service.zoo:*",)
+    allow_untrusted_models: Annotated[bool, _Flag("accept pickles", action="true")] = False
+    max_upload_bytes: Annotated[int, _Flag()] = Field(default=1 << 30, ge=1)
+    max_jobs_per_token: Annotated[int, _Flag()] = Field(default=10, ge=1)
+    concurrent_jobs: Annotated[int, _Flag()] = Field(default=1, ge=1)
+    ray_address: Annotated[str | None, _Flag("Ray cluster (default: start a local Ray)")] = None
+    ray_num_cpus: Annotated[int | None, _Flag("CPUs of the local Ray")] = Field(default=None, ge=1)
+    ray_auth_mode: Annotated[
+        Literal["token", "disabled"] | None, _Flag("Ray token authentication")
+    ] = None
+    ray_auth_token_file: Annotated[Path | None, _Flag("file holding the Ray cluster's token")] = (
+        None
+    )
+    workers_per_job: Annotated[int, _Flag()] = Field(default=2, ge=1)
     max_workers_per_job: int = Field(default=16, ge=1)
-    worker_device: Literal["auto", "cpu", "cuda"] = "auto"
+    worker_device: Annotated[Literal["auto", "cpu", "cuda"], _Flag()] = "auto"
     worker_threads: int = Field(default=1, ge=1)
     worker_niceness: int = Field(default=0, ge=0, le=19)
     worker_lost_timeout_s: float = Field(default=300.0, gt=0, le=7 * 24 * 3600.0)
@@ -224,32 +313,144 @@ class Settings(BaseModel):
     # ------------------------------------------------------------------ environment
 
     @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keywords first, then the environment `from_env` was given (none otherwise)."""
+        environ = _ENVIRON.get()
+        if environ is None:
+            return (init_settings,)
+        return (init_settings, _Environment(settings_cls, environ))
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``PRUNEPILOT_*`` variables, then ``overrides`` (e.g. CLI flags).
 
         ``PRUNEPILOT_TOKENS`` is ``token=owner,token2=owner2`` or a JSON object;
         ``PRUNEPILOT_MODEL_ALLOWLIST`` is comma-separated patterns; booleans accept
-        ``1/0``, ``true/false``, ``yes/no``, ``on/off``.
+        ``1/0``, ``true/false``, ``yes/no``, ``on/off``. Overrides that are ``None`` are
+        ignored.
 
         Raises:
             ValueError: a variable cannot be parsed or a value is invalid (the message
                 names the setting and never repeats the value: it may be a secret).
         """
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name, field in cls.model_fields.items():
-            raw = env.get(_ENV_PREFIX + name.upper())
-            if raw is None:
-                continue
-            try:
-                values[name] = _parse_env(name, field.annotation, raw)
-            except ValueError as e:
-                raise ValueError(f"{_ENV_PREFIX}{name.upper()}: {e}") from None
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        reset = _ENVIRON.set(os.environ if environ is None else environ)
         try:
-            return cls.model_validate(values)
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        except SettingsError as e:  # a variable `_parse_env` refused: its message
+            raise ValueError(str(e.__cause__ or e)) from None
         except ValidationError as e:
             raise ValueError(_describe(e)) from None
+        finally:
+            _ENVIRON.reset(reset)
+
+
+class _Environment(EnvSettingsSource):
+    """``PRUNEPILOT_*`` variables of a given mapping, parsed as the service always has.
+
+    Names match exactly (``PRUNEPILOT_`` and the field name in capitals); values go through
+    `_parse_env` rather than pydantic-settings' JSON decoding, so the comma-separated
+    formats and the boolean words stay as documented.
+
+    Args:
+        settings_cls: the settings model.
+        environ: the variables to read.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls, case_sensitive=False, env_prefix=_ENV_PREFIX)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # lower-cased for the case-insensitive lookup, but only the exact capitalised names
+        return {
+            k.lower(): v
+            for k, v in self._environ.items()
+            if k.startswith(_ENV_PREFIX) and k == k.upper()
+        }
+
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
+        """The field's value from its variable's text (``None``: unset or empty optional)."""
+        if value is None:
+            return None
+        try:
+            return _parse_env(field_name, field.annotation, value)
+        except ValueError as e:
+            raise ValueError(f"{_ENV_PREFIX}{field_name.upper()}: {e}") from None
+
+
+# ---------------------------------------------------------------------------- flags
+
+
+def _flags() -> list[tuple[str, FieldInfo, _Flag]]:
+    """``(field name, field, flag)`` of every field that is a flag, in field order."""
+    out = []
+    for name, field in Settings.model_fields.items():
+        flag = next((m for m in field.metadata if isinstance(m, _Flag)), None)
+        if flag is not None:
+            out.append((name, field, flag))
+    return out
+
+
+def _value_type(annotation: Any) -> Any:
+    """The annotation without ``| None``."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        rest = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else annotation
+    return annotation
+
+
+def add_flags(p: argparse.ArgumentParser, dests: Mapping[str, str] | None = None) -> None:
+    """Add a flag for every `Settings` field annotated with a `_Flag`.
+
+    Args:
+        p: the parser to extend.
+        dests: field name -> the attribute its flag is stored in (default: the field name).
+    """
+    for name, field, flag in _flags():
+        option = flag.name or "--" + name.replace("_", "-")
+        kw: dict[str, Any] = {"dest": (dests or {}).get(name, name), "help": flag.help}
+        if flag.action in ("true", "false"):
+            kw["action"] = "store_true"
+        else:
+            kw["metavar"] = flag.metavar
+            if flag.action == "append":
+                kw["action"] = "append"
+            else:
+                kind = _value_type(field.annotation)
+                if typing.get_origin(kind) is Literal:
+                    kw["choices"] = list(typing.get_args(kind))
+                elif kind in (int, float):
+                    kw["type"] = kind
+        p.add_argument(option, **kw)
+
+
+def flag_values(args: argparse.Namespace, dests: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings the parsed flags set (flags not given are left out).
+
+    Raises:
+        ValueError: a repeated flag's values cannot be converted (e.g. ``--token``).
+    """
+    values: dict[str, Any] = {}
+    for name, _field, flag in _flags():
+        given = getattr(args, (dests or {}).get(name, name), None)
+        if given is None or given is False:
+            continue
+        if flag.action in ("true", "false"):
+            values[name] = flag.action == "true"
+        elif flag.action == "append":
+            values[name] = flag.convert(given) if flag.convert else tuple(given)
+        else:
+            values[name] = given
+    return values
 
 
 def _describe(err: ValidationError) -> str:

@@ -14,7 +14,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator
 
-from ._errors import TooMany
+from .errors import TooManyError
 
 __all__ = ["Slot", "StreamSlots"]
 
@@ -63,12 +63,12 @@ class StreamSlots:
         """A slot for one more stream of ``owner``.
 
         Raises:
-            TooMany: the owner already has ``limit`` streams open (429).
+            TooManyError: the owner already has ``limit`` streams open (429).
         """
         with self._lock:
             n = self._open.get(owner, 0)
             if n >= limit:
-                raise TooMany(
+                raise TooManyError(
                     f"this token has {n} event streams open (limit {limit}, "
                     "PRUNEPILOT_MAX_EVENT_STREAMS_PER_TOKEN); close one, or poll GET /jobs/{id}"
                 )

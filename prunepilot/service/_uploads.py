@@ -24,13 +24,11 @@ from typing import IO, Literal
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-from ._archives import ArchiveError, zip_entries
+from ._archives import zip_entries
+from .errors import ArchiveError, UploadError, UploadOverQuota, UploadTooLarge
 
 __all__ = [
     "StoredFile",
-    "UploadError",
-    "UploadOverQuota",
-    "UploadTooLarge",
     "detect_kind",
     "new_upload_id",
     "receive",
@@ -43,26 +41,6 @@ _DRAIN_CAP = 64 << 20  # bytes read and discarded past the limit before giving u
 _SNIFF_ENTRIES = 100_000  # zip records listed to tell a model file from an archive
 _MULTIPART_SLACK = 1 << 20  # multipart bytes besides the file (boundaries, other fields)
 _SAFETENSORS_HEADER_MAX = 16 << 20  # bigger headers are not sniffed as safetensors
-
-
-class UploadError(ValueError):
-    """The upload request is malformed (wrong content type, no file part)."""
-
-
-class UploadTooLarge(UploadError):
-    """The upload crosses the operator's size limit."""
-
-
-class UploadOverQuota(UploadTooLarge):
-    """The upload crosses what is left of its owner's quota.
-
-    Attributes:
-        size: the bytes received when it was refused.
-    """
-
-    def __init__(self, size: int) -> None:
-        super().__init__(f"the upload crossed its owner's quota after {size} bytes")
-        self.size = size
 
 
 @dataclass(frozen=True)

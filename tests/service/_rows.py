@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from prunepilot.service._db import UploadRow
+from prunepilot.service._rows import UploadRow
 
 
 def upload_row(upload_id: str, kind: str) -> UploadRow:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from prunepilot.service._archives import ArchiveError, extract, scan
+from prunepilot.service._archives import extract, scan
+from prunepilot.service.errors import ArchiveError
 
 LIMITS = {"max_files": 100, "max_bytes": 10_000}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from prunepilot.service._capacity import ClusterTotals, check_capacity, cluster_totals
-from prunepilot.service._errors import SpecError
+from prunepilot.service.errors import InvalidSpecError
 from prunepilot.service.schemas import JobSpec
 
 from ._server import Server, settings, tiny_spec
@@ -64,12 +64,18 @@ def test_cuda_servers_and_cpu_servers_refuse_what_they_cannot_run(
     local_ray: None, tmp_path: Path
 ) -> None:
     plain = JobSpec.model_validate(tiny_spec())
-    with pytest.raises(SpecError, match=r"GPU evaluators \(PRUNEPILOT_WORKER_DEVICE=cuda\) needs"):
+    with pytest.raises(
+        InvalidSpecError, match=r"GPU evaluators \(PRUNEPILOT_WORKER_DEVICE=cuda\) needs"
+    ):
         check_capacity(plain, settings(tmp_path, worker_device="cuda"))
     on_gpu = JobSpec.model_validate(tiny_spec(finetune={"device": "cuda"}))
-    with pytest.raises(SpecError, match=r"runs CPU evaluators \(PRUNEPILOT_WORKER_DEVICE=cpu\)"):
+    with pytest.raises(
+        InvalidSpecError, match=r"runs CPU evaluators \(PRUNEPILOT_WORKER_DEVICE=cpu\)"
+    ):
         check_capacity(on_gpu, settings(tmp_path, worker_device="cpu"))
     # unasked, the default is kept to what the CPUs hold; a 5-thread evaluator never fits
     check_capacity(plain, settings(tmp_path, workers_per_job=8))
-    with pytest.raises(SpecError, match=r"1 worker\(s\) needs 5 CPUs.*lower PRUNEPILOT_WORKER"):
+    with pytest.raises(
+        InvalidSpecError, match=r"1 worker\(s\) needs 5 CPUs.*lower PRUNEPILOT_WORKER"
+    ):
         check_capacity(plain, settings(tmp_path, worker_threads=5))

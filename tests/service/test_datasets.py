@@ -12,8 +12,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from prunepilot.service import DatasetSpec, Settings
-from prunepilot.service._datasets import describe, prepare
-from prunepilot.service._errors import SpecError
+from prunepilot.service._datasets import resolve
+from prunepilot.service.errors import InvalidSpecError
 
 from ._rows import upload_row
 
@@ -43,9 +43,9 @@ def test_digits_split_resize_and_normalise(tmp_path: Path) -> None:
         std=(0.25,),
         batch_size=32,
     )
-    info = describe(spec, cfg, lambda _: None)
+    info = resolve(spec, cfg, lambda _: None, meta=True)
     assert info.sample_shape == (3, 16, 16) and info.num_classes == 10
-    data = prepare(spec, cfg, lambda _: None, tmp_path)
+    data = resolve(spec, cfg, lambda _: None, meta=False, work_dir=tmp_path)
     assert data.sample_shape == (3, 16, 16) and data.num_classes == 10
     assert sum(data.sizes.values()) == 200 and data.sizes["val"] == 40
     x, y = next(iter(data.train))
@@ -60,8 +60,13 @@ def test_fashion_mnist_never_downloads(tmp_path: Path, monkeypatch: pytest.Monke
     import prunepilot.service._datasets as ds
 
     monkeypatch.setattr(ds, "_fashion_root", lambda _s: None)
-    with pytest.raises(SpecError, match="not installed"):
-        describe(DatasetSpec(source="builtin:fashion-mnist"), _settings(tmp_path), lambda _: None)
+    with pytest.raises(InvalidSpecError, match="not installed"):
+        resolve(
+            DatasetSpec(source="builtin:fashion-mnist"),
+            _settings(tmp_path),
+            lambda _: None,
+            meta=True,
+        )
 
 
 def test_safetensors_upload(tmp_path: Path) -> None:
@@ -74,15 +79,15 @@ def test_safetensors_upload(tmp_path: Path) -> None:
     )
     uploads = {uid: upload_row(uid, "safetensors")}
     spec = DatasetSpec(source=f"upload:{uid}", batch_size=8)
-    assert describe(spec, cfg, uploads.get).sample_shape == (1, 8, 8)
-    data = prepare(spec, cfg, uploads.get, tmp_path)
+    assert resolve(spec, cfg, uploads.get, meta=True).sample_shape == (1, 8, 8)
+    data = resolve(spec, cfg, uploads.get, meta=False, work_dir=tmp_path)
     assert data.num_classes == 5 and data.sample_shape == (1, 8, 8)
     assert 0.0 <= float(next(iter(data.train))[0].max()) <= 1.0
     bad = "b" * 24
     save_file({"x": torch.zeros(3)}, str(cfg.uploads_path / bad))
-    with pytest.raises(SpecError, match="'inputs' and 'labels'"):
+    with pytest.raises(InvalidSpecError, match="'inputs' and 'labels'"):
         rows = {bad: upload_row(bad, "safetensors")}
-        describe(DatasetSpec(source=f"upload:{bad}"), cfg, rows.get)
+        resolve(DatasetSpec(source=f"upload:{bad}"), cfg, rows.get, meta=True)
 
 
 def test_image_folder_dir_and_archive(tmp_path: Path) -> None:
@@ -90,14 +95,14 @@ def test_image_folder_dir_and_archive(tmp_path: Path) -> None:
     _images(root / "set" / "train")
     cfg = _settings(tmp_path, data_root=root)
     spec = DatasetSpec(source="dir:set", batch_size=4, channels=1)
-    info = describe(spec, cfg, lambda _: None)
+    info = resolve(spec, cfg, lambda _: None, meta=True)
     assert info.sample_shape == (1, 12, 14) and info.num_classes == 2
-    data = prepare(spec, cfg, lambda _: None, tmp_path / "w1")
+    data = resolve(spec, cfg, lambda _: None, meta=False, work_dir=tmp_path / "w1")
     assert data.sample_shape == (1, 12, 14) and sum(data.sizes.values()) == 12
-    with pytest.raises(SpecError, match="outside the server's data root"):
-        describe(DatasetSpec(source="dir:../"), cfg, lambda _: None)
-    with pytest.raises(SpecError, match="data root"):
-        describe(spec, _settings(tmp_path), lambda _: None)
+    with pytest.raises(InvalidSpecError, match="outside the server's data root"):
+        resolve(DatasetSpec(source="dir:../"), cfg, lambda _: None, meta=True)
+    with pytest.raises(InvalidSpecError, match="data root"):
+        resolve(spec, _settings(tmp_path), lambda _: None, meta=True)
 
     cfg.ensure_dirs()
     uid = "c" * 24
@@ -106,11 +111,11 @@ def test_image_folder_dir_and_archive(tmp_path: Path) -> None:
             zf.write(p, str(p.relative_to(root)))
     uploads = {uid: upload_row(uid, "archive")}
     spec = DatasetSpec(source=f"upload:{uid}", image_size=8, batch_size=4)
-    assert describe(spec, cfg, uploads.get) == describe(spec, cfg, uploads.get)
-    assert describe(spec, cfg, uploads.get).sample_shape == (3, 8, 8)
+    assert resolve(spec, cfg, uploads.get, meta=True) == resolve(spec, cfg, uploads.get, meta=True)
+    assert resolve(spec, cfg, uploads.get, meta=True).sample_shape == (3, 8, 8)
     work = tmp_path / "w2"
     work.mkdir()
-    data = prepare(spec, cfg, uploads.get, work)
+    data = resolve(spec, cfg, uploads.get, meta=False, work_dir=work)
     assert data.sample_shape == (3, 8, 8) and data.num_classes == 2
     assert (work / "data" / "set" / "train" / "class1").is_dir()
 
@@ -119,13 +124,22 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path: Path)
     root = tmp_path / "root"
     _images(root / "set", size=12)  # 12x14 = 168 pixels each
     cfg = _settings(tmp_path, data_root=root, max_image_pixels=100)
-    with pytest.raises(SpecError, match=r"'class0/0.png' is 14x12 = 168 pixels, over .* 100 "):
-        describe(DatasetSpec(source="dir:set"), cfg, lambda _: None)
+    with pytest.raises(
+        InvalidSpecError, match=r"'class0/0.png' is 14x12 = 168 pixels, over .* 100 "
+    ):
+        resolve(DatasetSpec(source="dir:set"), cfg, lambda _: None, meta=True)
     # with image_size the submit check does not open images; the runner refuses them
     spec = DatasetSpec(source="dir:set", image_size=8)
-    assert describe(spec, cfg, lambda _: None).sample_shape == (3, 8, 8)
-    with pytest.raises(SpecError, match=r"'class0/0.png' is 14x12 = 168 pixels, over .* 100 "):
-        prepare(spec, cfg, lambda _: None, tmp_path / "w")
+    assert resolve(spec, cfg, lambda _: None, meta=True).sample_shape == (3, 8, 8)
+    with pytest.raises(
+        InvalidSpecError, match=r"'class0/0.png' is 14x12 = 168 pixels, over .* 100 "
+    ):
+        resolve(spec, cfg, lambda _: None, meta=False, work_dir=tmp_path / "w")
     (root / "set" / "class0" / "0.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n")
-    with pytest.raises(SpecError, match=r"cannot read image 'class0/0.png' \(PNG, JPEG"):
-        describe(DatasetSpec(source="dir:set"), _settings(tmp_path, data_root=root), lambda _: None)
+    with pytest.raises(InvalidSpecError, match=r"cannot read image 'class0/0.png' \(PNG, JPEG"):
+        resolve(
+            DatasetSpec(source="dir:set"),
+            _settings(tmp_path, data_root=root),
+            lambda _: None,
+            meta=True,
+        )

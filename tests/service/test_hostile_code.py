@@ -17,8 +17,8 @@ from safetensors.torch import save_file
 
 import prunepilot as pp
 from prunepilot.service import Settings
-from prunepilot.service._db import Database
 from prunepilot.service._runner import run_job
+from prunepilot.service._store import Database
 
 from ._process import ServerProcess
 from ._server import ALICE, tiny_spec

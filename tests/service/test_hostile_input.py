@@ -26,7 +26,8 @@ from fastapi import FastAPI, Request
 from sqlalchemy import update
 
 from prunepilot.service._app import _LastResort
-from prunepilot.service._db import Database, JobRow
+from prunepilot.service._rows import JobRow
+from prunepilot.service._store import Database
 from prunepilot.service.schemas import JobSpec
 
 from ._process import ServerProcess

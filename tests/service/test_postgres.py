@@ -17,8 +17,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from prunepilot.service._db import Database
 from prunepilot.service._scheduler import Scheduler
+from prunepilot.service._store import Database
 from prunepilot.service._trials import study_name
 
 from ._server import BOB, Server, free_port, settings, tiny_spec, wait_for
@@ -140,3 +140,26 @@ def test_upload_quota_list_delete_and_expiry_on_postgres(
         assert [u["id"] for u in c.get("/uploads").json()["items"]] == [weights]
         assert sorted(p.name for p in cfg.uploads_path.iterdir()) == [weights]
         assert c.post(f"/jobs/{job['id']}/cancel").json()["status"] == "CANCELLED"
+
+
+def test_a_database_of_the_previous_release_is_upgraded_on_postgres(postgres_url: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from prunepilot.service._rows import Base
+    from prunepilot.service.schemas import JobSpec
+
+    from .test_migrations import head, schema_drift, version
+
+    url = make_url(postgres_url)
+    server = f"host={url.host} port={url.port} user={url.username} dbname=postgres"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE previous_release")
+    db = Database(url.set(database="previous_release").render_as_string(hide_password=False))
+    Base.metadata.create_all(db.engine)  # how the release before migrations made its tables
+    db.add_job("c" * 32, "alice", JobSpec.model_validate(tiny_spec(name="old")))
+    db.migrate()
+    assert version(db.engine) == [head()] and schema_drift(db.engine) == []
+    row = db.get_job("c" * 32)
+    assert row is not None and row.name == "old"
+    db.dispose()

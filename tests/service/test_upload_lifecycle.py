@@ -266,13 +266,14 @@ def test_a_job_is_not_queued_when_its_upload_went_after_the_submit_check(
     tmp_path: Path,
 ) -> None:
     # the window between validate_job and add_job: a DELETE or an expiry takes the upload
-    from prunepilot.service._db import Database, UploadInUse, UploadMissing
+    from prunepilot.service._store import Database
+    from prunepilot.service.errors import UploadInUse, UploadMissing
     from prunepilot.service.schemas import JobSpec
 
     from ._rows import upload_row
 
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    db.create_all()
+    db.migrate()
     db.add_upload_within(upload_row("aaaaaaaa0001", "safetensors"), 10, 1 << 20)
     db.add_upload_within(upload_row("aaaaaaaa0002", "safetensors"), 10, 1 << 20)
     spec = JobSpec.model_validate(tiny_spec(model={"weights": "aaaaaaaa0001"}))

@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from prunepilot.service._uploads import UploadError, UploadTooLarge, detect_kind, receive
+from prunepilot.service._uploads import detect_kind, receive
+from prunepilot.service.errors import UploadError, UploadTooLarge
 
 
 async def _chunks(data: bytes, size: int = 7) -> AsyncIterator[bytes]:

@@ -1,9 +1,10 @@
-"""The job store: SQLAlchemy 2 tables for jobs, uploads, artifacts, events and idempotency keys.
+"""The job store: reads and conditional writes of the service's rows (`_rows`) in one database.
 
 One database holds everything durable, next to the Optuna studies of the jobs (Optuna's own
-tables; ours are prefixed ``pp_``). SQLite (the default) runs in WAL mode so the API process
-reads while job runners in Ray workers write; transactions that write begin ``IMMEDIATE``
-so a read-then-write never fails on a lock upgrade. PostgreSQL works by URL.
+tables; ours are prefixed ``pp_``); its schema is brought up to date by the migrations
+(`prunepilot.service._migrations`) at start-up. SQLite (the default) runs in WAL mode so the
+API process reads while job runners in Ray workers write; transactions that write begin
+``IMMEDIATE`` so a read-then-write never fails on a lock upgrade. PostgreSQL works by URL.
 
 State changes are conditional updates (``WHERE status = ...``, ``AND attempt = ...``), so the
 API, the scheduler and a runner can race without a lost update: a stale runner (one whose
@@ -16,17 +17,12 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import (
-    DateTime,
-    Float,
-    Integer,
-    String,
-    Text,
     and_,
     create_engine,
     delete,
@@ -37,165 +33,29 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Session, sessionmaker
 
+from ._migrations import upgrade
 from ._redact import clean
+from ._rows import ArtifactRow, EventRow, IdempotencyRow, JobRow, UploadRow, utcnow
+from .errors import UploadInUse, UploadMissing
 from .schemas import ArtifactInfo, JobInfo, JobSpec, JobStatus, UploadInfo
 
 __all__ = [
     "ACTIVE",
-    "ArtifactRow",
     "Database",
-    "EventRow",
-    "IdempotencyRow",
     "IntegrityError",
-    "JobRow",
-    "UploadInUse",
-    "UploadMissing",
-    "UploadRow",
     "job_info",
     "stored_spec",
     "upload_info",
-    "utcnow",
 ]
 
 log = logging.getLogger("prunepilot.service")
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLING)
 _LIKE_BATCH = 100  # upload ids per "spec LIKE" query (SQLite's expression depth is 1000)
-
-
-class UploadInUse(Exception):
-    """An upload cannot be removed: unfinished jobs use it.
-
-    Attributes:
-        job_ids: those jobs.
-    """
-
-    def __init__(self, job_ids: list[str]) -> None:
-        super().__init__(", ".join(job_ids))
-        self.job_ids = job_ids
-
-
-class UploadMissing(Exception):
-    """A job cannot be queued: uploads its spec names are gone (deleted or expired since
-    the submit check).
-
-    Attributes:
-        upload_ids: those uploads.
-    """
-
-    def __init__(self, upload_ids: list[str]) -> None:
-        super().__init__(", ".join(upload_ids))
-        self.upload_ids = upload_ids
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Stores UTC timestamps; always returns timezone-aware values (SQLite drops tzinfo)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is not None:
-            value = value.astimezone(UTC)
-            if dialect.name == "sqlite":
-                value = value.replace(tzinfo=None)
-        return value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
-
-
-class Base(DeclarativeBase):
-    """Declarative base of the service's tables."""
-
-
-class JobRow(Base):
-    """One submitted job."""
-
-    __tablename__ = "pp_jobs"
-
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(32), unique=True, index=True)
-    owner: Mapped[str] = mapped_column(String(200), index=True)
-    name: Mapped[str | None] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    phase: Mapped[str | None] = mapped_column(String(64))
-    trials_done: Mapped[int] = mapped_column(Integer, default=0)
-    trials_planned: Mapped[int] = mapped_column(Integer, default=0)
-    best_score: Mapped[float | None] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    error: Mapped[str | None] = mapped_column(Text)
-    spec: Mapped[str] = mapped_column(Text)
-    result: Mapped[str | None] = mapped_column(Text)
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
-
-
-class UploadRow(Base):
-    """One stored upload."""
-
-    __tablename__ = "pp_uploads"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    owner: Mapped[str] = mapped_column(String(200), index=True)
-    filename: Mapped[str] = mapped_column(String(300))
-    size: Mapped[int] = mapped_column(Integer)
-    sha256: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(16))
-    path: Mapped[str] = mapped_column(String(1000))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class ArtifactRow(Base):
-    """One file a job produced."""
-
-    __tablename__ = "pp_artifacts"
-
-    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    size: Mapped[int] = mapped_column(Integer)
-    sha256: Mapped[str] = mapped_column(String(64))
-    media_type: Mapped[str] = mapped_column(String(100))
-
-
-class EventRow(Base):
-    """A progress report, status change or log line of a job."""
-
-    __tablename__ = "pp_events"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    job_id: Mapped[str] = mapped_column(String(32), index=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime)
-    kind: Mapped[str] = mapped_column(String(16))
-    level: Mapped[str | None] = mapped_column(String(16))
-    message: Mapped[str] = mapped_column(Text)
-    data: Mapped[str | None] = mapped_column(Text)
-
-
-class IdempotencyRow(Base):
-    """An ``Idempotency-Key`` an owner used, and the job it created."""
-
-    __tablename__ = "pp_idempotency_keys"
-
-    owner: Mapped[str] = mapped_column(String(200), primary_key=True)
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    job_id: Mapped[str] = mapped_column(String(32), index=True)
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -242,9 +102,13 @@ class Database:
             self.engine.execution_options(pp_immediate=True), expire_on_commit=False
         )
 
-    def create_all(self) -> None:
-        """Create the tables that do not exist yet."""
-        Base.metadata.create_all(self.engine)
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (creating it in an empty database).
+
+        A database made before migrations existed is recognised and stamped at the
+        baseline first (see `prunepilot.service._migrations`).
+        """
+        upgrade(self.engine)
 
     def dispose(self) -> None:
         """Close pooled connections."""
