@@ -6,13 +6,13 @@
 from __future__ import annotations
 
 from ._api import PruneReport, profile, prune, trace
-from ._errors import PlanError, PrunepilotError, TraceError, UntrustedSourceError
 from ._graph import ChannelGraph, ChannelGroup, Member
 from ._profile import Profile
 from ._prune import prune_channels, zero_channels
 from ._resolve import ARCHITECTURE_LIBRARIES, DEFAULT_TRUST, build_source, check_kwargs
 from ._select import channel_scores, select
 from ._serialize import load, save
+from .errors import PlanError, PrunepilotError, TraceError, UntrustedSourceError
 
 __all__ = [
     "ARCHITECTURE_LIBRARIES",

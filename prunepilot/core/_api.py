@@ -21,7 +21,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from ._analysis import Analysis, analyze
 from ._capture import Capture, capture
-from ._errors import PlanError, TraceError
+from .errors import PlanError, TraceError
 from ._fastleaf import install
 from ._fastmeta import MetaMode, MetaRunner, meta_empty
 from ._graph import ChannelGraph, ChannelGroup, build_graph

@@ -12,7 +12,7 @@ import numpy as np
 
 from ._analysis import Analysis, MacTerm
 from ._atoms import FIXED, components, first_index, unique
-from ._errors import PlanError
+from .errors import PlanError
 
 __all__ = ["ChannelGraph", "ChannelGroup", "Member", "build_graph"]
 
