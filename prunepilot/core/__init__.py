@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ._api import PruneReport, profile, prune, trace
 from ._graph import ChannelGraph, ChannelGroup, Member
+from ._inputs import as_inputs, call_model
 from ._profile import Profile
 from ._prune import prune_channels, zero_channels
 from ._resolve import ARCHITECTURE_LIBRARIES, DEFAULT_TRUST, build_source, check_kwargs
@@ -26,7 +27,9 @@ __all__ = [
     "PrunepilotError",
     "TraceError",
     "UntrustedSourceError",
+    "as_inputs",
     "build_source",
+    "call_model",
     "channel_scores",
     "check_kwargs",
     "load",
