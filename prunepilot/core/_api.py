@@ -10,6 +10,7 @@ import contextlib
 import fnmatch
 import gc
 import logging
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from ._profile import Profile, count_params
 from ._prune import prune_channels
 from ._select import select
 from ._verify import Traced, verify_groups
-from .errors import TraceError
+from .errors import PlanError, TraceError
 
 __all__ = ["PruneReport", "profile", "prune", "trace"]
 
@@ -251,30 +252,45 @@ def prune(
     model: nn.Module,
     example_inputs: Any,
     *,
-    ratio: float | None = None,
+    remove: float | None = None,
     ratios: Mapping[str, float] | None = None,
     importance: str = "l2",
     round_to: int = 1,
     ignore: Iterable[nn.Module | str] = (),
     min_channels: int = 1,
+    ratio: float | None = None,
 ) -> PruneReport:
     """Trace, choose channels by importance and remove them in place.
 
     Args:
         model: the model to prune (modified in place).
         example_inputs: a tensor or a tuple of positional inputs.
-        ratio: fraction of channels to remove from every prunable group.
-        ratios: fraction per group id.
+        remove: fraction of channels to remove from every prunable group.
+        ratios: fraction to remove per group id.
         importance: ``"l1"``, ``"l2"`` or ``"random"``.
         round_to: keep layer widths multiples of this.
         ignore: modules or name patterns never to prune.
         min_channels: the fewest channels any group keeps.
+        ratio: deprecated name of ``remove`` (a ``DeprecationWarning``; removed in the next
+            release: "ratio" reads as the fraction kept elsewhere).
+
+    Raises:
+        PlanError: both ``remove`` and ``ratio`` given, or a bad fraction or importance.
     """
+    if ratio is not None:
+        if remove is not None:
+            raise PlanError("give remove= only (ratio= is its deprecated name)")
+        warnings.warn(
+            "prune(ratio=) is deprecated; use prune(remove=), the fraction of channels removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        remove = ratio
     graph = trace(model, example_inputs, ignore=ignore)
     plan = select(
         model,
         graph,
-        ratio=ratio,
+        ratio=remove,
         ratios=ratios,
         importance=importance,
         round_to=round_to,

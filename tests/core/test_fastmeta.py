@@ -268,5 +268,5 @@ def test_a_forward_registering_hooks_is_traced_and_left_as_it_was() -> None:
     graph = pp.trace(model, x)
     assert [g.channels for g in graph.prunable] == [8]
     assert not model.conv._forward_hooks and model.seen  # it ran; nothing left behind
-    pp.prune(model, x, ratio=0.5)  # in place
+    pp.prune(model, x, remove=0.5)  # in place
     assert model.conv.out_channels == 4 and model(x).shape == (1, 4, 8, 8)
