@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 from ._api import PruneReport, profile, prune, trace
-from ._errors import PlanError, PrunepilotError, TraceError, UntrustedSourceError
 from ._graph import ChannelGraph, ChannelGroup, Member
+from ._inputs import as_inputs, call_model
 from ._profile import Profile
 from ._prune import prune_channels, zero_channels
 from ._resolve import ARCHITECTURE_LIBRARIES, DEFAULT_TRUST, build_source, check_kwargs
 from ._select import channel_scores, select
 from ._serialize import load, save
+from .errors import PlanError, PrunepilotError, TraceError, UntrustedSourceError
 
 __all__ = [
     "ARCHITECTURE_LIBRARIES",
@@ -26,7 +27,9 @@ __all__ = [
     "PrunepilotError",
     "TraceError",
     "UntrustedSourceError",
+    "as_inputs",
     "build_source",
+    "call_model",
     "channel_scores",
     "check_kwargs",
     "load",

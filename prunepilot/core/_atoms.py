@@ -138,12 +138,6 @@ class Atoms:
             self._ea.append(a)  # self-edges (a == b) are harmless
             self._eb.append(b)
 
-    def unite_all(self, a: np.ndarray) -> None:
-        """Unite every atom of ``a`` into one class."""
-        flat = np.asarray(a, dtype=np.int64).ravel()
-        if flat.size > 1:
-            self.unite(np.full(flat.size - 1, flat[0]), flat[1:])
-
     def pin(self, a: np.ndarray | None, reason: str) -> None:
         """Mark atoms as never removable, remembering the first reason given."""
         if a is None:

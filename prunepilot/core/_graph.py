@@ -11,12 +11,13 @@ from typing import Any, Literal
 import numpy as np
 
 from ._analysis import Analysis, MacTerm
-from ._atoms import FIXED, components, first_index, unique
-from ._errors import PlanError
+from ._atoms import FIXED, Atoms, components, first_index, unique
+from .errors import PlanError
 
 __all__ = ["ChannelGraph", "ChannelGroup", "Member", "build_graph"]
 
 Plan = Mapping[str, Sequence[int]]
+_BIG = np.iinfo(np.int64).max  # no pinned root (`_RunFacts.pin_lo`)
 
 
 def _member(
@@ -404,27 +405,84 @@ def _param_slots(
 
 
 def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelGraph:
-    """Group atom classes into channel groups with members, constraints and cost terms."""
-    atoms = an.atoms
+    """Group atom classes into channel groups with members, constraints and cost terms.
+
+    A sequence of passes over flat arrays, each taking and returning small records: atom
+    classes, candidate dims, member dims, blocks of roots, rows, roles, group labels, runs
+    of rows per group, split constraints, per-run facts, then the groups themselves.
+    """
+    cls = _classes(an.atoms)
+    cand = _candidates(an, cls.all_roots)
+    raw = _member_dims(cls, cand)
+    blk = _blocks(cls, cand, raw)
+    rows = _rows(raw, blk)
+    roles = _roles(raw)
+    glabel = _group_labels(blk, rows, roles)
+    runs = _group_runs(raw, blk, rows, roles, glabel)
+    segs = _segments(an, cls, blk, glabel)
+    facts = _run_facts(raw, blk, roles, glabel, runs)
+    made = _make_groups(cls, raw, blk, roles, glabel, runs, segs, facts)
+    return _assemble(an, params, cls, cand, made)
+
+
+@dataclass(slots=True)
+class _Classes:
+    """Atom classes: every atom's class root, the pinned roots and per-atom rule tags."""
+
+    n: int  # number of atoms
+    all_roots: np.ndarray  # class root of every atom
+    fixed_root: int  # the class root of FIXED
+    why: np.ndarray  # per class root: index of its pin reason in ``texts``, -1: free
+    texts: list[str]
+    pinned: np.ndarray  # per class root: pinned (FIXED's too)
+    tagged: np.ndarray  # per atom: tagged by a rule (its dim is a meaningful channel)
+    inward: np.ndarray  # per atom: consumes a channel (role "in")
+    produces: np.ndarray  # per atom: an output channel of a conv/linear weight
+
+
+def _classes(atoms: Atoms) -> _Classes:
+    """Pass 1: class roots, pin state and rule tags, as flat arrays over atoms."""
     n = atoms.size
     all_roots = atoms.all_roots()
     fixed_root = int(all_roots[FIXED])
     why, texts = atoms.class_reasons()  # per class root: index of its pin reason, -1: free
     pinned_flag = why >= 0
     pinned_flag[fixed_root] = True
-    cat = np.concatenate
     flags = []
     for arrays in (atoms.tagged, atoms.inward, atoms.producers):
         f = np.zeros(n, dtype=bool)
         if arrays:  # a norm's weight, bias and statistics tag one shared array: once each
-            f[cat(list({id(a): a for a in arrays}.values()))] = True
+            f[np.concatenate(list({id(a): a for a in arrays}.values()))] = True
         flags.append(f)
     tagged, inward, produces = flags
+    return _Classes(n, all_roots, fixed_root, why, texts, pinned_flag, tagged, inward, produces)
 
-    # Every traced parameter/buffer dim with positions ("candidate"), in trace order, as
-    # parallel lists. Dims sharing one atom array (a norm's weight, bias and statistics) are
-    # read once: ``u_arrays`` holds each array once (in order of first use), ``c_u`` the
-    # array of every dim.
+
+@dataclass(slots=True)
+class _Candidates:
+    """Every traced parameter/buffer dim with positions ("candidate"), in trace order, as
+    parallel lists. Dims sharing one atom array (a norm's weight, bias and statistics) are
+    read once: distinct arrays ("u") in order of first use, ``c_u`` the array of every dim."""
+
+    node_names: list[str]  # every traced parameter/buffer, in trace order
+    c_name: list[str]  # per candidate: its tensor's name
+    c_dim: list[int]  # per candidate: its dim
+    c_u: list[int]  # per candidate: its distinct array
+    cand_u: np.ndarray  # ``c_u`` as an array
+    n_u: int  # number of distinct arrays
+    sizes_u: np.ndarray  # per distinct array: its size
+    starts_u: np.ndarray  # per distinct array: where it starts in ``every``
+    lo_u: list[int]  # ``starts_u`` as a list
+    hi_u: list[int]  # per distinct array: where it ends in ``every``
+    every: np.ndarray  # the distinct arrays' atoms, concatenated
+    r_u: np.ndarray  # class root of each of them
+    idx_a: np.ndarray  # adopted candidates (dims sharing another tensor's atoms)
+    role_a: np.ndarray  # their roles noted on adoption: (inward, produces)
+
+
+def _candidates(an: Analysis, all_roots: np.ndarray) -> _Candidates:
+    """Pass 2: the traced parameter/buffer dims with positions, and the adopted ones."""
+    cat = np.concatenate
     names = an.cap.names
     param_atoms = an.param_atoms
     node_names = [names[node] for node in param_atoms]
@@ -462,20 +520,51 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         ok = flat_size[pre] > 0
         idx_a = cand_of[pre[ok]]
         role_a = np.array(list(adopted.values()), dtype=bool).reshape(-1, 2)[ok]
+    lo_u = starts_u.tolist()
+    hi_u = (starts_u + sizes_u).tolist()
+    return _Candidates(
+        node_names, c_name, c_dim, c_u, cand_u, len(u_arrays), sizes_u, starts_u, lo_u, hi_u,
+        every, r_u, idx_a, role_a,
+    )  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Raw:
+    """The member dims ("raw"), in trace order, and their canonical dims: the first of the
+    dims reading the same atom array, which alone goes through the row passes."""
+
+    nraw: int  # number of member dims
+    raw_u: np.ndarray  # per dim: its distinct array
+    raw_name: list[str]  # per dim: its tensor's name
+    raw_dim: list[int]  # per dim: its dim
+    raw_roots: list[np.ndarray]  # per dim: class root of every position (read-only views)
+    is_in: np.ndarray  # per dim: consumes channels
+    is_prod: np.ndarray  # per dim: produces channels
+    canon_of: np.ndarray  # every dim -> its canonical
+    canon: list[int]  # the canonical dims, in order
+    canon_e: np.ndarray  # ``canon`` as an array
+
+
+def _member_dims(cls: _Classes, cand: _Candidates) -> _Raw:
+    """Pass 3: which candidates are member dims, with their roles and canonical dims."""
+    cand_u, sizes_u, starts_u = cand.cand_u, cand.sizes_u, cand.starts_u
+    every, r_u, idx_a, role_a = cand.every, cand.r_u, cand.idx_a, cand.role_a
     # Atoms per class, plus one for a class holding atoms of an adopted dim (which stand for
     # fresh atoms of their own): a parameter dim another one shares is coupled to it. (Only
     # "more than one" is read.)
-    class_size = np.bincount(all_roots, minlength=n)
+    class_size = np.bincount(cls.all_roots, minlength=cls.n)
     if idx_a.size:
-        shared = np.zeros(len(u_arrays), dtype=bool)
+        shared = np.zeros(cand.n_u, dtype=bool)
         shared[cand_u[idx_a]] = True
         class_size[r_u[np.repeat(shared, sizes_u)]] += 1
 
     # Relevant member dims ("raw"): tagged by a rule or coupled to anything; a size-1 dim
     # that no layer creates is never a channel to remove. Dims sharing another tensor's
     # atoms read as their own tagged atoms with the roles noted on adoption.
-    if u_arrays:
-        stacked = np.stack((produces[every], tagged[every], inward[every], class_size[r_u] > 1))
+    if cand.n_u:
+        stacked = np.stack(
+            (cls.produces[every], cls.tagged[every], cls.inward[every], class_size[r_u] > 1)
+        )
         per_u = np.add.reduceat(stacked, starts_u, axis=1) > 0
         any_prod, any_tag, any_in, any_coupled = per_u[:, cand_u]
     else:
@@ -488,29 +577,50 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     sel = np.flatnonzero(keep)
     sel_l = sel.tolist()
     raw_u = cand_u[sel]
-    lo_u = starts_u.tolist()
-    raw_name = [c_name[i] for i in sel_l]
-    raw_dim = [c_dim[i] for i in sel_l]
-    hi_u = (starts_u + sizes_u).tolist()
-    u_roots = [r_u[lo:hi] for lo, hi in zip(lo_u, hi_u, strict=True)]  # read-only views
+    raw_name = [cand.c_name[i] for i in sel_l]
+    raw_dim = [cand.c_dim[i] for i in sel_l]
+    u_roots = [r_u[lo:hi] for lo, hi in zip(cand.lo_u, cand.hi_u, strict=True)]  # views
     raw_roots = [u_roots[k] for k in raw_u.tolist()]
-    is_in, is_prod = any_in[sel], any_prod[sel]
 
     # Dims reading the same atoms (a conv's output channels, the norm after it and the next
     # conv's input, all sharing one atom array) have the same rows: only the first of them
     # ("canonical") goes through the row passes, with the roles of them all.
-    nraw = len(sel_l)
     _, first_at, inverse = np.unique(raw_u, return_index=True, return_inverse=True)
     canon_of = first_at[inverse].astype(np.int64)  # every dim -> its canonical
     canon = np.sort(first_at).tolist()  # in order: each is its own canonical
+    return _Raw(
+        len(sel_l), raw_u, raw_name, raw_dim, raw_roots, any_in[sel], any_prod[sel],
+        canon_of, canon, np.asarray(canon, dtype=np.int64),
+    )  # fmt: skip
 
-    # Positions as blocks of roots: most dims' roots are runs r, r+1, ... (a layer's fresh
-    # atoms), so the row passes work on "blocks": the intervals of roots between the ends
-    # of every canonical dim's runs (and wherever pinning changes). A dim holds a block
-    # whole or not at all, and every per-root property read below is the same on all of a
-    # block's roots, so block ``b`` (roots ``bounds_r[b]`` up to ``bounds_r[b + 1]``)
-    # stands for its roots until channels are listed.
-    canon_e = np.asarray(canon, dtype=np.int64)
+
+@dataclass(slots=True)
+class _Blocks:
+    """Roots cut into blocks, and every canonical dim's positions as the blocks they run
+    through ("pieces", in order)."""
+
+    bounds_r: np.ndarray  # block ``b`` holds roots ``bounds_r[b]`` up to ``bounds_r[b + 1]``
+    blen: np.ndarray  # per block: its number of roots
+    nb: int  # number of blocks
+    pinned_b: np.ndarray  # per block: pinned
+    fixed_b: int  # the block of FIXED's root
+    pos_b: np.ndarray  # per piece: its block
+    pos_e: np.ndarray  # per piece: its canonical dim
+    pieces: np.ndarray  # per canonical dim: its number of pieces
+    pos_start: np.ndarray  # per canonical dim: its first piece
+
+
+def _blocks(cls: _Classes, cand: _Candidates, raw: _Raw) -> _Blocks:
+    """Pass 4: positions as blocks of roots.
+
+    Most dims' roots are runs r, r+1, ... (a layer's fresh atoms), so the row passes work on
+    "blocks": the intervals of roots between the ends of every canonical dim's runs (and
+    wherever pinning changes). A dim holds a block whole or not at all, and every per-root
+    property read below is the same on all of a block's roots, so a block stands for its
+    roots until channels are listed.
+    """
+    r_u, starts_u, canon_e = cand.r_u, cand.starts_u, raw.canon_e
+    pinned_flag, fixed_root = cls.pinned, cls.fixed_root
     p_all = r_u.size
     brk = np.ones(p_all, dtype=bool)  # where a run of consecutive roots starts
     if p_all:
@@ -520,14 +630,13 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     run_len = np.diff(np.append(run_at, p_all))
     run_lo = np.searchsorted(run_at, starts_u)  # each array's first run
     run_n = np.diff(np.append(run_lo, run_at.size))
-    canon_u = raw_u[canon_e]
+    canon_u = raw.raw_u[canon_e]
     c_runs = _ranges(run_lo[canon_u], run_n[canon_u])
     c_root, c_len = r_u[run_at[c_runs]], run_len[c_runs]
     c_end = c_root + c_len
     flips = np.flatnonzero(pinned_flag[1:] != pinned_flag[:-1]) + 1
-    bounds_r = unique(cat((c_root, c_end, flips, [fixed_root, fixed_root + 1])))
+    bounds_r = unique(np.concatenate((c_root, c_end, flips, [fixed_root, fixed_root + 1])))
     blen = np.diff(bounds_r)
-    nb = blen.size
     pinned_b = pinned_flag[bounds_r[:-1]]
     fixed_b = int(np.searchsorted(bounds_r, fixed_root))
     # Pieces: every canonical dim's positions as the blocks they run through, in order.
@@ -535,44 +644,82 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     b_n = np.searchsorted(bounds_r, c_end) - b_lo
     pos_b = _ranges(b_lo, b_n)
     pos_e = np.repeat(np.repeat(canon_e, run_n[canon_u]), b_n)
-    pieces = np.bincount(pos_e, minlength=nraw)[canon_e]
+    pieces = np.bincount(pos_e, minlength=raw.nraw)[canon_e]
     pos_start = np.cumsum(pieces) - pieces
-    # Rows (entry, block): the distinct blocks of each member dim in order of first
-    # appearance. Most dims' roots strictly increase along the dim: each block once, in order.
+    return _Blocks(bounds_r, blen, blen.size, pinned_b, fixed_b, pos_b, pos_e, pieces, pos_start)
+
+
+@dataclass(slots=True)
+class _Rows:
+    """Rows (entry, block): the distinct blocks of each canonical dim, in order of first
+    appearance."""
+
+    row_e: np.ndarray  # per row: its canonical dim
+    row_b: np.ndarray  # per row: its block
+    distinct: np.ndarray  # per dim (canonical ones filled): its distinct positions
+
+
+def _rows(raw: _Raw, blk: _Blocks) -> _Rows:
+    """Pass 5: rows from pieces. Most dims' roots strictly increase along the dim: each
+    block once, in order (then the pieces are the rows)."""
+    pos_b, pos_e, pos_start, pieces = blk.pos_b, blk.pos_e, blk.pos_start, blk.pieces
     back = np.flatnonzero(pos_b[1:] <= pos_b[:-1]) + 1
     unordered = set(pos_e[back[pos_e[back] == pos_e[back - 1]]].tolist())
     if unordered:
         apps = []
         ends = (pos_start + pieces).tolist()
-        for i, lo, hi in zip(canon, pos_start.tolist(), ends, strict=True):
+        for i, lo, hi in zip(raw.canon, pos_start.tolist(), ends, strict=True):
             r = pos_b[lo:hi]
             if i in unordered:
                 _, first = first_index(r)
                 r = r[np.sort(first)]
             apps.append(r)
-        row_e = np.repeat(canon_e, [a.size for a in apps])
-        row_b = cat(apps)
+        row_e = np.repeat(raw.canon_e, [a.size for a in apps])
+        row_b = np.concatenate(apps)
     else:
         row_e, row_b = pos_e, pos_b
-    distinct = np.bincount(row_e, weights=blen[row_b], minlength=nraw).astype(np.int64)
-    consumer = is_in & ~is_prod
-    neither = ~consumer & ~is_prod
-    # Per canonical dim: whether any dim sharing its rows produces channels, or neither
-    # produces nor consumes them (a norm's weight), and where its rows sort within a group:
-    # by the first of its dims in (consumer, trace order), as the dims themselves sort.
+    distinct = np.bincount(row_e, weights=blk.blen[row_b], minlength=raw.nraw).astype(np.int64)
+    return _Rows(row_e, row_b, distinct)
+
+
+@dataclass(slots=True)
+class _Roles:
+    """Roles of the member dims, and of the rows each canonical dim stands for."""
+
+    consumer: np.ndarray  # per dim: consumes channels and produces none
+    produces: np.ndarray  # per canonical dim: any dim sharing its rows produces channels
+    neither: np.ndarray  # per canonical dim: one of them neither produces nor consumes
+    rank: np.ndarray  # per canonical dim: where its rows sort within a group
+
+
+def _roles(raw: _Raw) -> _Roles:
+    """Pass 6: per canonical dim, whether any dim sharing its rows produces channels, or
+    neither produces nor consumes them (a norm's weight), and where its rows sort within a
+    group: by the first of its dims in (consumer, trace order), as the dims themselves sort."""
+    nraw, canon_of = raw.nraw, raw.canon_of
+    consumer = raw.is_in & ~raw.is_prod
+    neither = ~consumer & ~raw.is_prod
     rank_key = consumer.astype(np.int64) * nraw + np.arange(nraw)
-    is_prod = np.bincount(canon_of, weights=is_prod, minlength=nraw) > 0
+    is_prod = np.bincount(canon_of, weights=raw.is_prod, minlength=nraw) > 0
     neither = np.bincount(canon_of, weights=neither, minlength=nraw) > 0
     np.minimum.at(rank_key, canon_of, rank_key.copy())
     rank = np.zeros(nraw, dtype=np.int64)
     rank[np.argsort(rank_key, kind="stable")] = np.arange(nraw)
+    return _Roles(consumer, is_prod, neither, rank)
 
-    # Classes created by the same layer (conv/linear output dim) form one group; classes
-    # no layer creates group by the per-channel tensors they share. Consumers (a conv
-    # reading a concatenation) are members of every group whose channels they read.
-    free = row_b != fixed_b
-    ue, ur = row_e[free], row_b[free]
-    prod_rows, neither_rows = is_prod[ue], neither[ue]
+
+def _group_labels(blk: _Blocks, rows: _Rows, roles: _Roles) -> np.ndarray:
+    """Pass 7: the group key of every block (its group's smallest block; -2: FIXED, shared
+    by every group).
+
+    Classes created by the same layer (conv/linear output dim) form one group; classes no
+    layer creates group by the per-channel tensors they share. Consumers (a conv reading a
+    concatenation) are members of every group whose channels they read.
+    """
+    nb = blk.nb
+    free = rows.row_b != blk.fixed_b
+    ue, ur = rows.row_e[free], rows.row_b[free]
+    prod_rows, neither_rows = roles.produces[ue], roles.neither[ue]
     produced = np.zeros(nb, dtype=bool)
     produced[ur[prod_rows]] = True
     covered = produced.copy()
@@ -588,24 +735,43 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         ea.append(ur[lead[later]])
         eb.append(ur[idx[later]])
     # A group's key: its smallest block (that of its smallest root).
-    label = components(nb, cat(ea), cat(eb))
+    label = components(nb, np.concatenate(ea), np.concatenate(eb))
     glabel = np.full(nb, -2, dtype=np.int64)  # -2: FIXED, shared by every group
     glabel[ur] = label[ur]
+    return glabel
 
-    # Rows of group blocks sorted by group, then producers ("out") before consumers, then
-    # trace order (by `rank`).
+
+@dataclass(slots=True)
+class _Runs:
+    """Rows of group blocks sorted by group ("runs", one per group), then producers ("out")
+    before consumers, then trace order."""
+
+    row_e: np.ndarray  # per row: its canonical dim
+    row_b: np.ndarray  # per row: its block
+    row_k: np.ndarray  # per row: its group key
+    has_fixed: np.ndarray  # per dim: one of its rows is FIXED's block
+    span: list[int]  # per dim: its distinct positions when all hold one group's unpinned
+    # channels (others never empty: positions of other groups or pinned ones remain), else 0
+    run_keys: list[int]  # per run: its group key
+    bounds: list[int]  # where each run starts in the rows (one more than runs)
+    order: list[int]  # the runs in order of their first member dim (ties: by key)
+
+
+def _group_runs(raw: _Raw, blk: _Blocks, rows: _Rows, roles: _Roles, glabel: np.ndarray) -> _Runs:
+    """Pass 8: rows sorted into one run per group, and the groups' order as traced."""
+    nraw, canon_of = raw.nraw, raw.canon_of
     if nraw:
-        row_k = glabel[row_b]
+        row_k = glabel[rows.row_b]
         has_fixed = np.zeros(nraw, dtype=bool)
-        has_fixed[row_e[row_k == -2]] = True
+        has_fixed[rows.row_e[row_k == -2]] = True
         has_fixed = has_fixed[canon_of]
-        distinct = distinct[canon_of]
+        distinct = rows.distinct[canon_of]
         keep = row_k >= 0
-        row_e, row_b, row_k = row_e[keep], row_b[keep], row_k[keep]
-        present = np.zeros(nb, dtype=bool)
+        row_e, row_b, row_k = rows.row_e[keep], rows.row_b[keep], row_k[keep]
+        present = np.zeros(blk.nb, dtype=bool)
         present[row_k] = True
         dense = np.cumsum(present) - 1  # group key -> 0, 1, ...
-        sort_key = dense[row_k] * nraw + rank[row_e]
+        sort_key = dense[row_k] * nraw + roles.rank[row_e]
         if sort_key.size and sort_key.max() < (1 << 16):  # radix sort
             sort_key = sort_key.astype(np.uint16)
         elif sort_key.size and sort_key.max() < (1 << 32):
@@ -614,10 +780,10 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         row_e, row_b, row_k = row_e[o], row_b[o], row_k[o]
         # A member dim whose positions all hold one group's unpinned channels (others never
         # empty: positions of other groups or pinned ones remain).
-        pos_k = np.where(pinned_b[pos_b], -3, glabel[pos_b])
-        lo_k = np.minimum.reduceat(pos_k, pos_start)
+        pos_k = np.where(blk.pinned_b[blk.pos_b], -3, glabel[blk.pos_b])
+        lo_k = np.minimum.reduceat(pos_k, blk.pos_start)
         whole = np.zeros(nraw, dtype=bool)
-        whole[canon_e] = (lo_k == np.maximum.reduceat(pos_k, pos_start)) & (lo_k >= 0)
+        whole[raw.canon_e] = (lo_k == np.maximum.reduceat(pos_k, blk.pos_start)) & (lo_k >= 0)
         whole = whole[canon_of]
         span = np.where(whole, distinct, 0).tolist()
     else:
@@ -627,73 +793,144 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     run_keys, bounds = _runs(row_k) if row_k.size else ([], [0])
     # Groups in order of their first member dim (ties: by key), as traced.
     first_entry = np.minimum.reduceat(row_e, bounds[:-1]).tolist() if run_keys else []
-    runs = sorted(range(len(run_keys)), key=lambda j: (first_entry[j], run_keys[j]))
+    order = sorted(range(len(run_keys)), key=lambda j: (first_entry[j], run_keys[j]))
+    return _Runs(row_e, row_b, row_k, has_fixed, span, run_keys, bounds, order)
 
-    # Equal-split constraints (chunk, grouped conv), by the groups whose channels they hold.
+
+@dataclass(slots=True)
+class _Segments:
+    """Equal-split constraints (chunk, grouped conv), by the groups whose channels they hold."""
+
+    roots: list[list[np.ndarray]]  # per constraint: class root of every segment position
+    of: dict[int, list[int]]  # group key -> the constraints holding its channels
+
+
+def _segments(an: Analysis, cls: _Classes, blk: _Blocks, glabel: np.ndarray) -> _Segments:
+    """Pass 9: which groups' channels every equal-split constraint holds."""
+    all_roots, bounds_r, nb = cls.all_roots, blk.bounds_r, blk.nb
     seg_roots = [[all_roots[s] for s in segs] for segs in an.segments]
     seg_of: dict[int, list[int]] = {}
     for j, segs in enumerate(seg_roots):
-        xs = cat(segs) if segs else np.zeros(0, np.int64)
+        xs = np.concatenate(segs) if segs else np.zeros(0, np.int64)
         bx = np.searchsorted(bounds_r, xs, side="right") - 1  # block of each root
         gl = np.where((bx >= 0) & (bx < nb), glabel[np.clip(bx, 0, max(nb - 1, 0))], -2)
-        for key in unique(gl[(gl >= 0) & ~pinned_flag[xs]]).tolist():
+        for key in unique(gl[(gl >= 0) & ~cls.pinned[xs]]).tolist():
             seg_of.setdefault(key, []).append(j)
+    return _Segments(seg_roots, seg_of)
 
-    consumer_l = consumer.tolist()
-    rows = _MemberRows(raw_name, raw_dim, consumer_l, raw_roots, span)
-    groups: list[ChannelGroup] = []
-    first_name: list[str] = []  # per group: its first member's tensor
-    group_roots: list[np.ndarray] = []  # per group: class root of every channel
-    lookup = np.full(n, -1, dtype=np.int64)  # class root -> channel (of the current group)
-    root_label: np.ndarray | None = None  # group key of every root, when segments need it
-    # Per run (group), vectorised over all rows: its member dims in order (`ordered_all`
-    # between `ob` bounds); whether its first member holds every block of the group (a
-    # layer's output channels: then its channels are the roots of that member's unpinned
-    # blocks in order, `chan_rows` between `cb` bounds, and its smallest pinned root is
-    # `pin_lo`); whether it touches FIXED; and the pinned positions of its first member that
-    # are its own or FIXED.
+
+@dataclass(slots=True)
+class _RunFacts:
+    """Per run (group), computed for all rows at once: see `_run_facts`."""
+
+    ordered_all: list[int]  # every run's member dims in order, flat
+    ob: list[int]  # where each run's member dims start in ``ordered_all``
+    first_holds: list[bool]  # its first member holds every block of the group
+    touches_fixed: list[bool]  # it touches FIXED
+    chan_rows: np.ndarray  # the roots of its first member's unpinned blocks, flat
+    cb: list[int]  # where each run's channels start in ``chan_rows``
+    pin_lo: list[int]  # its first member's smallest pinned root (`_BIG`: none)
+    pinned_first: list[int]  # its first member's pinned positions, its own or FIXED
+
+
+def _run_facts(
+    raw: _Raw, blk: _Blocks, roles: _Roles, glabel: np.ndarray, runs: _Runs
+) -> _RunFacts:
+    """Pass 10: per run (group), vectorised over all rows: its member dims in order;
+    whether its first member holds every block of the group (a layer's output channels:
+    then its channels are the roots of that member's unpinned blocks in order, and its
+    smallest pinned root is noted); whether it touches FIXED; and the pinned positions of
+    its first member that are its own or FIXED."""
+    row_e, row_b, row_k, bounds = runs.row_e, runs.row_b, runs.row_k, runs.bounds
+    bounds_r, blen, pinned_b = blk.bounds_r, blk.blen, blk.pinned_b
     nrows = row_b.size
+    n_runs = len(runs.run_keys)
     starts_run = np.asarray(bounds[:-1], dtype=np.int64)
     new_entry = np.ones(nrows, dtype=bool)
     new_entry[1:] = (row_e[1:] != row_e[:-1]) | (row_k[1:] != row_k[:-1])
     ehead = np.flatnonzero(new_entry)  # first row of each (run, canonical dim)
     hb = np.searchsorted(ehead, bounds).tolist()
-    ordered_all, ob = _member_order(row_e[ehead], np.diff(hb), canon_of, consumer)
+    ordered_all, ob = _member_order(row_e[ehead], np.diff(hb), raw.canon_of, roles.consumer)
     ehead_l = [*ehead.tolist(), nrows]
-    first_end = [ehead_l[hb[j] + 1] for j in range(len(run_keys))]
+    first_end = [ehead_l[hb[j] + 1] for j in range(n_runs)]
     step = np.zeros(nrows + 1, dtype=np.int64)
     np.add.at(step, starts_run, 1)
     np.add.at(step, np.asarray(first_end, dtype=np.int64), -1)
     in_first = np.cumsum(step[:-1]) > 0
-    marked = np.zeros(nb, dtype=bool)
+    marked = np.zeros(blk.nb, dtype=bool)
     marked[row_b[in_first]] = True
     row_pin = pinned_b[row_b]
     first_holds = np.logical_and.reduceat(marked[row_b], starts_run).tolist() if nrows else []
-    touches_fixed = np.logical_or.reduceat(has_fixed[row_e], starts_run).tolist() if nrows else []
+    touches_fixed = (
+        np.logical_or.reduceat(runs.has_fixed[row_e], starts_run).tolist() if nrows else []
+    )
     chan_sel = in_first & ~row_pin
     chan_len = blen[row_b[chan_sel]]
     chan_rows = _ranges(bounds_r[row_b[chan_sel]], chan_len)
     cb = [0, *np.cumsum(np.add.reduceat(np.where(chan_sel, blen[row_b], 0), starts_run)).tolist()]
-    big = np.iinfo(np.int64).max
     row_root = bounds_r[row_b]  # a block's smallest root
     pin_lo = (
-        np.minimum.reduceat(np.where(in_first & row_pin, row_root, big), starts_run).tolist()
+        np.minimum.reduceat(np.where(in_first & row_pin, row_root, _BIG), starts_run).tolist()
         if nrows
         else []
     )
     if nrows:  # the pieces of every run's first member dim
-        at_canon = np.zeros(nraw, dtype=np.int64)
-        at_canon[canon_e] = np.arange(canon_e.size)
+        pieces, pos_start = blk.pieces, blk.pos_start
+        at_canon = np.zeros(raw.nraw, dtype=np.int64)
+        at_canon[raw.canon_e] = np.arange(raw.canon_e.size)
         first_ci = at_canon[row_e[starts_run]]
-        fb = pos_b[_ranges(pos_start[first_ci], pieces[first_ci])]
-        fk = np.repeat(np.asarray(run_keys, dtype=np.int64), pieces[first_ci])
+        fb = blk.pos_b[_ranges(pos_start[first_ci], pieces[first_ci])]
+        fk = np.repeat(np.asarray(runs.run_keys, dtype=np.int64), pieces[first_ci])
         gk = glabel[fb]
         own_pinned = np.where(pinned_b[fb] & ((gk == fk) | (gk == -2)), blen[fb], 0)
         fp_starts = np.cumsum(pieces[first_ci]) - pieces[first_ci]
         pinned_first = np.add.reduceat(own_pinned, fp_starts).tolist()
     else:
         pinned_first = []
-    for run in runs:
+    return _RunFacts(
+        ordered_all, ob, first_holds, touches_fixed, chan_rows, cb, pin_lo, pinned_first
+    )
+
+
+@dataclass(slots=True)
+class _Made:
+    """The groups, in order of runs, with what ordering them and filling slots needs."""
+
+    groups: list[ChannelGroup]
+    first_name: list[str]  # per group: its first member's tensor
+    group_roots: list[np.ndarray]  # per group: class root of every channel
+
+
+def _make_groups(
+    cls: _Classes,
+    raw: _Raw,
+    blk: _Blocks,
+    roles: _Roles,
+    glabel: np.ndarray,
+    runs: _Runs,
+    segs: _Segments,
+    facts: _RunFacts,
+) -> _Made:
+    """Pass 11: one `ChannelGroup` per run: its channels, pin reason, prunability and
+    split constraints."""
+    n, fixed_root, why, texts = cls.n, cls.fixed_root, cls.why, cls.texts
+    pinned_flag = cls.pinned
+    raw_name, raw_dim = raw.raw_name, raw.raw_dim
+    bounds_r, blen, pinned_b, fixed_b = blk.bounds_r, blk.blen, blk.pinned_b, blk.fixed_b
+    row_b, bounds, run_keys, span = runs.row_b, runs.bounds, runs.run_keys, runs.span
+    seg_roots, seg_of = segs.roots, segs.of
+    ordered_all, ob, first_holds = facts.ordered_all, facts.ob, facts.first_holds
+    touches_fixed, chan_rows, cb = facts.touches_fixed, facts.chan_rows, facts.cb
+    pin_lo, pinned_first = facts.pin_lo, facts.pinned_first
+    big = _BIG
+    consumer_l = roles.consumer.tolist()
+    rows = _MemberRows(raw_name, raw_dim, consumer_l, raw.raw_roots, span)
+    groups: list[ChannelGroup] = []
+    first_name: list[str] = []  # per group: its first member's tensor
+    group_roots: list[np.ndarray] = []  # per group: class root of every channel
+    lookup = np.full(n, -1, dtype=np.int64)  # class root -> channel (of the current group)
+    root_label: np.ndarray | None = None  # group key of every root, when segments need it
+    for run in runs.order:
         key = run_keys[run]
         ordered = ordered_all[ob[run] : ob[run + 1]]
         if first_holds[run]:
@@ -756,6 +993,20 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         )
         first_name.append(raw_name[ordered[0]])
         group_roots.append(order)
+    return _Made(groups, first_name, group_roots)
+
+
+def _assemble(
+    an: Analysis,
+    params: Mapping[str, tuple[int, ...]],
+    cls: _Classes,
+    cand: _Candidates,
+    made: _Made,
+) -> ChannelGraph:
+    """Pass 12: groups in a stable order with unique ids, the channel slot of every
+    position, and the graph."""
+    groups, first_name = made.groups, made.first_name
+    node_names, all_roots = cand.node_names, cls.all_roots
     # Stable order: by the trace order of each group's first member.
     first_seen = {name: i for i, name in enumerate(dict.fromkeys(node_names))}
     perm = sorted(
@@ -772,14 +1023,15 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
     for g in groups:
         offset.append(offset[-1] + g.channels)
 
-    slot = np.full(n, offset[-1], dtype=np.int64)  # sentinel: never removed
+    slot = np.full(cls.n, offset[-1], dtype=np.int64)  # sentinel: never removed
     if groups:  # the groups' channels in their new order fill the slots in order
-        slot[cat([group_roots[i] for i in perm])] = np.arange(offset[-1])
+        slot[np.concatenate([made.group_roots[i] for i in perm])] = np.arange(offset[-1])
     # Channel slot of every parameter/buffer position (each shared atom array once).
-    slots_u = slot[r_u]
+    slots_u = slot[cand.r_u]
     cap_shapes = an.cap.shapes
-    shapes = dict(zip(node_names, [tuple(cap_shapes[n]) for n in param_atoms], strict=True))
+    shapes = dict(zip(node_names, [tuple(cap_shapes[n]) for n in an.param_atoms], strict=True))
     shapes.update({name: tuple(s) for name, s in params.items() if name not in shapes})
+    c_name, c_u = cand.c_name, cand.c_u
     return ChannelGraph(
         groups=groups,
         shapes=shapes,
@@ -788,9 +1040,9 @@ def build_graph(an: Analysis, params: Mapping[str, tuple[int, ...]]) -> ChannelG
         _gid=ids,
         _offset=offset,
         _term_src=(slot, all_roots, an.mac_terms),
-        _tensor_src=(slots_u, lo_u, hi_u, c_name, c_u, list(params)),
-        _dims=list(zip(c_name, c_dim, strict=True)),
-        _dim_slots=[slots_u, starts_u, cand_u] if c_u else [],
+        _tensor_src=(slots_u, cand.lo_u, cand.hi_u, c_name, c_u, list(params)),
+        _dims=list(zip(c_name, cand.c_dim, strict=True)),
+        _dim_slots=[slots_u, cand.starts_u, cand.cand_u] if c_u else [],
         _sizes=[(m, attr, slot[all_roots[a]]) for m, attr, a in an.sizes],
     )
 

@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ._errors import PlanError
 from ._graph import ChannelGraph
 from ._modules import sync_module_attrs
+from .errors import PlanError
 
 __all__ = ["prune_channels", "removals", "set_module_sizes", "zero_channels"]
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from torch import nn
 
-from ._errors import PrunepilotError, UntrustedSourceError
+from .errors import PrunepilotError, UntrustedSourceError
 
 __all__ = [
     "ARCHITECTURE_LIBRARIES",

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._errors import PlanError
 from ._graph import ChannelGraph, ChannelGroup
+from .errors import PlanError
 
 __all__ = ["IMPORTANCE", "channel_scores", "keep_count", "select"]
 

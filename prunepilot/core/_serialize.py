@@ -23,10 +23,10 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from ._errors import PrunepilotError
 from ._modules import sync_module_attrs, tensorless_norm
 from ._prune import _tensors
 from ._resolve import DEFAULT_TRUST, build_source, call_factory, trust_patterns
+from .errors import PrunepilotError
 
 __all__ = ["load", "save"]
 

@@ -12,9 +12,9 @@ from torch.utils._pytree import tree_flatten
 
 import prunepilot as pp
 from prunepilot import ChannelGraph, ChannelGroup
+from prunepilot.core import call_model
 
 __all__ = [
-    "as_inputs",
     "find_group",
     "group_of",
     "hooks_of",
@@ -28,15 +28,10 @@ __all__ = [
 ]
 
 
-def as_inputs(x: Any) -> tuple[Any, ...]:
-    """The positional inputs ``trace`` would use for ``x``."""
-    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
-
-
 def run(model: nn.Module, x: Any) -> Any:
     """Run ``model`` on ``x`` (tensor or tuple of positional inputs) without autograd."""
     with torch.no_grad():
-        return model(*as_inputs(x))
+        return call_model(model, x)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

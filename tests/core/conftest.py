@@ -16,5 +16,5 @@ def pruned_resnet18() -> tuple[nn.Module, torch.Tensor, pp.PruneReport]:
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
     x = torch.randn(1, 3, 64, 64)
-    report = pp.prune(model, x, ratio=0.3)
+    report = pp.prune(model, x, remove=0.3)
     return model, x, report

@@ -64,7 +64,7 @@ def test_model_failing_on_inputs() -> None:
     with pytest.raises(TraceError, match="failed"):
         pp.profile(model, torch.randn(1, 4, 8, 8))
     with pytest.raises(TraceError, match="failed"):
-        pp.prune(model, torch.randn(1, 4, 8, 8), ratio=0.5)
+        pp.prune(model, torch.randn(1, 4, 8, 8), remove=0.5)
     assert state_equal(before, snapshot(model))
 
 
@@ -87,7 +87,7 @@ def test_wrong_input_types(inputs: Any) -> None:
     with pytest.raises(TraceError):
         pp.trace(model, inputs)
     with pytest.raises(TraceError):
-        pp.prune(model, inputs, ratio=0.5)
+        pp.prune(model, inputs, remove=0.5)
     assert state_equal(before, snapshot(model))
 
 
@@ -174,7 +174,7 @@ def test_ratio_out_of_range(traced: tuple[nn.Module, ChannelGraph], ratio: float
     with pytest.raises(PlanError):
         pp.select(model, graph, ratios={"conv1.weight:0": ratio})
     with pytest.raises(PlanError):
-        pp.prune(model, X, ratio=ratio)
+        pp.prune(model, X, remove=ratio)
     assert state_equal(before, snapshot(model))
 
 
@@ -199,7 +199,7 @@ def test_unknown_importance(traced: tuple[nn.Module, ChannelGraph]) -> None:
     with pytest.raises(PlanError, match="importance"):
         pp.select(model, graph, ratio=0.5, importance="l3")
     with pytest.raises(PlanError, match="importance"):
-        pp.prune(model, X, ratio=0.5, importance="taylor")
+        pp.prune(model, X, remove=0.5, importance="taylor")
     with pytest.raises(PlanError):
         pp.select(model, graph, ratio=0.5, importance={"conv1.weight:0": [0.0] * 8})
     assert state_equal(before, snapshot(model))
@@ -260,7 +260,7 @@ def test_uninitialized_lazy_modules_are_refused_with_what_to_do() -> None:
     with pytest.raises(TraceError, match=r"lazy module.*'0'.*LazyConv2d.*run model"):
         pp.trace(model, x)
     with pytest.raises(TraceError, match="lazy module"):
-        pp.prune(model, x, ratio=0.5)
+        pp.prune(model, x, remove=0.5)
     model(x)  # materializes the lazy layer (it becomes a plain Conv2d)
     graph = pp.trace(model, x)
     assert [g.channels for g in graph.prunable] == [8]

@@ -9,10 +9,10 @@ import torch
 import torchvision
 from torch import nn
 
-from prunepilot.core._api import _meta_copy
 from prunepilot.core._capture import Capture, capture
 from prunepilot.core._fastleaf import FORWARDS
 from prunepilot.core._fastmeta import MetaMode, MetaRunner
+from prunepilot.core._metacopy import meta_copy
 from prunepilot.core._modules import all_modules
 
 M = "meta"
@@ -93,16 +93,16 @@ def test_shortcuts_record_what_dispatch_records(train: bool, modules: bool) -> N
     for name, model, inputs in _cases():
         model.train(train)
         meta = tuple(t.to(M) for t in inputs)
-        fast = capture(_meta_copy(model), meta, runner=MetaRunner(), modules=modules)
+        fast = capture(meta_copy(model), meta, runner=MetaRunner(), modules=modules)
         slow = capture(
-            _plain_forwards(_meta_copy(model)), meta, runner=MetaRunner(), modules=modules
+            _plain_forwards(meta_copy(model)), meta, runner=MetaRunner(), modules=modules
         )
         assert _record(fast) == _record(slow), name
 
 
 def test_meta_copies_get_shortcuts_and_user_models_do_not() -> None:
     model = _Leaves()
-    copy = _meta_copy(model)
+    copy = meta_copy(model)
     fast = [m for m in all_modules(copy) if type(m) in FORWARDS]
     assert fast and all("forward" in m.__dict__ for m in fast)
     assert not any("forward" in m.__dict__ for m in all_modules(model))
@@ -111,7 +111,7 @@ def test_meta_copies_get_shortcuts_and_user_models_do_not() -> None:
 def test_shortcut_failures_keep_the_kernel_message() -> None:
     """A size mismatch raises from the module's own forward, as without shortcuts."""
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).eval()
-    copy = _meta_copy(model)
+    copy = meta_copy(model)
     copy[1].running_mean = torch.empty(3, device=M)
     runner = MetaRunner()
     x = torch.empty(1, 3, 4, 4, device=M)
@@ -124,7 +124,7 @@ def test_shortcut_failures_keep_the_kernel_message() -> None:
 
 def test_shortcuts_stand_aside_outside_prunepilot_modes() -> None:
     """Without a prunepilot mode (or under check mode) the module's own forward runs."""
-    copy = _meta_copy(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU()))
+    copy = meta_copy(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU()))
     x = torch.empty(1, 3, 4, 4, device=M)
     assert copy(x).shape == (1, 4, 4, 4)
     with torch.no_grad(), MetaMode(MetaRunner(check=True)):
@@ -141,7 +141,7 @@ def test_patched_classes_keep_their_forward(monkeypatch: pytest.MonkeyPatch) -> 
         return own(self, x)
 
     monkeypatch.setattr(nn.ReLU, "forward", patched)
-    copy = _meta_copy(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU()))
+    copy = meta_copy(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU()))
     assert "forward" in copy[0].__dict__ and "forward" not in copy[1].__dict__
     with torch.no_grad(), MetaMode(MetaRunner()):
         copy(torch.empty(1, 3, 4, 4, device=M))
@@ -161,8 +161,8 @@ def test_running_mode_outputs_match_dispatch(train: bool) -> None:
         model.train(train)
         meta = tuple(t.to(M) for t in inputs)
         with torch.no_grad(), MetaMode(MetaRunner()):
-            fast = _meta_copy(model)(*meta)
-            slow = _plain_forwards(_meta_copy(model))(*meta)
+            fast = meta_copy(model)(*meta)
+            slow = _plain_forwards(meta_copy(model))(*meta)
         assert _metas(fast) == _metas(slow), name
 
 
@@ -172,7 +172,7 @@ def test_a_weight_kept_as_a_plain_attribute_is_the_one_used() -> None:
     module's own forward does."""
 
     def copy() -> nn.Module:
-        model: Any = _meta_copy(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval())
+        model: Any = meta_copy(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval())
         del model[0]._parameters["weight"]
         model[0].weight = torch.empty(4, 3, 3, 3, device=M)
         return model

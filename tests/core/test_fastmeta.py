@@ -11,9 +11,10 @@ import torchvision
 from torch import nn
 
 import prunepilot as pp
-from prunepilot.core._api import _meta_copy, _shrink
 from prunepilot.core._fastmeta import SHORTCUTS, MetaMode, MetaRunner, meta_empty
+from prunepilot.core._metacopy import meta_copy
 from prunepilot.core._prune import _tensors
+from prunepilot.core._verify import shrink
 
 aten = torch.ops.aten
 M = "meta"
@@ -48,14 +49,14 @@ def _run_checked(model: nn.Module, x: torch.Tensor) -> Any:
 @pytest.mark.parametrize("train", [False, True])
 def test_shortcuts_match_the_meta_kernels(train: bool) -> None:
     """Outputs answered by shape rules or the memo have the kernels' shape, strides and dtype."""
-    model = _meta_copy(_Mixed().train(train))
+    model = meta_copy(_Mixed().train(train))
     out = _run_checked(model, torch.empty(2, 3, 20, 20, device=M))
     assert out.shape == (2, 16, 16) and out.is_meta
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5"])
 def test_shortcuts_match_on_torchvision(name: str) -> None:
-    model = _meta_copy(torchvision.models.get_model(name, weights=None).eval())
+    model = meta_copy(torchvision.models.get_model(name, weights=None).eval())
     x = torch.empty(1, 3, 64, 64, device=M)
     _run_checked(model, x)
     _run_checked(model, x)  # the second run answers repeats from the memo
@@ -185,7 +186,7 @@ class _CustomCopy(nn.Linear):
 def test_meta_copy_matches_deepcopy() -> None:
     """The attribute-wise copy keeps types, sharing, hooks and plain attributes like deepcopy."""
     model = _Hooked()
-    c = _meta_copy(model)
+    c = meta_copy(model)
     assert type(c) is _Hooked and c.b is c.a and c.a is not model.a
     assert c.extra == model.extra and c.extra is not model.extra
     assert c.calls is not model.calls
@@ -202,7 +203,7 @@ def test_meta_copy_matches_deepcopy() -> None:
 
 def test_meta_copy_respects_custom_deepcopy() -> None:
     model = nn.Sequential(_CustomCopy(3, 3))
-    c = _meta_copy(model)
+    c = meta_copy(model)
     assert getattr(c[0], "copied", False)
 
 
@@ -218,8 +219,8 @@ def test_shape_only_prune_matches_real_prune() -> None:
     }
     real = copy.deepcopy(model)
     pp.prune_channels(real, g, plan)
-    meta = _meta_copy(model)
-    _shrink(meta, g, plan)
+    meta = meta_copy(model)
+    shrink(meta, g, plan)
     got = {n: tuple(t[2].shape) for n, t in _tensors(meta).items()}
     want = {n: tuple(t[2].shape) for n, t in _tensors(real).items()}
     assert got == want
@@ -263,9 +264,9 @@ def test_a_forward_registering_hooks_is_traced_and_left_as_it_was() -> None:
     model = _HookInForward().eval()
     x = torch.randn(1, 3, 8, 8)
     with pytest.raises(TypeError):
-        _meta_copy(model).conv.register_forward_hook(lambda m, i, o: None)
+        meta_copy(model).conv.register_forward_hook(lambda m, i, o: None)
     graph = pp.trace(model, x)
     assert [g.channels for g in graph.prunable] == [8]
     assert not model.conv._forward_hooks and model.seen  # it ran; nothing left behind
-    pp.prune(model, x, ratio=0.5)  # in place
+    pp.prune(model, x, remove=0.5)  # in place
     assert model.conv.out_channels == 4 and model(x).shape == (1, 4, 8, 8)

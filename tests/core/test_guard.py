@@ -101,13 +101,13 @@ def _groups(graph: pp.ChannelGraph) -> list[tuple[Any, ...]]:
 def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the verification forwards `trace` runs."""
     calls: list[int] = []
-    real = _api._verify
+    real = _api.verify_groups
 
     def counted(*args: Any) -> Any:
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(_api, "_verify", counted)
+    monkeypatch.setattr(_api, "verify_groups", counted)
     return calls
 
 

@@ -74,7 +74,7 @@ def test_ignore_in_prune() -> None:
     """prune(ignore=...) keeps the ignored layer's width and prunes the rest."""
     model = Net().eval()
     expected = run(model, X).shape
-    report = pp.prune(model, X, ratio=0.5, ignore=[model.conv2, "conv1"])
+    report = pp.prune(model, X, remove=0.5, ignore=[model.conv2, "conv1"])
     assert model.conv2.out_channels == 6 and model.conv1.out_channels == 8
     assert model.stem[0].out_channels == 4 and model.conv2.in_channels == 4
     assert report.macs_after < report.macs_before
@@ -98,7 +98,7 @@ def test_bad_ignore(ignore: list[Any], words: str) -> None:
     with pytest.raises(TraceError, match=words):
         pp.trace(model, X, ignore=ignore)
     with pytest.raises(TraceError):
-        pp.prune(model, X, ratio=0.5, ignore=ignore)
+        pp.prune(model, X, remove=0.5, ignore=ignore)
     assert state_equal(before, snapshot(model))
 
 

@@ -14,13 +14,13 @@ from torch.utils.flop_counter import FlopCounterMode
 import prunepilot as pp
 from prunepilot import PlanError
 
-from ._helpers import as_inputs
+from ._helpers import run
 
 
 def torch_macs(model: nn.Module, x: torch.Tensor) -> int:
     """Multiply-accumulates by torch's FlopCounterMode (FLOPs / 2)."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(*as_inputs(x))
+    with FlopCounterMode(display=False) as counter:
+        run(model, x)
     return counter.get_total_flops() // 2
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.modules import module as module_globals
 
 import prunepilot as pp
-from prunepilot.core import _api
+from prunepilot.core import _verify
 
 from ._helpers import (
     find_group,
@@ -649,13 +649,13 @@ def test_verify_finds_many_failing_groups_with_fewer_forwards(
     assert len(pp.trace(model, x, verify=False).prunable) == 30
 
     tried: list[int] = []
-    real = _api._probe_plan
+    real = _verify.probe_plan
 
     def counted(groups: Any) -> dict[str, list[int]]:
         tried.append(len(groups))
         return real(groups)
 
-    monkeypatch.setattr(_api, "_probe_plan", counted)
+    monkeypatch.setattr(_verify, "probe_plan", counted)
     graph = pp.trace(model, x)
     assert {g.id for g in graph.groups if not g.prunable} == {
         *(f"convs.{i}.weight:0" for i in range(0, 30, 2)),

@@ -701,7 +701,7 @@ def test_scaled_dot_product_attention(style: str) -> None:
     graph = pp.trace(model, x)
     for g in graph.groups:
         assert g.prunable or g.reason
-    report = pp.prune(model, x, ratio=0.5)
+    report = pp.prune(model, x, remove=0.5)
     out = run(model, x)
     assert out.shape == expected.shape and torch.isfinite(out).all()
     if style != "timm":

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import prunepilot as pp
-from prunepilot import ChannelGraph
+from prunepilot import ChannelGraph, PlanError
 
 from ._helpers import run, snapshot, state_equal
 
@@ -160,7 +160,7 @@ def test_prune_report(wide: tuple[nn.Module, ChannelGraph]) -> None:
     model = copy.deepcopy(model)
     expected_plan = pp.select(model, graph, ratio=0.5, round_to=4)
     out_shape = run(model, X).shape
-    report = pp.prune(model, X, ratio=0.5, round_to=4)
+    report = pp.prune(model, X, remove=0.5, round_to=4)
     assert report.plan == expected_plan
     assert [g.id for g in report.graph.groups] == [g.id for g in graph.groups]
     assert report.macs_after < report.macs_before == graph.macs_total
@@ -173,10 +173,21 @@ def test_prune_report(wide: tuple[nn.Module, ChannelGraph]) -> None:
     assert model.c4.out_channels == 52 and run(model, X).shape == out_shape
 
 
-def test_prune_ratio_zero_is_a_no_op() -> None:
-    """ratio=0 removes nothing."""
+def test_prune_remove_zero_is_a_no_op() -> None:
+    """remove=0 removes nothing."""
     model = Wide().eval()
     before = snapshot(model)
-    report = pp.prune(model, X, ratio=0.0)
+    report = pp.prune(model, X, remove=0.0)
     assert report.plan == {} and report.macs_after == report.macs_before
     assert state_equal(before, snapshot(model))
+
+
+def test_prune_ratio_is_the_deprecated_name_of_remove(wide: tuple[nn.Module, ChannelGraph]) -> None:
+    """prune(ratio=) still prunes as prune(remove=), with a DeprecationWarning; both: refused."""
+    model, _ = wide
+    a, b = copy.deepcopy(model), copy.deepcopy(model)
+    with pytest.warns(DeprecationWarning, match="remove="):
+        old = pp.prune(a, X, ratio=0.5)
+    assert old.plan == pp.prune(b, X, remove=0.5).plan != {}
+    with pytest.raises(PlanError, match="remove= only"):
+        pp.prune(copy.deepcopy(model), X, remove=0.5, ratio=0.5)

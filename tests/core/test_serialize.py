@@ -54,7 +54,7 @@ def test_roundtrip_factory_with_kwargs(tmp_path: Path, as_callable: bool) -> Non
     """A 'package.module:factory' source (or the function itself) with kwargs round-trips."""
     model = _factories.tiny_net(num_classes=10).eval()
     x = torch.randn(2, 3, 16, 16)
-    pp.prune(model, x, ratio=0.5)
+    pp.prune(model, x, remove=0.5)
     assert model.conv2.out_channels == 8 and model.dw.groups == 8
     source = _factories.tiny_net if as_callable else "tests.core._factories:tiny_net"
     pp.save(model, tmp_path / "tiny.safetensors", source=source, kwargs={"num_classes": 10})
