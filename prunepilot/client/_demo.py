@@ -32,10 +32,10 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from prunepilot.service.schemas import JobInfo, JobSpec, JobStatus
+from prunepilot.schemas import JobInfo, JobSpec, JobStatus
 
 from ._client import Client
-from ._errors import ClientError
+from .errors import ClientError
 
 __all__ = ["DigitsData", "digits_data", "run_demo", "start_server", "train"]
 

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from prunepilot.core import ChannelGraph, ChannelGroup
+from prunepilot.schemas import SearchSettings
 
 from ._latency_model import LatencyModel
 from ._scoring import normalize_scores
 from ._space import Config, Dimension, Space
-from ._spec import SearchSettings
 from ._strategy import Plan
 
 __all__ = ["Budgets"]

@@ -28,8 +28,9 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
+from prunepilot.schemas import LatencyTarget
+
 from ._errors import LatencyError
-from ._spec import LatencyTarget
 
 __all__ = [
     "MIN_CUDA_WARMUP",

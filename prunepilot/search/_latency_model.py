@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from prunepilot.core import ChannelGraph, PlanError
+from prunepilot.schemas import LatencyTarget
 
 from ._errors import LatencyError
 from ._latency import (
@@ -36,7 +37,6 @@ from ._latency import (
     target_dtype,
     time_calls,
 )
-from ._spec import LatencyTarget
 
 __all__ = ["LatencyModel"]
 

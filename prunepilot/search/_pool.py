@@ -14,8 +14,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from prunepilot.schemas import FinetuneSettings, LatencyTarget
+
 from ._candidate import Evaluator, Workload
-from ._spec import FinetuneSettings, LatencyTarget
 
 __all__ = ["LocalPool", "Outcome", "Pool", "Task", "run_task"]
 

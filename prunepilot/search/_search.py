@@ -29,6 +29,7 @@ import optuna
 from torch import nn
 
 from prunepilot.core import prune_channels, trace
+from prunepilot.schemas import SearchSpec
 
 from ._baselines import baseline_config, grid_params
 from ._budget import Budgets
@@ -48,7 +49,6 @@ from ._result import (
 )
 from ._scoring import score_channels
 from ._space import Config, Space
-from ._spec import SearchSpec
 from ._strategy import Allocation, Plan
 from ._study import open_storage, open_study
 

@@ -16,9 +16,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+from prunepilot.schemas import JobSpec
+
 from ._errors import SpecError
 from ._settings import Settings
-from .schemas import JobSpec
 
 __all__ = ["ClusterTotals", "check_capacity", "cluster_totals"]
 

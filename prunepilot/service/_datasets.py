@@ -27,12 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prunepilot.schemas import DatasetSpec
+
 from ._archives import IMAGE_SUFFIXES, ArchiveError, extract, open_member, scan
 from ._db import UploadRow
 from ._errors import SpecError
 from ._images import decode, image_size
 from ._settings import Settings
-from .schemas import DatasetSpec
 
 __all__ = ["DatasetInfo", "Prepared", "TensorBatches", "describe", "prepare"]
 

@@ -42,8 +42,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from prunepilot.schemas import ArtifactInfo, JobInfo, JobSpec, JobStatus, UploadInfo
+
 from ._redact import clean
-from .schemas import ArtifactInfo, JobInfo, JobSpec, JobStatus, UploadInfo
 
 __all__ = [
     "ACTIVE",

@@ -29,9 +29,10 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from prunepilot.schemas import JobSpec
+
 from ._errors import SpecError
 from ._settings import Settings
-from .schemas import JobSpec
 
 __all__ = [
     "Footprint",

@@ -36,12 +36,12 @@ from prunepilot.core import (
     UntrustedSourceError,
     build_source,
 )
+from prunepilot.schemas import ModelSpec
 
 from ._db import UploadRow
 from ._errors import Forbidden, ServiceError, SpecError
 from ._limits import Footprint, MeasureMemory
 from ._settings import Settings
-from .schemas import ModelSpec
 
 __all__ = ["BuiltModel", "build", "check", "check_fit", "check_output"]
 

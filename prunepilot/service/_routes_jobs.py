@@ -24,6 +24,8 @@ from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from prunepilot.schemas import ArtifactInfo, JobInfo, JobPage, JobSpec, JobStatus, TrialsPage
+
 from . import _trials
 from ._db import ACTIVE, IntegrityError, JobRow, UploadMissing, job_info
 from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, Service, ServiceDep
@@ -32,7 +34,6 @@ from ._openapi import errors
 from ._params import ArtifactName, Cursor, JobId, LastEventId
 from ._runner import study_name
 from ._validation import validate_job
-from .schemas import ArtifactInfo, JobInfo, JobPage, JobSpec, JobStatus, TrialsPage
 
 __all__ = ["router"]
 

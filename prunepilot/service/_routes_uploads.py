@@ -15,6 +15,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from prunepilot.schemas import UploadInfo, UploadPage
+
 from ._db import ACTIVE, UploadInUse, UploadRow, upload_info, utcnow
 from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, Service, ServiceDep
 from ._errors import Conflict, NotFound, ServiceError, TooLarge, TooMany
@@ -30,7 +32,6 @@ from ._uploads import (
     receive,
     remove_quietly,
 )
-from .schemas import UploadInfo, UploadPage
 
 __all__ = ["router"]
 

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from prunepilot.core import PrunepilotError, save
+from prunepilot.schemas import ArtifactInfo, JobSpec, JobStatus
 from prunepilot.search import SearchCancelled, SearchData, SearchProgress, SearchResult, search
 
 from . import _datasets, _limits, _models
@@ -47,7 +48,6 @@ from ._db import Database, UploadRow, stored_spec
 from ._errors import ServiceError
 from ._redact import error_text
 from ._settings import Settings
-from .schemas import ArtifactInfo, JobSpec, JobStatus
 
 __all__ = ["run_job", "study_name"]
 

@@ -37,12 +37,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from prunepilot.schemas import JobStatus
+
 from ._db import Database, utcnow
 from ._ray_link import RayLink
 from ._redact import error_text
 from ._settings import Settings
 from ._uploads import remove_quietly
-from .schemas import JobStatus
 
 __all__ = ["Scheduler"]
 

@@ -12,8 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from prunepilot.schemas import TrialInfo, TrialsPage
+
 from ._redact import clean
-from .schemas import TrialInfo, TrialsPage
 
 __all__ = ["from_report", "from_study", "pareto_numbers"]
 

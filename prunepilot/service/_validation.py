@@ -6,6 +6,7 @@ cannot run is refused with a 4xx saying what to fix instead of failing minutes l
 
 from __future__ import annotations
 
+from prunepilot.schemas import JobSpec
 from prunepilot.search import available_criteria
 
 from . import _datasets, _limits, _models
@@ -13,7 +14,6 @@ from ._capacity import check_capacity
 from ._db import Database, UploadRow
 from ._errors import SpecError
 from ._settings import Settings
-from .schemas import JobSpec
 
 __all__ = ["validate_job"]
 

@@ -30,8 +30,8 @@ from prunepilot.client import (
     ValidationFailed,
     load_spec,
 )
-from prunepilot.client._errors import ApiError, error_for_status
-from prunepilot.service.schemas import JobInfo, JobSpec, JobStatus
+from prunepilot.client.errors import ApiError, error_for_status
+from prunepilot.schemas import JobInfo, JobSpec, JobStatus
 
 SPEC = {
     "name": "unit",

@@ -28,7 +28,7 @@ from prunepilot.client import (
     ValidationFailed,
 )
 from prunepilot.client._cli import main
-from prunepilot.service.schemas import JobStatus
+from prunepilot.schemas import JobStatus
 
 from .conftest import MAX_UPLOAD, OTHER, TOKEN, LiveServer, tiny_spec
 

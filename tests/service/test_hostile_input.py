@@ -25,9 +25,9 @@ import uvicorn
 from fastapi import FastAPI, Request
 from sqlalchemy import update
 
+from prunepilot.schemas import JobSpec
 from prunepilot.service._app import _LastResort
 from prunepilot.service._db import Database, JobRow
-from prunepilot.service.schemas import JobSpec
 
 from ._process import ServerProcess
 from ._server import BOB, tiny_spec
