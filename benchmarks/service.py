@@ -55,7 +55,7 @@ def job_spec(name: str) -> dict[str, Any]:
     return {
         "name": name,
         "model": {
-            "source": "prunepilot.service.zoo:digits_cnn",
+            "source": "prunepilot.demo.models:digits_cnn",
             "kwargs": {"width": 16},
             "input_shape": [1, 8, 8],
         },

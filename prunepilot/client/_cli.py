@@ -9,11 +9,12 @@ print one line on stderr and exit with status 1; no tracebacks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -139,6 +140,20 @@ def _print_trials(page: TrialsPage, pareto_only: bool) -> None:
 # -- commands ------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _needs_server(command: str) -> Iterator[None]:
+    """Turn a missing server dependency into one line saying which extra to install."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        if (e.name or "").startswith("prunepilot"):
+            raise  # a broken install, not a missing extra
+        raise ClientError(
+            f"prunepilot {command} needs the server's dependencies ({e.name} is missing): "
+            "pip install 'prunepilot[server]'"
+        ) from None
+
+
 _SERVE_HELP = "run the service (API + job scheduler on a local or remote Ray)"
 _SERVE_DESCRIPTION = (
     "Run the service. Flags override PRUNEPILOT_* environment variables "
@@ -152,7 +167,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     The server's flags are parsed here, not by `build_parser`: only ``serve`` imports the
     service (and with it torch, FastAPI and SQLAlchemy), so the client stays light.
     """
-    from prunepilot.service import add_server_arguments, serve, settings_from_args
+    with _needs_server("serve"):
+        from prunepilot.service import add_server_arguments, serve, settings_from_args
 
     parser = argparse.ArgumentParser(prog="prunepilot serve", description=_SERVE_DESCRIPTION)
     add_server_arguments(parser, token_dest="serve_tokens")
@@ -317,7 +333,8 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    with _needs_server("demo"):
+        from prunepilot.demo import run_demo
 
     return run_demo(
         data_dir=args.data_dir,

@@ -32,14 +32,15 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from prunepilot.client import Client, ClientError
 from prunepilot.schemas import JobInfo, JobSpec, JobStatus
 
-from ._client import Client
-from .errors import ClientError
+from ._timing import latency_ms
+from .models import digits_cnn
 
 __all__ = ["DigitsData", "digits_data", "run_demo", "start_server", "train"]
 
-FACTORY = "prunepilot.service.zoo:digits_cnn"
+FACTORY = "prunepilot.demo.models:digits_cnn"
 INPUT_SHAPE = (1, 8, 8)
 LATENCY_BATCH = 64
 LATENCY_THREADS = 1
@@ -191,8 +192,6 @@ def wait_ready(
 
 def _latency_ms(models: list[nn.Module], batch: torch.Tensor) -> list[float]:
     """Median CPU latency of each model on ``batch`` (interleaved, one thread)."""
-    from prunepilot.demo import latency_ms
-
     threads = torch.get_num_threads()
     torch.set_num_threads(LATENCY_THREADS)
     try:
@@ -318,7 +317,6 @@ def run_demo(
         server_timeout: seconds to wait for the server to become ready.
     """
     import prunepilot
-    from prunepilot.service.zoo import digits_cnn
 
     console = Console(highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:

@@ -116,7 +116,7 @@ class Settings(BaseModel):
     data_root: Path | None = None
     auth: bool = True
     tokens: dict[str, str] = Field(default_factory=dict)
-    model_allowlist: tuple[str, ...] = ("prunepilot.service.zoo:*",)
+    model_allowlist: tuple[str, ...] = ("prunepilot.demo.models:*",)
     allow_untrusted_models: bool = False
     max_upload_bytes: int = Field(default=1 << 30, ge=1)
     max_jobs_per_token: int = Field(default=10, ge=1)

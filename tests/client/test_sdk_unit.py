@@ -35,7 +35,7 @@ from prunepilot.schemas import JobInfo, JobSpec, JobStatus
 
 SPEC = {
     "name": "unit",
-    "model": {"source": "prunepilot.service.zoo:digits_cnn", "input_shape": [1, 8, 8]},
+    "model": {"source": "prunepilot.demo.models:digits_cnn", "input_shape": [1, 8, 8]},
     "dataset": {"source": "builtin:digits"},
     "constraints": {"flops": "50%"},
     "search": {"trials": 4},

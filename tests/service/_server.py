@@ -91,7 +91,7 @@ def tiny_spec(**sections: dict[str, Any]) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "name": "tiny",
         "model": {
-            "source": "prunepilot.service.zoo:digits_cnn",
+            "source": "prunepilot.demo.models:digits_cnn",
             "kwargs": {"width": 8},
             "input_shape": [1, 8, 8],
         },

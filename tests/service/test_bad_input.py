@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from prunepilot.service.zoo import digits_cnn
+from prunepilot.demo.models import digits_cnn
 
 from ._server import Server, tiny_spec, wait_for
 
