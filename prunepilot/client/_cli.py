@@ -93,7 +93,8 @@ def _print_job(info: JobInfo) -> None:
         table.add_row("model", escape(info.spec.model.source))
         table.add_row("dataset", escape(info.spec.dataset.source))
         c = info.spec.constraints
-        budgets = [f"{k} <= {v}" for k, v in (("MACs", c.flops), ("params", c.params)) if v]
+        pairs = (("MACs", c.macs), ("FLOPs", c.flops), ("params", c.params))
+        budgets = [f"{k} <= {v}" for k, v in pairs if v]
         if c.latency_ms is not None:
             target = c.target
             budgets.append(f"latency <= {c.latency_ms} ms on {target.device} b{target.batch_size}")

@@ -208,7 +208,7 @@ def job_spec(weights_id: str, trials: int) -> dict[str, Any]:
         # seed and val_fraction as in digits_data(): the same held-out split
         "dataset": {"source": "builtin:digits", "batch_size": 64, "val_fraction": 0.2, "seed": 0},
         "constraints": {
-            "flops": "50%",
+            "macs": "50%",
             "latency_ms": "70%",
             "target": {
                 "device": "cpu",
@@ -217,7 +217,7 @@ def job_spec(weights_id: str, trials: int) -> dict[str, Any]:
                 "repeats": 25,
             },
         },
-        "space": {"min_ratio": 0.125, "step": 0.125},
+        "space": {"min_keep": 0.125, "step": 0.125},
         "search": {
             "trials": trials,
             "uniform_seeds": 3,
@@ -288,7 +288,7 @@ def _report(
     macs_ok = after["macs"] <= 0.5 * before["macs"]
     lat_ok = served is not None and served[1] <= 0.7 * served[0]
     console.print(
-        f"budgets: MACs <= {c.flops} of the original: {'met' if macs_ok else 'NOT met'}; "
+        f"budgets: MACs <= {c.macs} of the original: {'met' if macs_ok else 'NOT met'}; "
         f"latency <= {c.latency_ms} on {c.target.device} at batch {batch} with "
         f"{c.target.threads} thread(s), as the job measured it: "
         f"{'met' if lat_ok else 'NOT met'}. The two latency rows are separate measurements "

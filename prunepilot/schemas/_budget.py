@@ -23,6 +23,8 @@ from ._common import DeviceName, _Frozen, _short
 
 __all__ = ["Budget", "BudgetField", "Constraints", "LatencyTarget"]
 
+_BUDGETS = ("macs", "flops", "params", "latency_ms")
+_FLOPS_PER_MAC = 2  # a multiply-add is two floating-point operations
 _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
 
 
@@ -163,8 +165,13 @@ class LatencyTarget(_Frozen):
 class Constraints(_Frozen):
     """Budgets that must all hold; at least one is required.
 
+    Compute may be bounded in MACs, in FLOPs, or both (the tighter one holds); the search
+    counts MACs, at 2 FLOPs per multiply-add (torch's ``flop_counter`` convention).
+
     Attributes:
-        flops: MACs bound (absolute or ``"25%"`` of the original).
+        macs: multiply-accumulate bound (absolute or ``"25%"`` of the original).
+        flops: floating-point operation bound, 2 per multiply-add: an absolute ``flops``
+            is ``flops / 2`` MACs; a percentage is the same fraction of either.
         params: parameter-count bound.
         latency_ms: latency bound in milliseconds, or a percentage of the original
             model's latency measured on ``target``.
@@ -176,11 +183,12 @@ class Constraints(_Frozen):
         json_schema_extra={
             "anyOf": [
                 {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
-                for name in ("flops", "params", "latency_ms")
+                for name in _BUDGETS
             ]
         }
     )
 
+    macs: BudgetField = None
     flops: BudgetField = None
     params: BudgetField = None
     latency_ms: BudgetField = None
@@ -188,6 +196,18 @@ class Constraints(_Frozen):
 
     @model_validator(mode="after")
     def _any(self) -> Constraints:
-        if self.flops is None and self.params is None and self.latency_ms is None:
-            raise ValueError("give at least one constraint: flops, params or latency_ms")
+        if all(getattr(self, name) is None for name in _BUDGETS):
+            raise ValueError("give at least one constraint: macs, flops, params or latency_ms")
         return self
+
+    def mac_budgets(self) -> list[Budget]:
+        """The compute bounds in MACs: ``macs`` as given, then ``flops`` halved.
+
+        A relative budget is the same fraction of the original's MACs or FLOPs, so a
+        percentage passes unchanged; an absolute FLOPs bound allows half as many MACs.
+        """
+        out = [] if self.macs is None else [self.macs]
+        if self.flops is not None:
+            flops = self.flops
+            out.append(flops if flops.relative else Budget(value=flops.value / _FLOPS_PER_MAC))
+        return out

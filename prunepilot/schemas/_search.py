@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import AliasChoices, Field, StringConstraints, model_validator
 
 from ._budget import Constraints
 from ._common import MAX_BATCHES, MAX_SEED, MAX_STEPS, MAX_TRIALS, DeviceName, _Frozen
@@ -19,18 +19,31 @@ class SearchSpace(_Frozen):
     """Per-group keep ratios the search chooses from.
 
     Attributes:
-        min_ratio: the smallest fraction of a group's channels kept.
-        max_ratio: the largest fraction kept (1.0: the group may stay whole); not below
-            ``min_ratio``.
-        step: keep ratios are ``min_ratio + k * step`` up to ``max_ratio``.
+        min_keep: the smallest fraction of a group's channels kept (``min_ratio``, its old
+            name, is accepted until the next release).
+        max_keep: the largest fraction kept (1.0: the group may stay whole); not below
+            ``min_keep`` (``max_ratio``, its old name, is accepted until the next release).
+        step: kept fractions are ``min_keep + k * step`` up to ``max_keep``.
         round_to: kept channel counts are multiples of this (e.g. 8 for tensor cores).
         ignore: module, parameter or group-id patterns (``fnmatch``) never pruned.
         tie: one shared ratio for groups of identical structure (same width and the same
             kinds and shapes of producing layers): fewer dimensions, faster search.
     """
 
-    min_ratio: float = Field(default=0.1, gt=0, le=1)
-    max_ratio: float = Field(default=1.0, gt=0, le=1)
+    min_keep: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        validation_alias=AliasChoices("min_keep", "min_ratio"),
+        description="smallest fraction of a group's channels kept ('min_ratio': deprecated)",
+    )
+    max_keep: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        validation_alias=AliasChoices("max_keep", "max_ratio"),
+        description="largest fraction of a group's channels kept ('max_ratio': deprecated)",
+    )
     step: float = Field(default=0.05, ge=0.001, le=1)  # at most 1000 ratios on the grid
     round_to: int = Field(default=1, ge=1, le=4096)
     ignore: tuple[Annotated[str, StringConstraints(min_length=1, max_length=_MAX_PATTERN)], ...] = (
@@ -40,19 +53,19 @@ class SearchSpace(_Frozen):
 
     @model_validator(mode="after")
     def _order(self) -> SearchSpace:
-        if self.min_ratio > self.max_ratio:
+        if self.min_keep > self.max_keep:
             raise ValueError(
-                f"min_ratio ({self.min_ratio}) must not exceed max_ratio ({self.max_ratio})"
+                f"min_keep ({self.min_keep}) must not exceed max_keep ({self.max_keep})"
             )
         return self
 
     def choices(self) -> tuple[float, ...]:
-        """The keep ratios on the grid, ascending (``max_ratio`` only when on the grid)."""
+        """The kept fractions on the grid, ascending (``max_keep`` only when on the grid)."""
         out: list[float] = []
         k = 0
         while True:
-            r = round(self.min_ratio + k * self.step, 6)
-            if r > self.max_ratio + 1e-9:
+            r = round(self.min_keep + k * self.step, 6)
+            if r > self.max_keep + 1e-9:
                 break
             out.append(r)
             k += 1

@@ -254,8 +254,9 @@ class _Driver:
         self.baseline_macs = self.graph.macs()
         self.baseline_params = self.graph.params()
         c = self.spec.constraints
-        if c.flops is not None:
-            self.limits["flops"] = c.flops.limit(self.baseline_macs)
+        mac_limits = [b.limit(self.baseline_macs) for b in c.mac_budgets()]
+        if mac_limits:  # the MACs bound (macs, or flops at 2 per MAC): the tighter holds
+            self.limits["flops"] = min(mac_limits)
         if c.params is not None:
             self.limits["params"] = c.params.limit(self.baseline_params)
         smallest = self.space.smallest()
@@ -267,7 +268,7 @@ class _Driver:
                     f"the {key} budget {self.limits[key]:.4g} cannot be met: the smallest "
                     f"reachable model has {small[key]:.4g} {key} ({small[key] / base:.1%} of "
                     f"the original) with every group at keep ratio {self.space.low}; raise the "
-                    "budget or lower space.min_ratio"
+                    "budget or lower space.min_keep"
                 )
         self.report("measuring", "starting workers")
         self.pool.start(self.work)
@@ -284,7 +285,7 @@ class _Driver:
                     f"{self.target.device}: the smallest reachable model takes "
                     f"{small_lat.median_ms:.3g} ms (the original {orig:.3g} ms) with every "
                     f"group at keep ratio {self.space.low}; raise the budget "
-                    "or lower space.min_ratio"
+                    "or lower space.min_keep"
                 )
             if self.settings.latency_model:
                 self.report("measuring", "building the per-layer latency table")
@@ -672,7 +673,7 @@ class _Driver:
         if not searched and not baselines:
             raise InfeasibleError(
                 "no evaluated candidate meets every budget when measured; raise the "
-                "budgets, allow more trials, or lower space.min_ratio"
+                "budgets, allow more trials, or lower space.min_keep"
             )
         return searched, baselines
 

@@ -35,7 +35,7 @@ def _spec(**constraints: object) -> SearchSpec:
     return SearchSpec.model_validate(
         {
             "constraints": constraints,
-            "space": {"min_ratio": 0.25, "step": 0.125},
+            "space": {"min_keep": 0.25, "step": 0.125},
             "search": {"trials": 8, "uniform_seeds": 3, "bn_batches": 2, "top_k": 2},
             "finetune": {"steps": 4, "lr": 0.01},
         }
@@ -110,9 +110,9 @@ def test_latency_budget_is_met_on_cpu(wide_model: nn.Module) -> None:
     assert measured and all(f.predicted_ms is not None for f in measured)
 
 
-def test_infeasible_flops_budget_fails_early(model: nn.Module) -> None:
+def test_infeasible_macs_budget_fails_early(model: nn.Module) -> None:
     with pytest.raises(InfeasibleError, match="smallest reachable model has"):
-        search(model, X, search_data(), _spec(flops=1000))
+        search(model, X, search_data(), _spec(macs=1000))
 
 
 def test_infeasible_latency_budget_fails_early(model: nn.Module) -> None:
@@ -169,7 +169,7 @@ def test_nsga2_returns_a_pareto_front(model: nn.Module) -> None:
     spec = SearchSpec.model_validate(
         {
             "constraints": {"flops": "60%"},
-            "space": {"min_ratio": 0.25, "step": 0.25, "tie": True},
+            "space": {"min_keep": 0.25, "step": 0.25, "tie": True},
             "search": {"sampler": "nsga2", "trials": 6, "uniform_seeds": 2, "bn_batches": 1},
             "finetune": {"steps": 0},
         }

@@ -97,7 +97,7 @@ def tiny_spec(**sections: dict[str, Any]) -> dict[str, Any]:
         },
         "dataset": {"source": "builtin:digits", "limit": 400, "batch_size": 32},
         "constraints": {"flops": "60%"},
-        "space": {"min_ratio": 0.25, "step": 0.125},
+        "space": {"min_keep": 0.25, "step": 0.125},
         "search": {
             "trials": 4,
             "uniform_seeds": 2,

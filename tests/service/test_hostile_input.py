@@ -81,7 +81,7 @@ def _with(raw_value: str, path: tuple[str, ...], spec: dict[str, Any] | None = N
         ("1" + "0" * 400, ("constraints", "flops"), "finite positive number"),
         ("Infinity", ("search", "latency_margin"), "finite number"),
         ("NaN", ("finetune", "lr"), "finite number"),
-        ("-Infinity", ("space", "min_ratio"), "finite number"),
+        ("-Infinity", ("space", "min_keep"), "finite number"),
         ("[Infinity]", ("dataset", "std"), "finite number"),
         ('{"width": 8, "scale": NaN}', ("model", "kwargs"), "scale must be a finite number"),
     ],

@@ -39,7 +39,7 @@ def _spec(trials: int) -> SearchSpec:
     return SearchSpec.model_validate(
         {
             "constraints": {"flops": "50%"},
-            "space": {"min_ratio": 0.25, "step": 0.125},
+            "space": {"min_keep": 0.25, "step": 0.125},
             "search": {"trials": trials, "uniform_seeds": 2, "bn_batches": 2, "top_k": 2},
             "finetune": {"steps": 3},
         }
@@ -100,7 +100,7 @@ def test_cancel_stops_running_trials_promptly(local_ray: None, model: nn.Module)
     spec = SearchSpec.model_validate(
         {
             "constraints": {"flops": "50%"},
-            "space": {"min_ratio": 0.25, "step": 0.125},
+            "space": {"min_keep": 0.25, "step": 0.125},
             # slow candidates: each scores after 20000 training steps (a minute or more)
             "search": {"trials": 6, "uniform_seeds": 2, "bn_batches": 1, "score_steps": 20000},
             "finetune": {"steps": 0},
