@@ -55,13 +55,13 @@ def job_spec(name: str) -> dict[str, Any]:
     return {
         "name": name,
         "model": {
-            "source": "prunepilot.service.zoo:digits_cnn",
+            "source": "prunepilot.demo.models:digits_cnn",
             "kwargs": {"width": 16},
             "input_shape": [1, 8, 8],
         },
         "dataset": {"source": "builtin:digits", "batch_size": 64},
         "constraints": {"flops": "50%"},
-        "space": {"min_ratio": 0.25, "step": 0.125},
+        "space": {"min_keep": 0.25, "step": 0.125},
         "search": {"trials": 2000, "uniform_seeds": 2, "bn_batches": 2, "score_batches": 2},
         "finetune": {"steps": 20},
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent project setup: creates .venv (Python 3.11) and installs prunepilot[dev,bench]
+# Idempotent project setup: creates .venv (Python 3.11) and installs prunepilot[server,dev,bench]
 # in editable mode. The install is skipped while .venv/.prunepilot-stamp holds the sha256
 # of pyproject.toml, so repeated runs are fast.
 set -euo pipefail
@@ -38,7 +38,7 @@ fi
 
 echo "setup: upgrading pip"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-echo "setup: installing prunepilot[dev,bench] (editable)"
-"$VENV/bin/python" -m pip install --quiet -e '.[dev,bench]'
+echo "setup: installing prunepilot[server,dev,bench] (editable)"
+"$VENV/bin/python" -m pip install --quiet -e '.[server,dev,bench]'
 echo "$HASH" > "$STAMP"
 echo "setup: done"

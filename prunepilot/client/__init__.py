@@ -1,7 +1,7 @@
 """Python client and command line for the prunepilot service.
 
 ``Client(url, token)`` speaks the service's HTTP API and returns the same pydantic models
-the server sends (`prunepilot.service.schemas`); ``Client.submit`` returns a `Job` to poll,
+the server sends (`prunepilot.schemas`); ``Client.submit`` returns a `Job` to poll,
 wait on with a progress bar, and download artifacts from. The ``prunepilot`` command
 (`prunepilot.client._cli`) wraps it.
 """
@@ -9,7 +9,8 @@ wait on with a progress bar, and download artifacts from. The ``prunepilot`` com
 from __future__ import annotations
 
 from ._client import DEFAULT_URL, Client, Event, Job
-from ._errors import (
+from ._spec import load_spec
+from .errors import (
     ApiError,
     BadRequest,
     ChecksumMismatch,
@@ -26,7 +27,6 @@ from ._errors import (
     Unauthorized,
     ValidationFailed,
 )
-from ._spec import load_spec
 
 __all__ = [
     "DEFAULT_URL",

@@ -9,21 +9,22 @@ print one line on stderr and exit with status 1; no tracebacks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from prunepilot.service.schemas import JobInfo, JobStatus, TrialsPage, UploadInfo
+from prunepilot.schemas import JobInfo, JobStatus, TrialsPage, UploadInfo
 
 from ._client import DEFAULT_URL, Client
-from ._errors import ApiError, ClientError
+from .errors import ApiError, ClientError
 
 __all__ = ["build_parser", "main"]
 
@@ -92,7 +93,8 @@ def _print_job(info: JobInfo) -> None:
         table.add_row("model", escape(info.spec.model.source))
         table.add_row("dataset", escape(info.spec.dataset.source))
         c = info.spec.constraints
-        budgets = [f"{k} <= {v}" for k, v in (("MACs", c.flops), ("params", c.params)) if v]
+        pairs = (("MACs", c.macs), ("FLOPs", c.flops), ("params", c.params))
+        budgets = [f"{k} <= {v}" for k, v in pairs if v]
         if c.latency_ms is not None:
             target = c.target
             budgets.append(f"latency <= {c.latency_ms} ms on {target.device} b{target.batch_size}")
@@ -139,14 +141,44 @@ def _print_trials(page: TrialsPage, pareto_only: bool) -> None:
 # -- commands ------------------------------------------------------------------------------
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from prunepilot.service import serve, settings_from_args
-
+@contextlib.contextmanager
+def _needs_server(command: str) -> Iterator[None]:
+    """Turn a missing server dependency into one line saying which extra to install."""
     try:
-        settings = settings_from_args(args, token_dest="serve_tokens")
+        yield
+    except ModuleNotFoundError as e:
+        if (e.name or "").startswith("prunepilot"):
+            raise  # a broken install, not a missing extra
+        raise ClientError(
+            f"prunepilot {command} needs the server's dependencies ({e.name} is missing): "
+            "pip install 'prunepilot[server]'"
+        ) from None
+
+
+_SERVE_HELP = "run the service (API + job scheduler on a local or remote Ray)"
+_SERVE_DESCRIPTION = (
+    "Run the service. Flags override PRUNEPILOT_* environment variables "
+    "(every prunepilot.service.Settings field, e.g. PRUNEPILOT_DATA_DIR)."
+)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """Parse the server's own flags and run it.
+
+    The server's flags are parsed here, not by `build_parser`: only ``serve`` imports the
+    service (and with it torch, FastAPI and SQLAlchemy), so the client stays light.
+    """
+    with _needs_server("serve"):
+        from prunepilot.service import add_server_arguments, serve, settings_from_args
+
+    parser = argparse.ArgumentParser(prog="prunepilot serve", description=_SERVE_DESCRIPTION)
+    add_server_arguments(parser, token_dest="serve_tokens")
+    server_args = parser.parse_args(args.server_args)
+    try:
+        settings = settings_from_args(server_args, token_dest="serve_tokens")
     except ValueError as e:  # pydantic's ValidationError is a ValueError
         raise ClientError(str(e)) from None  # names the setting, never its value
-    serve(settings, args.host, args.port, log_level=args.log_level)
+    serve(settings, server_args.host, server_args.port, log_level=server_args.log_level)
     return 0
 
 
@@ -302,7 +334,8 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    with _needs_server("demo"):
+        from prunepilot.demo import run_demo
 
     return run_demo(
         data_dir=args.data_dir,
@@ -342,17 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    # `serve` does not take the client options: its --token configures the server.
-    p = sub.add_parser(
-        "serve",
-        help="run the service (API + job scheduler on a local or remote Ray)",
-        description="Run the service. Flags override PRUNEPILOT_* environment variables "
-        "(every prunepilot.service.Settings field, e.g. PRUNEPILOT_DATA_DIR).",
-    )
-    p.set_defaults(func=_cmd_serve, verbose=0)
-    from prunepilot.service import add_server_arguments
-
-    add_server_arguments(p, token_dest="serve_tokens")
+    # `serve` does not take the client options: its --token configures the server. Its
+    # flags (and its --help) are the server's: `main` hands them to `_cmd_serve`.
+    p = sub.add_parser("serve", help=_SERVE_HELP, description=_SERVE_DESCRIPTION, add_help=False)
+    p.set_defaults(func=_cmd_serve, verbose=0, server_args=[])
 
     p = add("submit", _cmd_submit, "submit a job spec (YAML or JSON)")
     p.add_argument("spec", help="spec file; 'file:PATH' values are uploaded first")
@@ -421,7 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``prunepilot`` command; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.func is _cmd_serve:
+        args.server_args = rest  # the server's flags, parsed by `_cmd_serve`
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     for name, default in (("timeout", 30.0), ("retries", 5), ("verbose", 0)):
         if not hasattr(args, name):
             setattr(args, name, default)

@@ -1,6 +1,6 @@
 """`Client` and `Job`: the prunepilot service's HTTP API as Python objects.
 
-The client speaks the API in `prunepilot.service.schemas` and returns the same pydantic
+The client speaks the API in `prunepilot.schemas` and returns the same pydantic
 models the server sends. Requests that are safe to repeat (reads, cancel, delete, and job
 submission, which always carries an idempotency key) are retried with exponential backoff
 on connection errors and 5xx answers; 4xx answers raise at once as the `ApiError`
@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from prunepilot.service.schemas import (
+from prunepilot.schemas import (
     ArtifactInfo,
     JobInfo,
     JobPage,
@@ -37,7 +37,9 @@ from prunepilot.service.schemas import (
     UploadPage,
 )
 
-from ._errors import (
+from ._progress import JobProgress
+from ._spec import local_files, read_spec, validate, with_uploads
+from .errors import (
     ApiError,
     ChecksumMismatch,
     ClientError,
@@ -45,8 +47,6 @@ from ._errors import (
     ServerUnavailable,
     error_for_status,
 )
-from ._progress import JobProgress
-from ._spec import local_files, read_spec, validate, with_uploads
 
 __all__ = ["DEFAULT_URL", "Client", "Event", "Job"]
 

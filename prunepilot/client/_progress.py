@@ -16,7 +16,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from prunepilot.service.schemas import JobInfo
+from prunepilot.schemas import JobInfo
 
 __all__ = ["JobProgress", "describe"]
 

@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from prunepilot.service.schemas import JobSpec
+from prunepilot.schemas import JobSpec
 
-from ._errors import SpecError
+from .errors import SpecError
 
 __all__ = [
     "FILE_PREFIX",

@@ -52,7 +52,7 @@ __all__ = [
 ARCHITECTURE_LIBRARIES: tuple[str, ...] = ("torchvision:*", "timm:*")
 """Registry architectures, built with random weights: trusted everywhere."""
 
-DEFAULT_TRUST: tuple[str, ...] = (*ARCHITECTURE_LIBRARIES, "prunepilot.service.zoo:*")
+DEFAULT_TRUST: tuple[str, ...] = (*ARCHITECTURE_LIBRARIES, "prunepilot.demo.models:*")
 """What `prunepilot.load` trusts without being told (a pattern: core imports no service)."""
 
 _LIBRARIES = ("torchvision", "timm")

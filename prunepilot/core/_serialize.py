@@ -5,7 +5,7 @@ original architecture (``torchvision:resnet50``, ``timm:convnext_tiny`` or an im
 ``package.module:factory``) and every tensor's pruned shape.
 
 Loading a file from someone else is safe: the reference and kwargs it names go through the
-trust policy of `_resolve` (torchvision, timm and ``prunepilot.service.zoo`` by default;
+trust policy of `_resolve` (torchvision, timm and ``prunepilot.demo.models`` by default;
 anything else only if the caller passes ``allow=`` or ``factory=``), and no tensor may be
 larger than the file holds.
 """
@@ -140,7 +140,7 @@ def load(
         path: the checkpoint.
         map_location: device of the returned model.
         allow: ``fnmatch`` patterns of factories to trust beyond `DEFAULT_TRUST`
-            (torchvision, timm, ``prunepilot.service.zoo``), e.g. ``["mypkg.models:*"]``.
+            (torchvision, timm, ``prunepilot.demo.models``), e.g. ``["mypkg.models:*"]``.
         factory: build with this function or class instead of the reference in the file
             (the file's kwargs still apply).
 

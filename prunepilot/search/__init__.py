@@ -16,6 +16,16 @@ Built on `prunepilot.core`'s public API only:
 
 from __future__ import annotations
 
+from prunepilot.schemas import (
+    Budget,
+    Constraints,
+    FinetuneSettings,
+    LatencyTarget,
+    SearchSettings,
+    SearchSpace,
+    SearchSpec,
+)
+
 from ._bn import recalibrate_bn
 from ._calibration import Calibration, calibrate
 from ._candidate import (
@@ -64,15 +74,6 @@ from ._result import (
 from ._schedule import SCHEDULES, StepRecord, iterative_prune, sparsity_schedule
 from ._scoring import AGGREGATES, NORMALIZERS, Scores, normalize_scores, score_channels
 from ._space import Config, Dimension, Space
-from ._spec import (
-    Budget,
-    Constraints,
-    FinetuneSettings,
-    LatencyTarget,
-    SearchSettings,
-    SearchSpace,
-    SearchSpec,
-)
 from ._strategy import (
     Plan,
     Strategy,

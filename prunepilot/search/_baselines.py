@@ -29,7 +29,7 @@ def baseline_config(
     ``latency_scale`` multiplies predicted latency (a plan measured slower than predicted
     is re-sized with the ratio).
 
-    Groups keep at least ``space.min_ratio`` of their channels. ``None`` when even the
+    Groups keep at least ``space.min_keep`` of their channels. ``None`` when even the
     most aggressive plan breaks a budget, or when the plan cannot be written as a config
     (a tied dimension whose groups would keep different widths).
     """
@@ -47,7 +47,7 @@ def baseline_config(
         strategy,
     )
     if plan is None:
-        log.info("no %s plan meets the budgets within min_ratio %s", allocation, space.low)
+        log.info("no %s plan meets the budgets within min_keep %s", allocation, space.low)
         return None
     config: Config = {}
     for d in space.dims:

@@ -1,35 +1,24 @@
 """Feeding a model: loader batches, devices, and calling a model on its inputs.
 
 Calibration, fine-tuning, BatchNorm recalibration and latency timing all call a model the
-same way, through `call_model`: a tensor is one positional input, a tuple or list several
-(the convention of `prunepilot.core.trace`), a mapping keyword inputs.
+same way, through core's `prunepilot.core.call_model` (re-exported here): a tensor is one
+positional input, a tuple or list several (the convention of `prunepilot.core.trace`), a
+mapping keyword inputs.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from prunepilot.core import call_model
+
 from .errors import CalibrationError
 
 __all__ = ["call_model", "model_device", "split_batch", "to_device"]
-
-
-def call_model(model: nn.Module, inputs: Any) -> Any:
-    """``model(inputs)`` for a tensor, ``model(*inputs)`` for a tuple or list of inputs,
-    ``model(**inputs)`` for a mapping (keyword inputs, which `measure_latency` takes)."""
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    return _call(model, inputs)
-
-
-def _call(model: nn.Module, inputs: Any) -> Any:
-    # merge: use prunepilot.core.call_model
-    return model(*(inputs if isinstance(inputs, (tuple, list)) else (inputs,)))
 
 
 def model_device(model: nn.Module) -> torch.device:

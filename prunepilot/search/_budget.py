@@ -1,6 +1,6 @@
 """Budgets of one search: the limits, the latency model, and every budget decision.
 
-`Budgets` owns the absolute limits (``flops``, ``params``, ``latency_ms``) and the latency
+`Budgets` owns the absolute limits (``macs``, ``params``, ``latency_ms``) and the latency
 model, and answers each budget question of the search in one place, with these
 tolerances (``limit``: the budget; ``slack``/``margin``: `SearchSettings.latency_slack`
 and `SearchSettings.latency_margin`):
@@ -32,17 +32,17 @@ from typing import Any
 import numpy as np
 
 from prunepilot.core import ChannelGraph, ChannelGroup
+from prunepilot.schemas import SearchSettings
 
 from ._latency_model import LatencyModel
 from ._scoring import normalize_scores
 from ._space import Config, Dimension, Space
-from ._spec import SearchSettings
 from ._strategy import Plan
 
 __all__ = ["Budgets"]
 
 # (estimate key, budget name): what filling spends of each budget
-_COSTS = (("macs", "flops"), ("params", "params"), ("predicted_ms", "latency_ms"))
+_COSTS = (("macs", "macs"), ("params", "params"), ("predicted_ms", "latency_ms"))
 _LATENCY = "latency_ms"
 
 
@@ -52,7 +52,7 @@ class Budgets:
     Args:
         space: the search space (configs to plans).
         graph: the model's channel graph (analytic MACs and parameters).
-        limits: absolute budgets by name (``flops``, ``params``, ``latency_ms``); copied.
+        limits: absolute budgets by name (``macs``: multiply-accumulates, ``params``, ``latency_ms``); copied.
         settings: search settings (latency margin and slack, uniform seeds).
 
     Attributes:
@@ -99,7 +99,7 @@ class Budgets:
         """Optuna's constraint values, ``value / limit - 1`` per budget (<= 0: it holds);
         latency only when ``latency_ms`` (measured, else predicted) is given."""
         out: dict[str, float] = {}
-        for key, value in (("flops", macs), ("params", params)):
+        for key, value in (("macs", macs), ("params", params)):
             if key in self._limits:
                 out[key] = value / self._limits[key] - 1
         lim = self.latency_limit
@@ -110,7 +110,7 @@ class Budgets:
     def rejection(self, macs: int, params: int, predicted_ms: float | None) -> str | None:
         """Why a candidate is rejected unevaluated, or ``None``: analytic MACs/parameters
         over their limits, or predicted latency over ``limit * (1 + latency_margin)``."""
-        for key, value in (("flops", macs), ("params", params)):
+        for key, value in (("macs", macs), ("params", params)):
             if key in self._limits and value > self._limits[key]:
                 return f"{key} {value:.4g} > budget {self._limits[key]:.4g}"
         lim = self.latency_limit

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunepilot.core import ChannelGraph, PrunepilotError, prune_channels
+from prunepilot.schemas import FinetuneSettings, LatencyTarget, SearchSettings, SearchSpace
 
 from ._bn import recalibrate_bn
 from ._calibration import calibrate
@@ -32,7 +33,6 @@ from ._latency import LatencyStats, local_device, measure_latency, measure_relat
 from ._latency_model import LatencyModel
 from ._scoring import Scores, score_channels
 from ._space import Space
-from ._spec import FinetuneSettings, LatencyTarget, SearchSettings, SearchSpace
 
 __all__ = [
     "Evaluation",

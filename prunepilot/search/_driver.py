@@ -29,6 +29,7 @@ import optuna
 from torch import nn
 
 from prunepilot.core import prune_channels, trace
+from prunepilot.schemas import SearchSpec
 
 from ._baselines import baseline_config, grid_params
 from ._budget import Budgets
@@ -49,7 +50,6 @@ from ._result import (
 )
 from ._scoring import score_channels
 from ._space import Config, Space
-from ._spec import SearchSpec
 from ._strategy import Allocation, Plan
 from ._study import open_storage, open_study, write_record
 from .errors import CalibrationError, InfeasibleError, SearchCancelled
@@ -273,21 +273,22 @@ class _Driver:
         self.baseline_params = self.graph.params()
         c = self.spec.constraints
         limits: dict[str, float] = {}
-        if c.flops is not None:
-            limits["flops"] = c.flops.limit(self.baseline_macs)
+        mac_limits = [b.limit(self.baseline_macs) for b in c.mac_budgets()]
+        if mac_limits:  # the MACs bound (macs, or flops at 2 per MAC): the tighter holds
+            limits["macs"] = min(mac_limits)
         if c.params is not None:
             limits["params"] = c.params.limit(self.baseline_params)
         self.budgets = Budgets(self.space, self.graph, limits, self.settings)
         smallest = self.space.smallest()
         small_plan = self.space.plan(smallest)
-        small = {"flops": self.graph.macs(small_plan), "params": self.graph.params(small_plan)}
-        for key, base in (("flops", self.baseline_macs), ("params", self.baseline_params)):
+        small = {"macs": self.graph.macs(small_plan), "params": self.graph.params(small_plan)}
+        for key, base in (("macs", self.baseline_macs), ("params", self.baseline_params)):
             if key in limits and small[key] > limits[key]:
                 raise InfeasibleError(
                     f"the {key} budget {limits[key]:.4g} cannot be met: the smallest "
                     f"reachable model has {small[key]:.4g} {key} ({small[key] / base:.1%} of "
                     f"the original) with every group at keep ratio {self.space.low}; raise the "
-                    "budget or lower space.min_ratio"
+                    "budget or lower space.min_keep"
                 )
         self.report("measuring", "starting workers")
         self.pool.start(self.work)
@@ -305,7 +306,7 @@ class _Driver:
                     f"{self.target.device}: the smallest reachable model takes "
                     f"{small_lat.median_ms:.3g} ms (the original {orig:.3g} ms) with every "
                     f"group at keep ratio {self.space.low}; raise the budget "
-                    "or lower space.min_ratio"
+                    "or lower space.min_keep"
                 )
             if self.settings.latency_model:
                 self.report("measuring", "building the per-layer latency table")
@@ -661,7 +662,7 @@ class _Driver:
         if not searched and not baselines:
             raise InfeasibleError(
                 "no evaluated candidate meets every budget when measured; raise the "
-                "budgets, allow more trials, or lower space.min_ratio"
+                "budgets, allow more trials, or lower space.min_keep"
             )
         return searched, baselines
 

@@ -28,8 +28,9 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
+from prunepilot.schemas import LatencyTarget
+
 from ._batches import call_model
-from ._spec import LatencyTarget
 from .errors import LatencyError
 
 __all__ = [

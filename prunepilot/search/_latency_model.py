@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from prunepilot.core import ChannelGraph, PlanError
+from prunepilot.schemas import LatencyTarget
 
 from ._batches import call_model
 from ._latency import (
@@ -35,7 +36,6 @@ from ._latency import (
     target_dtype,
     time_calls,
 )
-from ._spec import LatencyTarget
 from .errors import LatencyError
 
 __all__ = ["LatencyModel"]

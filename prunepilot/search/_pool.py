@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from traceback import format_exc
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from prunepilot.schemas import FinetuneSettings, LatencyTarget
+
 from ._candidate import Evaluator, Workload
-from ._spec import FinetuneSettings, LatencyTarget
 
 __all__ = ["LocalPool", "Outcome", "Pool", "Task", "run_task"]
 

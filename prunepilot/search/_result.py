@@ -228,7 +228,7 @@ class SearchResult:
             original's first measurement (``baseline.latency``).
         score: its validation metric after fine-tuning.
         baseline: the unpruned model's numbers.
-        limits: the absolute budgets (``flops``, ``params``, ``latency_ms``).
+        limits: the absolute budgets (``macs``: multiply-accumulates, ``params``, ``latency_ms``).
         trials: every sampled candidate.
         pareto: the non-dominated complete feasible trials (score vs latency or MACs).
         finalists: the fine-tuned candidates.

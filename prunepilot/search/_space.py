@@ -17,9 +17,9 @@ import optuna
 from torch import nn
 
 from prunepilot.core import ChannelGraph, ChannelGroup, PlanError
+from prunepilot.schemas import SearchSpace
 
 from ._scoring import Scores
-from ._spec import SearchSpace
 from ._strategy import Plan, Strategy, ignored_groups, plan_for_ratio
 
 __all__ = ["Config", "Dimension", "Space"]

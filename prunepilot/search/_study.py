@@ -15,9 +15,10 @@ from typing import Any, Literal
 
 import optuna
 
+from prunepilot.schemas import SearchSpec
+
 from ._result import TrialRecord
 from ._space import Config
-from ._spec import SearchSpec
 
 __all__ = ["delete_study", "open_storage", "open_study", "read_trials", "write_record"]
 

@@ -2,16 +2,13 @@
 
 `create_app` builds the app (job store in SQLite or PostgreSQL, artifacts on disk, a
 scheduler running queued jobs on Ray workers); `serve` runs it with uvicorn; `Settings`
-is the operator's configuration. The wire models (`JobSpec`, `JobInfo`, ...) are shared
-with `prunepilot.client`.
+is the operator's configuration. The wire models (`JobSpec`, `JobInfo`, ...) come from
+`prunepilot.schemas`, shared with `prunepilot.client`, and are re-exported here.
 """
 
 from __future__ import annotations
 
-from ._app import create_app
-from ._server import add_server_arguments, serve, settings_from_args
-from ._settings import Settings
-from .schemas import (
+from prunepilot.schemas import (
     ArtifactInfo,
     DatasetSpec,
     ErrorBody,
@@ -24,6 +21,10 @@ from .schemas import (
     TrialsPage,
     UploadInfo,
 )
+
+from ._app import create_app
+from ._server import add_server_arguments, serve, settings_from_args
+from ._settings import Settings
 
 __all__ = [
     "ArtifactInfo",

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prunepilot import __version__
+from prunepilot.schemas import ErrorBody
 
 from . import _openapi, _routes_health, _routes_jobs, _routes_uploads
 from ._allow import allow_header
@@ -28,7 +29,6 @@ from ._scheduler import Scheduler
 from ._settings import Settings
 from ._store import Database
 from .errors import ServiceError, UnauthorizedError
-from .schemas import ErrorBody
 
 __all__ = ["create_app"]
 

@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .schemas import ArtifactInfo
+from prunepilot.schemas import ArtifactInfo
 
 __all__ = ["ArtifactStore", "sha256_file"]
 

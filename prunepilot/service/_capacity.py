@@ -16,9 +16,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+from prunepilot.schemas import JobSpec
+
 from ._settings import Settings
 from .errors import InvalidSpecError
-from .schemas import JobSpec
 
 __all__ = ["ClusterTotals", "check_capacity", "cluster_totals"]
 

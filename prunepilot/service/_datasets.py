@@ -29,12 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prunepilot.schemas import DatasetSpec
+
 from ._archives import IMAGE_SUFFIXES, extract, open_member, scan
 from ._images import decode, image_size
 from ._rows import UploadRow
 from ._settings import Settings
 from .errors import ArchiveError, InvalidSpecError
-from .schemas import DatasetSpec
 
 __all__ = ["DatasetInfo", "Prepared", "TensorBatches", "resolve"]
 

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from prunepilot.schemas import ErrorBody
+
 from ._artifacts import ArtifactStore
 from ._metrics import Metrics
 from ._scheduler import Scheduler
@@ -18,7 +20,6 @@ from ._store import Database
 from ._streams import StreamSlots
 from ._upload_quota import InFlight
 from .errors import UnauthorizedError
-from .schemas import ErrorBody
 
 __all__ = [
     "OWNED_RESOURCE_ERRORS",

@@ -29,9 +29,10 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from prunepilot.schemas import JobSpec
+
 from ._settings import Settings
 from .errors import InvalidSpecError
-from .schemas import JobSpec
 
 __all__ = [
     "Footprint",

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .schemas import JobStatus
+from prunepilot.schemas import JobStatus
 
 __all__ = ["Metrics", "MetricsMiddleware"]
 

@@ -38,12 +38,12 @@ from prunepilot.core import (
     UntrustedSourceError,
     build_source,
 )
+from prunepilot.schemas import ModelSpec
 
 from ._limits import Footprint, MeasureMemory
 from ._rows import UploadRow
 from ._settings import Settings
 from .errors import ForbiddenError, InvalidSpecError, ServiceError
-from .schemas import ModelSpec
 
 __all__ = ["BuiltModel", "check", "check_fit", "check_output", "resolve"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from .schemas import ErrorBody
+from prunepilot.schemas import ErrorBody
 
 __all__ = ["errors", "install"]
 

@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import Header, Path, Query
 from pydantic import AfterValidator
 
-from .schemas import UPLOAD_ID_PATTERN
+from prunepilot.schemas import UPLOAD_ID_PATTERN
 
 __all__ = [
     "CURSOR_PATTERN",

@@ -24,6 +24,8 @@ from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from prunepilot.schemas import ArtifactInfo, JobInfo, JobPage, JobSpec, JobStatus, TrialsPage
+
 from . import _trials
 from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, Service, ServiceDep
 from ._openapi import errors
@@ -38,7 +40,6 @@ from .errors import (
     TooManyError,
     UploadMissing,
 )
-from .schemas import ArtifactInfo, JobInfo, JobPage, JobSpec, JobStatus, TrialsPage
 
 __all__ = ["router"]
 

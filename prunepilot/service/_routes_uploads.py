@@ -15,6 +15,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from prunepilot.schemas import UploadInfo, UploadPage
+
 from ._deps import OWNED_RESOURCE_ERRORS, OwnerDep, Service, ServiceDep
 from ._openapi import errors
 from ._params import UploadCursor, UploadId
@@ -38,7 +40,6 @@ from .errors import (
     UploadOverQuota,
     UploadTooLarge,
 )
-from .schemas import UploadInfo, UploadPage
 
 __all__ = ["router"]
 

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from prunepilot.core import PrunepilotError, save
+from prunepilot.schemas import ArtifactInfo, JobSpec, JobStatus
 from prunepilot.search import SearchCancelled, SearchData, SearchProgress, SearchResult, search
 
 from . import _datasets, _limits, _model_source
@@ -49,7 +50,6 @@ from ._settings import Settings
 from ._store import Database, stored_spec
 from ._trials import study_name
 from .errors import ServiceError
-from .schemas import ArtifactInfo, JobSpec, JobStatus
 
 __all__ = ["run_job"]
 

@@ -37,13 +37,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from prunepilot.schemas import JobStatus
+
 from ._ray_link import RayLink
 from ._redact import error_text
 from ._rows import utcnow
 from ._settings import Settings
 from ._store import Database
 from ._uploads import remove_quietly
-from .schemas import JobStatus
 
 __all__ = ["Scheduler"]
 

@@ -201,7 +201,7 @@ class Settings(BaseSettings):
             action="append",
             metavar="PATTERN",
         ),
-    ] = ("prunepilot.service.zoo:*",)
+    ] = ("prunepilot.demo.models:*",)
     allow_untrusted_models: Annotated[bool, _Flag("accept pickles", action="true")] = False
     max_upload_bytes: Annotated[int, _Flag()] = Field(default=1 << 30, ge=1)
     max_jobs_per_token: Annotated[int, _Flag()] = Field(default=10, ge=1)

@@ -37,11 +37,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from prunepilot.schemas import ArtifactInfo, JobInfo, JobSpec, JobStatus, UploadInfo
+
 from ._migrations import upgrade
 from ._redact import clean
 from ._rows import ArtifactRow, EventRow, IdempotencyRow, JobRow, UploadRow, utcnow
 from .errors import UploadInUse, UploadMissing
-from .schemas import ArtifactInfo, JobInfo, JobSpec, JobStatus, UploadInfo
 
 __all__ = [
     "ACTIVE",

@@ -14,10 +14,10 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
+from prunepilot.schemas import TrialInfo, TrialsPage
 from prunepilot.search import TrialRecord, delete_study, pareto_front, read_trials
 
 from ._redact import clean
-from .schemas import TrialInfo, TrialsPage
 
 __all__ = ["delete", "from_report", "from_study", "study_name", "trial_info"]
 

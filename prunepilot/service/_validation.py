@@ -6,6 +6,7 @@ cannot run is refused with a 4xx saying what to fix instead of failing minutes l
 
 from __future__ import annotations
 
+from prunepilot.schemas import JobSpec
 from prunepilot.search import available_criteria
 
 from . import _datasets, _limits, _model_source
@@ -14,7 +15,6 @@ from ._rows import UploadRow
 from ._settings import Settings
 from ._store import Database
 from .errors import InvalidSpecError
-from .schemas import JobSpec
 
 __all__ = ["validate_job"]
 

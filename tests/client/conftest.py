@@ -61,7 +61,7 @@ def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A safetensors state dict of the zoo's digits CNN at width 8."""
     from safetensors.torch import save_file
 
-    from prunepilot.service.zoo import digits_cnn
+    from prunepilot.demo.models import digits_cnn
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "digits_cnn_w8.safetensors"

@@ -30,12 +30,12 @@ from prunepilot.client import (
     ValidationFailed,
     load_spec,
 )
-from prunepilot.client._errors import ApiError, error_for_status
-from prunepilot.service.schemas import JobInfo, JobSpec, JobStatus
+from prunepilot.client.errors import ApiError, error_for_status
+from prunepilot.schemas import JobInfo, JobSpec, JobStatus
 
 SPEC = {
     "name": "unit",
-    "model": {"source": "prunepilot.service.zoo:digits_cnn", "input_shape": [1, 8, 8]},
+    "model": {"source": "prunepilot.demo.models:digits_cnn", "input_shape": [1, 8, 8]},
     "dataset": {"source": "builtin:digits"},
     "constraints": {"flops": "50%"},
     "search": {"trials": 4},

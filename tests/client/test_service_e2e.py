@@ -28,7 +28,7 @@ from prunepilot.client import (
     ValidationFailed,
 )
 from prunepilot.client._cli import main
-from prunepilot.service.schemas import JobStatus
+from prunepilot.schemas import JobStatus
 
 from .conftest import MAX_UPLOAD, OTHER, TOKEN, LiveServer, tiny_spec
 
@@ -77,7 +77,7 @@ def test_job_life_through_the_sdk(done: dict[str, Any], tmp_path: Path) -> None:
     model = prunepilot.load(tmp_path / "model.safetensors")
     x = torch.zeros(1, 1, 8, 8)
     macs = prunepilot.profile(model, x).macs
-    from prunepilot.service.zoo import digits_cnn
+    from prunepilot.demo.models import digits_cnn
 
     baseline = prunepilot.profile(digits_cnn(width=8), x).macs
     assert macs <= 0.6 * baseline

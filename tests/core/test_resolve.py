@@ -44,8 +44,8 @@ def _on_meta(source: str, kwargs: dict[str, Any] | None = None, **kw: Any) -> nn
     [
         ("torchvision:resnet18", "ResNet"),
         ("timm:resnet18", "ResNet"),
-        ("prunepilot.service.zoo:digits_cnn", "DigitsCNN"),
-        ("prunepilot.service.zoo:DigitsCNN", "DigitsCNN"),
+        ("prunepilot.demo.models:digits_cnn", "DigitsCNN"),
+        ("prunepilot.demo.models:DigitsCNN", "DigitsCNN"),
     ],
 )
 def test_default_trust_builds_libraries_and_the_zoo(source: str, kind: str) -> None:
@@ -60,8 +60,8 @@ def test_functions_and_module_classes_build_when_allowed() -> None:
 @pytest.mark.parametrize(
     ("source", "match"),
     [
-        ("prunepilot.service.zoo:torch.os.mkdir", "not an attribute path"),
-        ("prunepilot.service.zoo:torch.load", "not an attribute path"),
+        ("prunepilot.demo.models:torch.os.mkdir", "not an attribute path"),
+        ("prunepilot.demo.models:torch.load", "not an attribute path"),
         (f"{_MOD}:Outer.Inner", "not an attribute path"),
         (f"{_MOD}:_hidden", "private"),
         (f"{_MOD}:small()", "one plain name"),
@@ -84,8 +84,8 @@ def test_malformed_references_are_refused_before_anything_is_imported(
 @pytest.mark.parametrize(
     ("source", "match"),
     [
-        ("prunepilot.service.zoo:torch", "is a module"),
-        ("prunepilot.service.zoo:nn", "is a module"),
+        ("prunepilot.demo.models:torch", "is a module"),
+        ("prunepilot.demo.models:nn", "is a module"),
         (f"{_MOD}:tiny_net", "tests.core._factories:tiny_net, defined elsewhere"),
         (f"{_MOD}:make_small", f"{_MOD}:small, defined elsewhere"),
         (f"{_MOD}:NotAModule", "not an nn.Module"),

@@ -55,11 +55,11 @@ def test_baselines_are_the_exact_plans_evaluated_and_flagged(model: nn.Module) -
     base = {t.baseline: t for t in res.trials if t.baseline is not None}
     assert sorted(base) == ["global", "lamp", "uniform"]
     graph = pp.trace(model, X)
-    coarse = ps.SearchSpace(min_ratio=0.1, step=0.3)  # few ratios: a quick table
+    coarse = ps.SearchSpace(min_keep=0.1, step=0.3)  # few ratios: a quick table
     space = ps.Space(model, graph, ps.score_channels(model, graph, "l2"), coarse)
     for name, t in base.items():
         assert t.state == "complete" and t.score is not None and t.feasible
-        assert t.macs <= res.limits["flops"]
+        assert t.macs <= res.limits["macs"]
         # the evaluated config is exactly the allocation's plan at the budget (off the grid)
         strategy = ps.Strategy(allocation=name, max_remove=0.9)  # type: ignore[arg-type]
         plan = {g: sorted(c) for g, c in space.plan(t.config).items() if c}

@@ -25,7 +25,7 @@ def space() -> Space:
 @pytest.mark.parametrize("keep", [0.10, 0.25])
 def test_filled_configs_use_98_percent_of_a_macs_budget(space: Space, keep: float) -> None:
     limit = keep * space.graph.macs()
-    budgets = Budgets(space, space.graph, {"flops": limit}, SearchSettings())
+    budgets = Budgets(space, space.graph, {"macs": limit}, SearchSettings())
     rng = random.Random(1)
     for _ in range(8):
         raw = {d.name: rng.choice(space.choices) for d in space.dims}
@@ -42,11 +42,11 @@ def test_filled_configs_use_98_percent_of_a_macs_budget(space: Space, keep: floa
 
 def test_filling_respects_the_tightest_of_two_budgets(space: Space) -> None:
     g = space.graph
-    limits = {"flops": 0.5 * g.macs(), "params": 0.2 * g.params()}
+    limits = {"macs": 0.5 * g.macs(), "params": 0.2 * g.params()}
     budgets = Budgets(space, g, limits, SearchSettings())
     filled = budgets.fill({d.name: 0.5 for d in space.dims})
     est = budgets.estimate(filled)
-    assert est["macs"] <= limits["flops"] and 0.98 <= est["params"] / limits["params"] <= 1.0
+    assert est["macs"] <= limits["macs"] and 0.98 <= est["params"] / limits["params"] <= 1.0
 
 
 def test_a_config_that_cannot_fit_comes_back_unchanged(space: Space) -> None:

@@ -41,7 +41,7 @@ def _spec(**search_settings: object) -> SearchSpec:
     return SearchSpec.model_validate(
         {
             "constraints": {"flops": "40%"},
-            "space": {"min_ratio": 0.25, "step": 0.125},
+            "space": {"min_keep": 0.25, "step": 0.125},
             "search": {"trials": 8, "uniform_seeds": 2, "bn_batches": 2, **search_settings},
             "finetune": {"steps": 8, "lr": 0.01},
         }
@@ -94,7 +94,7 @@ def _evaluator(model: nn.Module, distill: bool) -> Evaluator:
         example_inputs=X,
         graph=graph,
         scores=score_channels(model, graph, "l2"),
-        space=SearchSpace(min_ratio=0.25, step=0.125),
+        space=SearchSpace(min_keep=0.25, step=0.125),
         settings=SearchSettings(bn_batches=2),
         finetune=FinetuneSettings(steps=8, lr=0.01, distill=distill),
         data=search_data(),

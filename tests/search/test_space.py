@@ -24,15 +24,25 @@ def _space(model: nn.Module, x: torch.Tensor, **kw: object) -> Space:
 
 
 def test_grid() -> None:
-    assert SearchSpace(min_ratio=0.25, step=0.25).choices() == (0.25, 0.5, 0.75, 1.0)
-    assert SearchSpace(min_ratio=0.2, max_ratio=0.7, step=0.2).choices() == (0.2, 0.4, 0.6)
+    assert SearchSpace(min_keep=0.25, step=0.25).choices() == (0.25, 0.5, 0.75, 1.0)
+    assert SearchSpace(min_keep=0.2, max_keep=0.7, step=0.2).choices() == (0.2, 0.4, 0.6)
     with pytest.raises(ValueError, match="must not exceed"):
-        SearchSpace(min_ratio=0.8, max_ratio=0.5)
+        SearchSpace(min_keep=0.8, max_keep=0.5)
+
+
+def test_the_old_ratio_names_still_parse() -> None:
+    """``min_ratio``/``max_ratio`` (deprecated) mean the same kept fractions, and a spec
+    stored under them reads back as ``min_keep``/``max_keep``."""
+    old = SearchSpace.model_validate({"min_ratio": 0.2, "max_ratio": 0.7, "step": 0.2})
+    assert old == SearchSpace(min_keep=0.2, max_keep=0.7, step=0.2)
+    assert old.model_dump()["min_keep"] == 0.2 and "min_ratio" not in old.model_dump()
+    with pytest.raises(ValueError, match="must not exceed"):
+        SearchSpace.model_validate({"min_ratio": 0.8, "max_ratio": 0.5})
 
 
 def test_plan_keeps_the_ratio(resnet: tuple[nn.Module, torch.Tensor, pp.ChannelGraph]) -> None:
     model, x, graph = resnet
-    space = _space(model, x, min_ratio=0.25, step=0.25)
+    space = _space(model, x, min_keep=0.25, step=0.25)
     assert [d.name for d in space.dims] == [g.id for g in graph.prunable if g.channels > 1]
     plan = space.plan(space.uniform(0.5))
     for d in space.dims:
@@ -83,6 +93,21 @@ def test_budgets() -> None:
             Constraints(flops=bad)
     with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
         Constraints(flops=1, target={"device": "tpu"})
+
+
+def test_macs_and_flops_are_both_compute_bounds_in_macs() -> None:
+    """``flops`` counts 2 per multiply-add: an absolute bound allows half as many MACs, a
+    percentage the same fraction; given both, the search gets both (the tighter holds)."""
+    assert Constraints(macs=1000).mac_budgets() == [Budget(value=1000)]
+    assert Constraints(flops=1000).mac_budgets() == [Budget(value=500)]
+    assert Constraints(flops="40%").mac_budgets() == [Budget(value=0.4, relative=True)]
+    both = Constraints(macs="60%", flops=2000).mac_budgets()
+    assert [b.limit(10_000) for b in both] == [6000, 1000]
+    assert Constraints(params="50%").mac_budgets() == []
+    with pytest.raises(ValueError, match="macs, flops, params or latency_ms"):
+        Constraints()
+    again = Constraints.model_validate_json(Constraints(macs="25%", flops=8).model_dump_json())
+    assert again.model_dump()["macs"] == "25%" and again.model_dump()["flops"] == 8
 
 
 def test_devices_name_a_type_not_a_local_index() -> None:

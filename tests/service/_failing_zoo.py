@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prunepilot.service.zoo import digits_cnn
+from prunepilot.demo.models import digits_cnn
 
 BROKEN = "the model broke"
 

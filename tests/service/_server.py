@@ -91,13 +91,13 @@ def tiny_spec(**sections: dict[str, Any]) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "name": "tiny",
         "model": {
-            "source": "prunepilot.service.zoo:digits_cnn",
+            "source": "prunepilot.demo.models:digits_cnn",
             "kwargs": {"width": 8},
             "input_shape": [1, 8, 8],
         },
         "dataset": {"source": "builtin:digits", "limit": 400, "batch_size": 32},
         "constraints": {"flops": "60%"},
-        "space": {"min_ratio": 0.25, "step": 0.125},
+        "space": {"min_keep": 0.25, "step": 0.125},
         "search": {
             "trials": 4,
             "uniform_seeds": 2,

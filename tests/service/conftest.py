@@ -36,7 +36,7 @@ def weights_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from prunepilot.service.zoo import digits_cnn
+    from prunepilot.demo.models import digits_cnn
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "digits_cnn_w8.safetensors"

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from prunepilot.service.zoo import digits_cnn
+from prunepilot.demo.models import digits_cnn
 
 from ._server import Server, tiny_spec, wait_for
 
@@ -148,7 +148,7 @@ def test_a_runtime_failure_marks_the_job_failed_with_its_message(server: Server)
         assert r.status_code == 201, r.text
         job = wait_for(c, r.json()["id"], timeout=120)
         assert job["status"] == "FAILED"
-        assert "cannot be met" in job["error"] and "min_ratio" in job["error"]
+        assert "cannot be met" in job["error"] and "min_keep" in job["error"]
         logs = c.get(f"/jobs/{job['id']}/logs").text
         assert "cannot be met" in logs and "STATUS FAILED" in logs
         # the server still serves

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from prunepilot.schemas import JobSpec
 from prunepilot.service._capacity import ClusterTotals, check_capacity, cluster_totals
 from prunepilot.service.errors import InvalidSpecError
-from prunepilot.service.schemas import JobSpec
 
 from ._server import Server, settings, tiny_spec
 

@@ -59,23 +59,23 @@ def _submit(c: httpx.Client, source: str, kwargs: dict[str, Any]) -> httpx.Respo
     ("source", "kwargs", "status", "says"),
     [
         # the attribute walk: mkdir in the API process
-        ("prunepilot.service.zoo:torch.os.mkdir", {"path": "{marker}"}, 422, "attribute path"),
+        ("prunepilot.demo.models:torch.os.mkdir", {"path": "{marker}"}, 422, "attribute path"),
         # the attribute walk: torch.load of an uploaded pickle in the API process
         (
-            "prunepilot.service.zoo:torch.load",
+            "prunepilot.demo.models:torch.load",
             {"f": "{pickle}", "weights_only": False},
             422,
             "attribute path",
         ),
         # an imported module as the "factory"
-        ("prunepilot.service.zoo:torch", {"f": "{pickle}"}, 422, "kwargs.f is refused"),
-        ("prunepilot.service.zoo:nn", {}, 422, "is a module"),
-        ("prunepilot.service.zoo:_Residual", {"width": 8}, 422, "'_private' name"),
+        ("prunepilot.demo.models:torch", {"f": "{pickle}"}, 422, "kwargs.f is refused"),
+        ("prunepilot.demo.models:nn", {}, 422, "is a module"),
+        ("prunepilot.demo.models:_Residual", {"width": 8}, 422, "'_private' name"),
         # trusted libraries, told to read a file
         ("timm:resnet18", {"checkpoint_path": "{pickle}"}, 422, "kwargs.checkpoint_path"),
         ("timm:resnet18", {"pretrained_cfg_overlay": {"file": "{pickle}"}}, 422, "overlay"),
         ("torchvision:resnet18", {"weights": "DEFAULT"}, 422, "kwargs.weights is refused"),
-        ("prunepilot.service.zoo:digits_cnn", {"cfg": {"path": "{marker}"}}, 422, "cfg.path"),
+        ("prunepilot.demo.models:digits_cnn", {"cfg": {"path": "{marker}"}}, 422, "cfg.path"),
         # outside the allowlist
         ("os:makedirs", {"name": "{marker}"}, 403, "PRUNEPILOT_MODEL_ALLOWLIST"),
         ("subprocess:Popen", {"args": ["mkdir", "{marker}"]}, 403, "not allowed"),
@@ -121,7 +121,7 @@ def test_a_queued_job_is_refused_by_the_runner_once_its_factory_is_no_longer_all
         db.dispose()
     assert status == "FAILED"
     assert row is not None and row.error is not None
-    assert "prunepilot.service.zoo:digits_cnn" in row.error and "not allowed" in row.error
+    assert "prunepilot.demo.models:digits_cnn" in row.error and "not allowed" in row.error
     assert "mypkg.*:*" in row.error and "PRUNEPILOT_MODEL_ALLOWLIST" in row.error
 
 

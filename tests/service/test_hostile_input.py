@@ -25,10 +25,10 @@ import uvicorn
 from fastapi import FastAPI, Request
 from sqlalchemy import update
 
+from prunepilot.schemas import JobSpec
 from prunepilot.service._app import _LastResort
 from prunepilot.service._rows import JobRow
 from prunepilot.service._store import Database
-from prunepilot.service.schemas import JobSpec
 
 from ._process import ServerProcess
 from ._server import BOB, tiny_spec
@@ -82,7 +82,7 @@ def _with(raw_value: str, path: tuple[str, ...], spec: dict[str, Any] | None = N
         ("1" + "0" * 400, ("constraints", "flops"), "finite positive number"),
         ("Infinity", ("search", "latency_margin"), "finite number"),
         ("NaN", ("finetune", "lr"), "finite number"),
-        ("-Infinity", ("space", "min_ratio"), "finite number"),
+        ("-Infinity", ("space", "min_keep"), "finite number"),
         ("[Infinity]", ("dataset", "std"), "finite number"),
         ('{"width": 8, "scale": NaN}', ("model", "kwargs"), "scale must be a finite number"),
     ],

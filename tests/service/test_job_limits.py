@@ -41,7 +41,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     env = {
         "PRUNEPILOT_MAX_JOB_SECONDS": str(WALL_CLOCK_S),
         "PRUNEPILOT_CANCEL_GRACE_S": "2",
-        "PRUNEPILOT_MODEL_ALLOWLIST": "prunepilot.service.zoo:*,tests.service._failing_zoo:*",
+        "PRUNEPILOT_MODEL_ALLOWLIST": "prunepilot.demo.models:*,tests.service._failing_zoo:*",
         # the server, its runners and workers import the test zoo from this checkout
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }

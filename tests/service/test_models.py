@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from prunepilot.demo.models import digits_cnn
 from prunepilot.service import ModelSpec, Settings, _model_source, _runner
 from prunepilot.service.errors import ForbiddenError, InvalidSpecError
-from prunepilot.service.zoo import digits_cnn
 
 from ._rows import upload_row
 
@@ -38,7 +38,7 @@ def test_untrusted_upload_is_checked_without_loading_and_built_only_by_the_runne
         m.setattr(torch, "load", no_load)
         _model_source.check(spec, cfg, uploads, (1, 8, 8), 10)
     built = _model_source.resolve(spec, cfg, uploads, meta=False)
-    assert built.source == "prunepilot.service.zoo:DigitsCNN"
+    assert built.source == "prunepilot.demo.models:DigitsCNN"
     assert built.note and "original code" in built.note
     assert built.model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     with pytest.raises(ForbiddenError, match="ALLOW_UNTRUSTED"):
@@ -59,7 +59,7 @@ def test_pt2_upload_builds_a_graph_module(tmp_path: Path) -> None:
 
 
 def test_names_allowlist_and_weights(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, model_allowlist=("prunepilot.service.zoo:digits_*",))
+    cfg = _cfg(tmp_path, model_allowlist=("prunepilot.demo.models:digits_*",))
     none: Any = lambda _: None  # noqa: E731
     ok = ModelSpec(
         source="torchvision:mobilenet_v3_small",
@@ -73,7 +73,7 @@ def test_names_allowlist_and_weights(tmp_path: Path) -> None:
         )
     with pytest.raises(ForbiddenError, match="not allowed"):
         _model_source.check(
-            ModelSpec(source="prunepilot.service.zoo:DigitsCNN", input_shape=(1, 8, 8)),
+            ModelSpec(source="prunepilot.demo.models:DigitsCNN", input_shape=(1, 8, 8)),
             cfg,
             none,
             (1, 8, 8),
@@ -85,7 +85,7 @@ def test_names_allowlist_and_weights(tmp_path: Path) -> None:
     state["extra.weight"] = torch.zeros(1)
     save_file(state, str(cfg.uploads_path / uid))
     spec = ModelSpec(
-        source="prunepilot.service.zoo:digits_cnn",
+        source="prunepilot.demo.models:digits_cnn",
         kwargs={"width": 8},
         weights=uid,
         input_shape=(1, 8, 8),
@@ -107,7 +107,7 @@ def test_onnx_export_failure_is_recorded_not_raised(
 
 def test_meta_and_real_resolution_build_the_same_model(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
-    source = "prunepilot.service.zoo:digits_cnn"
+    source = "prunepilot.demo.models:digits_cnn"
     spec = ModelSpec(source=source, kwargs={"width": 8}, input_shape=[1, 8, 8])
     on_meta = _model_source.resolve(spec, cfg, lambda _: None, meta=True)
     real = _model_source.resolve(spec, cfg, lambda _: None, meta=False)

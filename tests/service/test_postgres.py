@@ -146,8 +146,8 @@ def test_a_database_of_the_previous_release_is_upgraded_on_postgres(postgres_url
     import psycopg
     from sqlalchemy.engine import make_url
 
+    from prunepilot.schemas import JobSpec
     from prunepilot.service._rows import Base
-    from prunepilot.service.schemas import JobSpec
 
     from .test_migrations import head, schema_drift, version
 

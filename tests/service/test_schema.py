@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prunepilot.service.schemas import JobSpec
+from prunepilot.schemas import JobSpec
 
 from ._process import ServerProcess
 from ._server import ALICE, tiny_spec

@@ -59,7 +59,7 @@ def test_flags_are_derived_from_the_fields(tmp_path: Path) -> None:
     assert s.ray_auth_mode == "token" and s.worker_device == "cpu"
     # flags not given leave the defaults; typed flags and choices are checked by argparse
     bare = settings_from_args(p.parse_args([]), token_dest="serve_tokens")
-    assert bare.auth is True and bare.model_allowlist == ("prunepilot.service.zoo:*",)
+    assert bare.auth is True and bare.model_allowlist == ("prunepilot.demo.models:*",)
     for bad in (["--max-upload-bytes", "many"], ["--worker-device", "tpu"]):
         with pytest.raises(SystemExit):
             p.parse_args(bad)

@@ -266,9 +266,9 @@ def test_a_job_is_not_queued_when_its_upload_went_after_the_submit_check(
     tmp_path: Path,
 ) -> None:
     # the window between validate_job and add_job: a DELETE or an expiry takes the upload
+    from prunepilot.schemas import JobSpec
     from prunepilot.service._store import Database
     from prunepilot.service.errors import UploadInUse, UploadMissing
-    from prunepilot.service.schemas import JobSpec
 
     from ._rows import upload_row
 

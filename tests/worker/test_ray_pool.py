@@ -39,7 +39,7 @@ def _spec(trials: int) -> SearchSpec:
     return SearchSpec.model_validate(
         {
             "constraints": {"flops": "50%"},
-            "space": {"min_ratio": 0.25, "step": 0.125},
+            "space": {"min_keep": 0.25, "step": 0.125},
             "search": {"trials": trials, "uniform_seeds": 2, "bn_batches": 2, "top_k": 2},
             "finetune": {"steps": 3},
         }
@@ -52,7 +52,7 @@ def test_two_workers_meet_a_flops_budget(local_ray: None, model: nn.Module) -> N
         res = search(model, X, search_data(), _spec(6), pool=pool)
     finally:
         pool.close()
-    assert res.macs <= res.limits["flops"]
+    assert res.macs <= res.limits["macs"]
     complete = [
         t
         for t in res.trials
@@ -93,14 +93,14 @@ def test_killed_worker_is_replaced_and_its_trial_retried(local_ray: None, model:
     ]
     assert len(evaluated) == 6
     assert not [t for t in res.trials if t.state == "failed"]
-    assert res.macs <= res.limits["flops"]
+    assert res.macs <= res.limits["macs"]
 
 
 def test_cancel_stops_running_trials_promptly(local_ray: None, model: nn.Module) -> None:
     spec = SearchSpec.model_validate(
         {
             "constraints": {"flops": "50%"},
-            "space": {"min_ratio": 0.25, "step": 0.125},
+            "space": {"min_keep": 0.25, "step": 0.125},
             # slow candidates: each scores after 20000 training steps (a minute or more)
             "search": {"trials": 6, "uniform_seeds": 2, "bn_batches": 1, "score_steps": 20000},
             "finetune": {"steps": 0},

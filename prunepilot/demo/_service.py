@@ -32,14 +32,15 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from prunepilot.service.schemas import JobInfo, JobSpec, JobStatus
+from prunepilot.client import Client, ClientError
+from prunepilot.schemas import JobInfo, JobSpec, JobStatus
 
-from ._client import Client
-from ._errors import ClientError
+from ._timing import latency_ms
+from .models import digits_cnn
 
 __all__ = ["DigitsData", "digits_data", "run_demo", "start_server", "train"]
 
-FACTORY = "prunepilot.service.zoo:digits_cnn"
+FACTORY = "prunepilot.demo.models:digits_cnn"
 INPUT_SHAPE = (1, 8, 8)
 LATENCY_BATCH = 64
 LATENCY_THREADS = 1
@@ -191,8 +192,6 @@ def wait_ready(
 
 def _latency_ms(models: list[nn.Module], batch: torch.Tensor) -> list[float]:
     """Median CPU latency of each model on ``batch`` (interleaved, one thread)."""
-    from prunepilot.demo import latency_ms
-
     threads = torch.get_num_threads()
     torch.set_num_threads(LATENCY_THREADS)
     try:
@@ -209,7 +208,7 @@ def job_spec(weights_id: str, trials: int) -> dict[str, Any]:
         # seed and val_fraction as in digits_data(): the same held-out split
         "dataset": {"source": "builtin:digits", "batch_size": 64, "val_fraction": 0.2, "seed": 0},
         "constraints": {
-            "flops": "50%",
+            "macs": "50%",
             "latency_ms": "70%",
             "target": {
                 "device": "cpu",
@@ -218,7 +217,7 @@ def job_spec(weights_id: str, trials: int) -> dict[str, Any]:
                 "repeats": 25,
             },
         },
-        "space": {"min_ratio": 0.125, "step": 0.125},
+        "space": {"min_keep": 0.125, "step": 0.125},
         "search": {
             "trials": trials,
             "uniform_seeds": 3,
@@ -289,7 +288,7 @@ def _report(
     macs_ok = after["macs"] <= 0.5 * before["macs"]
     lat_ok = served is not None and served[1] <= 0.7 * served[0]
     console.print(
-        f"budgets: MACs <= {c.flops} of the original: {'met' if macs_ok else 'NOT met'}; "
+        f"budgets: MACs <= {c.macs} of the original: {'met' if macs_ok else 'NOT met'}; "
         f"latency <= {c.latency_ms} on {c.target.device} at batch {batch} with "
         f"{c.target.threads} thread(s), as the job measured it: "
         f"{'met' if lat_ok else 'NOT met'}. The two latency rows are separate measurements "
@@ -318,7 +317,6 @@ def run_demo(
         server_timeout: seconds to wait for the server to become ready.
     """
     import prunepilot
-    from prunepilot.service.zoo import digits_cnn
 
     console = Console(highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:

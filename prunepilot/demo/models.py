@@ -1,6 +1,6 @@
-"""Small built-in model factories the service allows by default.
+"""The model zoo: small built-in model factories the service and `prunepilot.load` trust.
 
-Job specs name them as ``prunepilot.service.zoo:NAME``. They are tiny on purpose: the demo
+Job specs name them as ``prunepilot.demo.models:NAME``. They are tiny on purpose: the demo
 and the tests prune them on scikit-learn's 8x8 digits in seconds on a CPU, yet they have the
 structure pruning must respect (BatchNorm after convolutions, a residual add that couples
 channels, a linear head).

@@ -1,8 +1,4 @@
-"""The service's wire models, shared by the server and the Python client.
-
-This module depends on pydantic and `prunepilot.search`'s spec models only, so the
-client imports it without the server's dependencies.
-"""
+"""Jobs and what the API reports about them: specs, status, trials, artifacts, uploads, errors."""
 
 from __future__ import annotations
 
@@ -14,14 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from prunepilot.search._spec import (
-    MAX_SEED,
-    Constraints,
-    FinetuneSettings,
-    SearchSettings,
-    SearchSpace,
-    SearchSpec,
-)
+from ._budget import Constraints
+from ._common import MAX_SEED
+from ._search import FinetuneSettings, SearchSettings, SearchSpace, SearchSpec
 
 __all__ = [
     "DATASET_SOURCE_PATTERN",

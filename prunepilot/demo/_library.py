@@ -1,8 +1,8 @@
-"""Demo: trace a torchvision ResNet-50, prune it to half its MACs, and measure it.
+"""The library-only demo: trace a torchvision ResNet-50, prune it to half its MACs, measure it.
 
-The library-only demo (``python -m prunepilot.demo``); the README's main command,
-``bash scripts/demo.sh``, runs the service demo ``prunepilot demo`` instead. Random weights:
-nothing is downloaded. Prints the channel groups, MACs/params and CPU latency before/after.
+``python -m prunepilot.demo`` runs it; the README's main command, ``bash scripts/demo.sh``,
+runs the service demo ``prunepilot demo`` instead. Random weights: nothing is downloaded.
+Prints the channel groups, MACs/params and CPU latency before/after.
 """
 
 from __future__ import annotations
@@ -10,38 +10,19 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import statistics
 import time
 
 import torch
 import torchvision
-from torch import nn
 
-from .core import profile, prune_channels, trace
-from .search import Strategy, plan_for_macs, score_channels
+from prunepilot.core import profile, prune_channels, trace
+from prunepilot.search import Strategy, plan_for_macs, score_channels
 
-__all__ = ["latency_ms", "main"]
+from ._timing import latency_ms
+
+__all__ = ["main"]
 
 log = logging.getLogger("prunepilot.demo")
-
-
-def latency_ms(
-    models: list[nn.Module], x: torch.Tensor, repeats: int = 15, warmup: int = 3
-) -> list[float]:
-    """Median wall time of each ``model(x)`` in milliseconds.
-
-    The models run in turn, round after round, so background load hits them alike.
-    """
-    times: list[list[float]] = [[] for _ in models]
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            for k, m in enumerate(models):
-                m.eval()
-                t0 = time.perf_counter()
-                m(x)
-                if i >= warmup:
-                    times[k].append((time.perf_counter() - t0) * 1e3)
-    return [statistics.median(t) for t in times]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,7 +3,26 @@
 Every 4xx answer becomes an `ApiError` subclass chosen by status code and carrying the
 server's ``detail`` message, so callers can catch ``NotFound`` or ``Conflict`` without
 parsing text. Failures to reach the server at all (after the retries) are
-`ServerUnavailable`.
+`ServerUnavailable`. The names mirror HTTP statuses; they are the client's own and are
+not the service's internal exceptions.
+
+Hierarchy::
+
+    ClientError                     every error the client raises
+    ├── SpecError (ValueError)      a job spec that cannot be read or does not validate
+    ├── ApiError                    the server answered with an error status
+    │   ├── BadRequest              400
+    │   ├── Unauthorized            401
+    │   ├── Forbidden               403
+    │   ├── NotFound                404
+    │   ├── Conflict                409
+    │   ├── TooLarge                413
+    │   ├── ValidationFailed        422
+    │   ├── RateLimited             429
+    │   └── ServerError             5xx, after the retries
+    ├── ServerUnavailable           unreachable (or 502/503/504) after the retries
+    ├── ChecksumMismatch            a download's sha256 differs from the announced one
+    └── JobTimeout (TimeoutError)   `Job.wait` ran out of time
 """
 
 from __future__ import annotations
