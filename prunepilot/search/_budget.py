@@ -52,7 +52,7 @@ class Budgets:
     Args:
         space: the search space (configs to plans).
         graph: the model's channel graph (analytic MACs and parameters).
-        limits: absolute budgets by name (``macs``: multiply-accumulates, ``params``, ``latency_ms``); copied.
+        limits: absolute budgets by name (``macs``, ``params``, ``latency_ms``); copied.
         settings: search settings (latency margin and slack, uniform seeds).
 
     Attributes:
