@@ -50,6 +50,6 @@ def test_filling_respects_the_tightest_of_two_budgets(space: Space) -> None:
 
 
 def test_a_config_that_cannot_fit_comes_back_unchanged(space: Space) -> None:
-    budgets = Budgets(space, space.graph, {"flops": 1.0}, SearchSettings())
+    budgets = Budgets(space, space.graph, {"macs": 1.0}, SearchSettings())
     raw = {d.name: 0.5 for d in space.dims}
     assert budgets.fill(raw) == raw

@@ -90,7 +90,13 @@ def test_a_database_of_the_previous_release_is_upgraded_and_served(tmp_path: Pat
         assert job["status"] == "SUCCEEDED" and job["name"] == "old-done"
         assert job["trials_done"] == 4 and job["best_score"] == 0.875
         assert job["result"] == {"note": "from the previous release"}
-        assert c.get(f"/jobs/{QUEUED}").json()["status"] == "QUEUED"
+        queued = c.get(f"/jobs/{QUEUED}").json()
+        assert queued["status"] == "QUEUED"
+        # revision 0002: the old spec in this release's names, with the same meaning
+        assert queued["spec"]["constraints"]["macs"] == "60%"
+        assert queued["spec"]["constraints"]["flops"] is None
+        assert queued["spec"]["space"]["min_keep"] == 0.25
+        assert queued["spec"]["model"]["source"] == "prunepilot.demo.models:digits_cnn"
         assert [a["name"] for a in c.get(f"/jobs/{DONE}/artifacts").json()] == ["report.json"]
         uploads = c.get("/uploads").json()["items"]
         assert sorted(u["kind"] for u in uploads) == ["archive", "safetensors"]
@@ -101,4 +107,28 @@ def test_a_database_of_the_previous_release_is_upgraded_and_served(tmp_path: Pat
     db = Database(cfg.db_url)
     assert version(db.engine) == [head()]
     assert schema_drift(db.engine) == []
+    with db.engine.connect() as conn:
+        raw = conn.execute(text("SELECT spec FROM pp_jobs WHERE id = :id"), {"id": QUEUED})
+        stored = raw.scalar_one()
+    assert '"macs":"60%"' in stored and "min_ratio" not in stored and "service.zoo" not in stored
+    db.dispose()
+
+
+def test_the_spec_names_revision_goes_both_ways(tmp_path: Path) -> None:
+    # 0002 renames stored fields; its downgrade gives the previous release its names back
+    from alembic import command
+
+    path = tmp_path / "prev.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(PREVIOUS.read_text())
+    conn.close()
+    db = Database(f"sqlite:///{path}")
+    migrations.upgrade(db.engine)
+    assert version(db.engine) == [head()]
+    with db.engine.begin() as c:
+        command.downgrade(migrations._config(c), "0001")
+        old = c.execute(text("SELECT spec FROM pp_jobs WHERE id = :id"), {"id": QUEUED})
+        spec = old.scalar_one()
+    assert '"flops":"60%"' in spec and '"min_ratio":0.25' in spec
+    assert "prunepilot.service.zoo:digits_cnn" in spec
     db.dispose()

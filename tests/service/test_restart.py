@@ -44,4 +44,4 @@ def test_a_job_survives_a_server_restart_and_keeps_its_trials(
         assert after[number]["score"] == t["score"]
         assert after[number]["config"] == t["config"]
     assert "restarted" in logs and "resuming study" in logs
-    assert job["result"]["macs"] <= job["result"]["limits"]["flops"]
+    assert job["result"]["macs"] <= job["result"]["limits"]["macs"]
