@@ -69,7 +69,7 @@ from torch import nn
 
 import prunepilot as pp
 from prunepilot import search as ps
-from prunepilot.search._budget import Budgets
+from prunepilot.search.engine._budget import Budgets
 from prunepilot.worker import RayPool
 
 log = logging.getLogger("search_bench")

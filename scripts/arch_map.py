@@ -11,7 +11,8 @@ Definitions (module-level imports only; imports inside functions are lazy and no
 - *arrow*: module A imports module B, both inside the same top-level package (``search``...).
 - *folder arrow*: the same, counted once per pair of distinct sub-folders of that package.
 - *levels*: the longest import chain inside a package, in modules (1 = nothing imports a
-  sibling). A loop makes levels undefined and is reported instead.
+  sibling). A loop makes levels undefined and is reported instead. Package ``__init__``
+  modules only re-export: they are left out of arrows and levels.
 - *largest function*: by lines, over the whole ``prunepilot`` tree.
 """
 
@@ -156,7 +157,8 @@ def measure() -> dict[str, Any]:
         inside = {m for m in mods if m == prefix or m.startswith(prefix + ".")}
         if len(inside) == 1 and mods[prefix].name != "__init__.py":
             continue  # a single module, not a package
-        inner = {m for m in inside if m != prefix}
+        # re-export facades (``__init__``) are not rooms: arrows go to the modules they name
+        inner = {m for m in inside if mods[m].name != "__init__.py"}
         arrows = {(a, b) for a in inner for b in edges[a] if b in inner}
 
         def folder(m: str, prefix: str = prefix) -> str:

@@ -1,17 +1,23 @@
 """Decide which channels to remove and how many, then recover accuracy.
 
-Built on `prunepilot.core`'s public API only:
+Built on `prunepilot.core`'s public API only, in five rooms (imports point down the list):
 
-* importance criteria (`score_channels`, a registry users extend with `register_criterion`):
-  data-free ``l1``, ``l2``, ``fpgm``, ``bn_scale``, ``random``; data-driven ``taylor``,
-  ``taylor_weight``, ``apoz``, ``mean_activation``, ``fisher``, ``sensitivity`` from a
-  `Calibration` (context manager) or `calibrate` (one call);
-* `recalibrate_bn` (adaptive BatchNorm);
-* strategies (`Strategy`, `plan_for_ratio`, `plan_for_macs`, `plan_within`): uniform,
-  global or LAMP ranking,
-  explicit per-group config, ``round_to``, minimum channels, ignored layers;
-* schedules (`sparsity_schedule`, `iterative_prune`) and a NetAdapt loop (`netadapt`);
-* fine-tuning (`Trainer`, `evaluate`, `distillation_loss`).
+* `importance` (``search/importance/``): criteria (`score_channels`, a registry users extend
+  with `register_criterion`): data-free ``l1``, ``l2``, ``fpgm``, ``bn_scale``, ``random``;
+  data-driven ``taylor``, ``taylor_weight``, ``apoz``, ``mean_activation``, ``fisher``,
+  ``sensitivity`` from a `Calibration` (context manager) or `calibrate` (one call);
+* `recovery` (``search/recovery/``): fine-tuning (`Trainer`, `evaluate`,
+  `distillation_loss`) and `recalibrate_bn` (adaptive BatchNorm);
+* `allocation` (``search/allocation/``): strategies (`Strategy`, `plan_for_ratio`,
+  `plan_for_macs`, `plan_within`: uniform, global or LAMP ranking, explicit per-group
+  config, ``round_to``, minimum channels, ignored layers), schedules (`sparsity_schedule`,
+  `iterative_prune`) and a NetAdapt loop (`netadapt`);
+* `latency` (``search/latency/``): `measure_latency` on the target device and the learned
+  `LatencyModel`;
+* `engine` (``search/engine/``): the Optuna `search` itself: space, budgets, baselines,
+  the `Evaluator` and its `Pool`, the study and the `SearchResult`.
+
+``errors`` holds the search's exceptions; ``_batches`` feeds models (shared by all rooms).
 """
 
 from __future__ import annotations
@@ -26,31 +32,77 @@ from prunepilot.schemas import (
     SearchSpec,
 )
 
-from ._bn import recalibrate_bn
-from ._calibration import Calibration, calibrate
-from ._candidate import (
+from .allocation import (
+    SCHEDULES,
+    NetAdaptResult,
+    NetAdaptStep,
+    Plan,
+    StepRecord,
+    Strategy,
+    ignored_groups,
+    iterative_prune,
+    lamp_scores,
+    netadapt,
+    plan_for_macs,
+    plan_for_ratio,
+    plan_within,
+    sparsity_schedule,
+)
+from .engine import (
+    Baseline,
+    Config,
+    Dimension,
     Evaluation,
     Evaluator,
+    Finalist,
     Finetuned,
     Limited,
+    LocalPool,
     Metric,
+    Outcome,
+    Pool,
     SearchData,
+    SearchProgress,
+    SearchResult,
+    Space,
+    Task,
+    TrialRecord,
     Workload,
+    delete_study,
+    open_storage,
+    pareto_front,
+    read_trials,
+    run_task,
+    search,
     top1,
 )
-from ._criteria import (
+from .errors import (
+    CalibrationError,
+    InfeasibleError,
+    LatencyError,
+    SearchCancelled,
+    UnknownCriterionError,
+)
+from .importance import (
+    AGGREGATES,
     CRITERIA,
+    NORMALIZERS,
     ActivationCriterion,
+    Calibration,
     Criterion,
     GradientWeightCriterion,
     ScoreContext,
+    Scores,
     WeightCriterion,
     available_criteria,
+    calibrate,
     get_criterion,
+    normalize_scores,
     register_criterion,
+    score_channels,
 )
-from ._driver import search
-from ._finetune import (
+from .latency import LatencyModel, LatencyStats, latency_inputs, measure_latency, measure_relative
+from .recovery import (
     EvalResult,
     FitResult,
     Progress,
@@ -58,38 +110,7 @@ from ._finetune import (
     Trainer,
     distillation_loss,
     evaluate,
-)
-from ._latency import LatencyStats, latency_inputs, measure_latency, measure_relative
-from ._latency_model import LatencyModel
-from ._netadapt import NetAdaptResult, NetAdaptStep, netadapt
-from ._pool import LocalPool, Outcome, Pool, Task, run_task
-from ._result import (
-    Baseline,
-    Finalist,
-    SearchProgress,
-    SearchResult,
-    TrialRecord,
-    pareto_front,
-)
-from ._schedule import SCHEDULES, StepRecord, iterative_prune, sparsity_schedule
-from ._scoring import AGGREGATES, NORMALIZERS, Scores, normalize_scores, score_channels
-from ._space import Config, Dimension, Space
-from ._strategy import (
-    Plan,
-    Strategy,
-    ignored_groups,
-    lamp_scores,
-    plan_for_macs,
-    plan_for_ratio,
-    plan_within,
-)
-from ._study import delete_study, open_storage, read_trials
-from .errors import (
-    CalibrationError,
-    InfeasibleError,
-    LatencyError,
-    SearchCancelled,
-    UnknownCriterionError,
+    recalibrate_bn,
 )
 
 __all__ = [

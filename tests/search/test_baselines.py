@@ -105,8 +105,8 @@ def test_baselines_can_be_turned_off_and_must_not_repeat(model: nn.Module) -> No
 def test_a_latency_scale_re_sizes_a_baseline(model: nn.Module) -> None:
     # a baseline measured slower than predicted is re-sized with the measured/predicted
     # ratio: the plan shrinks until the scaled prediction fits
-    from prunepilot.search._baselines import baseline_config
-    from prunepilot.search._budget import Budgets
+    from prunepilot.search.engine._baselines import baseline_config
+    from prunepilot.search.engine._budget import Budgets
 
     graph = pp.trace(model, X)
     space = ps.Space(model, graph, ps.score_channels(model, graph, "l2"), ps.SearchSpace())

@@ -9,7 +9,7 @@ import torch
 
 import prunepilot as pp
 from prunepilot.search import SearchSettings, SearchSpace, Space, score_channels
-from prunepilot.search._budget import Budgets
+from prunepilot.search.engine._budget import Budgets
 
 from ._models import PlainCNN
 

@@ -17,7 +17,13 @@ from prunepilot.search import (
     measure_latency,
     measure_relative,
 )
-from prunepilot.search._latency import MIN_CUDA_WARMUP, _time_cpu, _time_cuda, _timer, time_calls
+from prunepilot.search.latency._measure import (
+    MIN_CUDA_WARMUP,
+    _time_cpu,
+    _time_cuda,
+    _timer,
+    time_calls,
+)
 
 FAST = {"warmup": 1, "repeats": 3}
 

@@ -15,9 +15,9 @@ from prunepilot.search import (
     pareto_front,
     read_trials,
 )
-from prunepilot.search._driver import _finished
-from prunepilot.search._result import ERROR_CHARS
-from prunepilot.search._study import write_record
+from prunepilot.search.engine._driver import _finished
+from prunepilot.search.engine._result import ERROR_CHARS
+from prunepilot.search.engine._study import write_record
 
 _DIST: dict[str, optuna.distributions.BaseDistribution] = {
     "a": optuna.distributions.FloatDistribution(0.0, 1.0)

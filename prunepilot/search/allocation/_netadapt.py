@@ -24,11 +24,11 @@ from torch import nn
 
 from prunepilot.core import ChannelGraph, ChannelGroup, PlanError, prune_channels, trace
 
-from ._criteria import Criterion, get_criterion
-from ._finetune import Progress, ProgressCallback
-from ._scoring import Aggregate, Scores, score_channels
+from ..errors import CalibrationError
+from ..importance._criteria import Criterion, get_criterion
+from ..importance._scoring import Aggregate, Scores, score_channels
+from ..recovery._finetune import Progress, ProgressCallback
 from ._strategy import Plan, Strategy, ignored_groups, plan_for_ratio
-from .errors import CalibrationError
 
 __all__ = ["NetAdaptResult", "NetAdaptStep", "netadapt"]
 

@@ -11,9 +11,9 @@ from torch import nn
 
 from prunepilot.core import ChannelGraph, PrunepilotError
 
+from ..errors import CalibrationError
 from ._calibration import Calibration
 from ._criteria import L2, Criterion, ScoreContext, get_criterion
-from .errors import CalibrationError
 
 __all__ = ["AGGREGATES", "NORMALIZERS", "Scores", "normalize_scores", "score_channels"]
 

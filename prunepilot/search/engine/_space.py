@@ -19,8 +19,8 @@ from torch import nn
 from prunepilot.core import ChannelGraph, ChannelGroup, PlanError
 from prunepilot.schemas import SearchSpace
 
-from ._scoring import Scores
-from ._strategy import Plan, Strategy, ignored_groups, plan_for_ratio
+from ..allocation._strategy import Plan, Strategy, ignored_groups, plan_for_ratio
+from ..importance._scoring import Scores
 
 __all__ = ["Config", "Dimension", "Space"]
 

@@ -25,13 +25,13 @@ from torch import nn
 from prunepilot.core import ChannelGraph, PrunepilotError, prune_channels
 from prunepilot.schemas import FinetuneSettings, LatencyTarget, SearchSettings, SearchSpace
 
-from ._bn import recalibrate_bn
-from ._calibration import calibrate
-from ._criteria import get_criterion
-from ._finetune import LossFn, Trainer, evaluate
-from ._latency import LatencyStats, local_device, measure_latency, measure_relative
-from ._latency_model import LatencyModel
-from ._scoring import Scores, score_channels
+from ..importance._calibration import calibrate
+from ..importance._criteria import get_criterion
+from ..importance._scoring import Scores, score_channels
+from ..latency._measure import LatencyStats, local_device, measure_latency, measure_relative
+from ..latency._model import LatencyModel
+from ..recovery._bn import recalibrate_bn
+from ..recovery._finetune import LossFn, Trainer, evaluate
 from ._space import Space
 
 __all__ = [

@@ -25,7 +25,8 @@ from torch.utils.hooks import RemovableHandle
 
 from prunepilot.core import ChannelGraph, ChannelGroup, trace
 
-from ._batches import call_model, model_device, split_batch, to_device
+from .._batches import call_model, model_device, split_batch, to_device
+from ..errors import CalibrationError
 from ._channels import owner, position_channels
 from ._criteria import (
     NORM_TYPES,
@@ -36,7 +37,6 @@ from ._criteria import (
     available_criteria,
     get_criterion,
 )
-from .errors import CalibrationError
 
 __all__ = ["Calibration", "calibrate"]
 

@@ -30,8 +30,8 @@ from torch.utils._pytree import tree_map
 
 from prunepilot.schemas import LatencyTarget
 
-from ._batches import call_model
-from .errors import LatencyError
+from .._batches import call_model
+from ..errors import LatencyError
 
 __all__ = [
     "MIN_CUDA_WARMUP",

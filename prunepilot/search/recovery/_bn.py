@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._batches import call_model, model_device, split_batch, to_device
+from .._batches import call_model, model_device, split_batch, to_device
 
 __all__ = ["recalibrate_bn"]
 

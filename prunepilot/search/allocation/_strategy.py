@@ -24,7 +24,7 @@ from torch import nn
 
 from prunepilot.core import ChannelGraph, ChannelGroup, PlanError, channel_scores, select
 
-from ._scoring import NORMALIZERS, Normalize, Scores, normalize_scores
+from ..importance._scoring import NORMALIZERS, Normalize, Scores, normalize_scores
 
 __all__ = [
     "Plan",

@@ -23,7 +23,7 @@ from torch import nn
 
 from prunepilot.core import ChannelGraph, PrunepilotError, prune_channels
 
-from ._batches import call_model, model_device, split_batch, to_device
+from .._batches import call_model, model_device, split_batch, to_device
 
 __all__ = [
     "EvalResult",

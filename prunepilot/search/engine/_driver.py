@@ -31,12 +31,15 @@ from torch import nn
 from prunepilot.core import prune_channels, trace
 from prunepilot.schemas import SearchSpec
 
+from ..allocation._strategy import Allocation, Plan
+from ..errors import CalibrationError, InfeasibleError, SearchCancelled
+from ..importance._criteria import get_criterion
+from ..importance._scoring import score_channels
+from ..latency._measure import LatencyStats
+from ..recovery._finetune import LossFn
 from ._baselines import baseline_config, grid_params
 from ._budget import Budgets
-from ._candidate import Evaluation, Finetuned, Metric, SearchData, Workload
-from ._criteria import get_criterion
-from ._finetune import LossFn
-from ._latency import LatencyStats
+from ._evaluator import Evaluation, Finetuned, Metric, SearchData, Workload
 from ._pool import LocalPool, Outcome, Pool, Task
 from ._result import (
     ERROR_CHARS,
@@ -48,11 +51,8 @@ from ._result import (
     TrialRecord,
     pareto_front,
 )
-from ._scoring import score_channels
 from ._space import Config, Space
-from ._strategy import Allocation, Plan
 from ._study import open_storage, open_study, write_record
-from .errors import CalibrationError, InfeasibleError, SearchCancelled
 
 __all__ = ["search"]
 

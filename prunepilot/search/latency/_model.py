@@ -27,8 +27,9 @@ from torch import nn
 from prunepilot.core import ChannelGraph, PlanError
 from prunepilot.schemas import LatencyTarget
 
-from ._batches import call_model
-from ._latency import (
+from .._batches import call_model
+from ..errors import LatencyError
+from ._measure import (
     cpu_threads,
     first_run,
     prepare,
@@ -36,7 +37,6 @@ from ._latency import (
     target_dtype,
     time_calls,
 )
-from .errors import LatencyError
 
 __all__ = ["LatencyModel"]
 

@@ -34,10 +34,10 @@ import numpy as np
 from prunepilot.core import ChannelGraph, ChannelGroup
 from prunepilot.schemas import SearchSettings
 
-from ._latency_model import LatencyModel
-from ._scoring import normalize_scores
+from ..allocation._strategy import Plan
+from ..importance._scoring import normalize_scores
+from ..latency._model import LatencyModel
 from ._space import Config, Dimension, Space
-from ._strategy import Plan
 
 __all__ = ["Budgets"]
 

@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from torch import nn
 
-from ._latency import LatencyStats
-from ._strategy import Plan
+from ..allocation._strategy import Plan
+from ..latency._measure import LatencyStats
 
 __all__ = [
     "Baseline",

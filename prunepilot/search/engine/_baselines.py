@@ -12,9 +12,9 @@ import logging
 
 import optuna
 
+from ..allocation._strategy import Allocation, Plan, Strategy, plan_within
 from ._budget import Budgets
 from ._space import Config, Space
-from ._strategy import Allocation, Plan, Strategy, plan_within
 
 __all__ = ["baseline_config", "grid_params"]
 

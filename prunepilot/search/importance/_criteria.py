@@ -20,8 +20,8 @@ from torch import nn
 
 from prunepilot.core import ChannelGraph, ChannelGroup
 
+from ..errors import CalibrationError, UnknownCriterionError
 from ._channels import Reduce, owner, position_channels, to_channels
-from .errors import CalibrationError, UnknownCriterionError
 
 if TYPE_CHECKING:
     from ._calibration import Calibration

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from prunepilot.schemas import FinetuneSettings, LatencyTarget
 
-from ._candidate import Evaluator, Workload
+from ._evaluator import Evaluator, Workload
 
 __all__ = ["LocalPool", "Outcome", "Pool", "Task", "run_task"]
 

@@ -18,10 +18,11 @@ from torch import nn
 
 from prunepilot.core import ChannelGraph, PlanError, prune_channels, trace
 
-from ._calibration import calibrate
-from ._criteria import Criterion, get_criterion
-from ._finetune import Progress, ProgressCallback
-from ._scoring import Aggregate, score_channels
+from ..errors import CalibrationError
+from ..importance._calibration import calibrate
+from ..importance._criteria import Criterion, get_criterion
+from ..importance._scoring import Aggregate, score_channels
+from ..recovery._finetune import Progress, ProgressCallback
 from ._strategy import (
     Plan,
     Strategy,
@@ -30,7 +31,6 @@ from ._strategy import (
     plan_for_macs,
     plan_for_ratio,
 )
-from .errors import CalibrationError
 
 __all__ = ["SCHEDULES", "StepRecord", "iterative_prune", "sparsity_schedule"]
 
