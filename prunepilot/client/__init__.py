@@ -9,7 +9,7 @@ wait on with a progress bar, and download artifacts from. The ``prunepilot`` com
 from __future__ import annotations
 
 from ._client import DEFAULT_URL, Client, Event, Job
-from ._spec import load_spec
+from ._spec_file import load_spec
 from .errors import (
     ApiError,
     BadRequest,

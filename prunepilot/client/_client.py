@@ -38,7 +38,7 @@ from prunepilot.schemas import (
 )
 
 from ._progress import JobProgress
-from ._spec import local_files, read_spec, validate, with_uploads
+from ._spec_file import local_files, read_spec, validate, with_uploads
 from .errors import (
     ApiError,
     ChecksumMismatch,
