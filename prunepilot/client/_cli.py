@@ -337,11 +337,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     with _needs_server("demo"):
         from prunepilot.demo import run_demo
 
+    url = getattr(args, "url", None)  # only as given here: a set PRUNEPILOT_URL is ignored
     return run_demo(
         data_dir=args.data_dir,
         train_epochs=args.train_epochs,
         trials=args.trials,
         keep=args.keep,
+        url=url,
+        token=(getattr(args, "token", None) or os.environ.get("PRUNEPILOT_TOKEN")) if url else None,
     )
 
 
@@ -435,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "demo",
         _cmd_demo,
-        "start a local service, prune a digits CNN to FLOPs and latency budgets, compare",
+        "start a local service (or use --url), prune a digits CNN to MACs and latency "
+        "budgets, compare",
     )
     p.add_argument("--data-dir", default=None, help="service data dir (default: a temp dir)")
     p.add_argument("--train-epochs", type=int, default=8, help="client-side training epochs")

@@ -7,6 +7,10 @@ a trained model. Then it uploads the weights, submits a job that prunes the mode
 its MACs and 70 % of its CPU latency at batch 64, follows the job, downloads the artifacts
 (sha256 checked), loads the pruned checkpoint with `prunepilot.load`, and prints accuracy,
 MACs, parameters and measured latency before and after. Finally it stops the server.
+
+With ``--url`` (and a token) it starts nothing and runs the same job on that service, e.g.
+a Compose cluster (``docker/smoke.sh`` does so); the latency budget is then measured on the
+service's workers.
 """
 
 from __future__ import annotations
@@ -176,18 +180,22 @@ def stop_server(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
 
 
 def wait_ready(
-    client: Client, proc: subprocess.Popen[bytes], timeout: float, log_path: Path
+    client: Client, proc: subprocess.Popen[bytes] | None, timeout: float, log_path: Path
 ) -> None:
-    """Block until the server answers ``/readyz``; raise if it dies or takes too long."""
+    """Block until the server answers ``/readyz``; raise if it dies or takes too long.
+
+    ``proc`` is the server we started, or ``None`` for a service started elsewhere.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             tail = log_path.read_text(errors="replace")[-3000:]
             raise ClientError(f"the server exited with status {proc.returncode}:\n{tail}")
         if client.ready():
             return
         time.sleep(0.5)
-    raise ClientError(f"the server was not ready after {timeout:g} s (log: {log_path})")
+    where = f"log: {log_path}" if proc is not None else client.url
+    raise ClientError(f"the server was not ready after {timeout:g} s ({where})")
 
 
 def _latency_ms(models: list[nn.Module], batch: torch.Tensor) -> list[float]:
@@ -306,32 +314,49 @@ def run_demo(
     trials: int = 16,
     keep: bool = False,
     server_timeout: float = 180.0,
+    url: str | None = None,
+    token: str | None = None,
 ) -> int:
     """Run the demo end to end; returns the process exit status (0 on success).
 
     Args:
-        data_dir: the server's data directory (default: a temporary one, removed after).
+        data_dir: the server's data directory (default: a temporary one, removed after);
+            with ``url``, where the weights and the downloaded artifacts go.
         train_epochs: epochs the user's model trains before pruning.
         trials: search trials of the job.
         keep: keep the temporary directory (server data, log, downloaded artifacts).
         server_timeout: seconds to wait for the server to become ready.
+        url: a running service to use instead of starting one.
+        token: the bearer token for ``url`` (required with it).
     """
     import prunepilot
+
+    if url is not None and not token:
+        raise ClientError("demo --url needs a token (--token or PRUNEPILOT_TOKEN)")
 
     console = Console(highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 100  # logs and pipes: no wrapping at 80 columns
     t_start = time.monotonic()
     root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="prunepilot-demo-"))
-    token = secrets.token_urlsafe(16)
+    token = token if url is not None else secrets.token_urlsafe(16)
+    assert token is not None
     log_path = root / "server.log"
     console.rule("[bold]prunepilot demo")
     console.print(f"working directory {root}")
     torch.manual_seed(0)
     ok = False
     try:
-        with start_server(root / "service", token, log_path=log_path) as (url, proc):
-            console.print(f"starting the service at {url} (log: {log_path})")
+        server: contextlib.AbstractContextManager[tuple[str, subprocess.Popen[bytes] | None]] = (
+            contextlib.nullcontext((url, None))
+            if url is not None
+            else start_server(root / "service", token, log_path=log_path)
+        )
+        with server as (url, proc):
+            if proc is None:
+                console.print(f"using the service at {url}")
+            else:
+                console.print(f"starting the service at {url} (log: {log_path})")
             # The user's side: a model trained on their data, while the server starts.
             data = digits_data()
             model = digits_cnn()

@@ -192,3 +192,15 @@ def test_cli_submit_wait_status_list_trials_download(
     assert main([*base, "status", "nope"]) == 1
     err = capsys.readouterr().err
     assert "no job 'nope'" in err and "404" in err and "Traceback" not in err
+
+
+def test_the_demo_runs_on_a_service_started_elsewhere(
+    live_server: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `prunepilot demo --url` starts no server: the same job, on the given service
+    argv = ["demo", "--url", live_server.url, "--token", TOKEN, "--data-dir", str(tmp_path)]
+    assert main([*argv, "--train-epochs", "2", "--trials", "8"]) == 0
+    out = capsys.readouterr().out
+    assert f"using the service at {live_server.url}" in out and "starting the service" not in out
+    assert "sha256 ok" in out and (tmp_path / "artifacts" / "model.safetensors").exists()
+    assert not (tmp_path / "service").exists()  # no local server data
