@@ -32,6 +32,7 @@ from prunepilot.schemas import (
     SearchSpec,
 )
 
+from ._batches import TensorBatches
 from .allocation import (
     SCHEDULES,
     NetAdaptResult,
@@ -163,6 +164,7 @@ __all__ = [
     "StepRecord",
     "Strategy",
     "Task",
+    "TensorBatches",
     "Trainer",
     "TrialRecord",
     "UnknownCriterionError",

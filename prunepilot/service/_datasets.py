@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import logging
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, overload
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from prunepilot.schemas import DatasetSpec
+from prunepilot.search import TensorBatches
 
 from ._archives import IMAGE_SUFFIXES, extract, open_member, scan
 from ._images import decode, image_size
@@ -37,7 +38,7 @@ from ._rows import UploadRow
 from ._settings import Settings
 from .errors import ArchiveError, InvalidSpecError
 
-__all__ = ["DatasetInfo", "Prepared", "TensorBatches", "resolve"]
+__all__ = ["DatasetInfo", "Prepared", "resolve"]
 
 log = logging.getLogger("prunepilot.service")
 
@@ -63,39 +64,6 @@ class DatasetInfo:
 
     sample_shape: tuple[int, ...]
     num_classes: int | None
-
-
-class TensorBatches:
-    """A re-iterable loader of ``(inputs, labels)`` batches over in-memory tensors.
-
-    Args:
-        x: inputs, samples along dim 0.
-        y: integer labels.
-        batch_size: samples per batch (the last batch may be smaller).
-        shuffle: a new order on every pass (seeded, so runs repeat).
-        seed: the shuffling seed.
-    """
-
-    def __init__(
-        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0
-    ) -> None:
-        self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, seed
-        self._epoch = 0
-
-    def __len__(self) -> int:
-        return (len(self.x) + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.x)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self._epoch)
-            self._epoch += 1
-            order = torch.randperm(n, generator=g)
-        else:
-            order = torch.arange(n)
-        for i in range(0, n, self.batch_size):
-            idx = order[i : i + self.batch_size]
-            yield self.x[idx], self.y[idx]
 
 
 @dataclass

@@ -143,3 +143,26 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path: Path)
             lambda _: None,
             meta=True,
         )
+
+
+def test_a_prepared_dataset_unpickles_on_a_worker_without_the_service(tmp_path: Path) -> None:
+    # batches travel to Ray workers inside a workload: unpickling them there must import
+    # nothing of the service (FastAPI, SQLAlchemy), only the search that feeds models
+    import pickle
+    import subprocess
+    import sys
+
+    spec = DatasetSpec(source="builtin:digits", limit=100, batch_size=16)
+    data = resolve(spec, _settings(tmp_path), lambda _: None, meta=False, work_dir=tmp_path)
+    code = (
+        "import pickle, sys; b = pickle.loads(sys.stdin.buffer.read()); n = len(list(b));"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('fastapi', 'sqlalchemy')"
+        " or m.startswith('prunepilot.service')]; print(n, sorted(bad))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=pickle.dumps((data.train, data.score, data.val)),
+        capture_output=True,
+        check=True,
+    )
+    assert out.stdout.decode().strip() == "3 []", out.stderr.decode()[-2000:]
