@@ -4,7 +4,7 @@ For every model (torchvision classification / detection / segmentation / optical
 and a set of timm models, all randomly initialised) a fresh subprocess runs one tool with a time
 limit and prints a single JSON line; the parent collects the lines into a markdown table.
 
-prunepilot check: ``trace`` -> ``select(ratio=0.5)`` -> zero the selected channels on a copy
+prunepilot check: ``trace`` -> ``select(remove=0.5)`` -> zero the selected channels on a copy
 and run it (``ref``) -> physically prune that copy and run it (``out``). Success means the
 pruned model runs, its output has the unpruned model's structure and shapes, its MACs dropped
 (for detection models, against a run that found as many boxes as the pruned model, as only it
@@ -239,7 +239,7 @@ def run_prunepilot(spec: ModelSpec) -> dict[str, Any]:
         res["prunable"] = sum(1 for g in graph.groups if g.prunable)
 
         stage = "select"
-        plan = prunepilot.select(model, graph, ratio=RATIO)
+        plan = prunepilot.select(model, graph, remove=RATIO)
         res["pruned_groups"] = sum(1 for ch in plan.values() if ch)
         res["pruned_channels"] = sum(len(ch) for ch in plan.values())
         norm = norm_over_pruned(model, graph, plan)

@@ -10,7 +10,6 @@ import contextlib
 import fnmatch
 import gc
 import logging
-import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +28,9 @@ from ._metacopy import meta_copy
 from ._modules import all_modules
 from ._profile import Profile, count_params
 from ._prune import prune_channels
-from ._select import select
+from ._select import removal, select
 from ._verify import Traced, verify_groups
-from .errors import PlanError, TraceError
+from .errors import TraceError
 
 __all__ = ["PruneReport", "profile", "prune", "trace"]
 
@@ -277,20 +276,12 @@ def prune(
     Raises:
         PlanError: both ``remove`` and ``ratio`` given, or a bad fraction or importance.
     """
-    if ratio is not None:
-        if remove is not None:
-            raise PlanError("give remove= only (ratio= is its deprecated name)")
-        warnings.warn(
-            "prune(ratio=) is deprecated; use prune(remove=), the fraction of channels removed",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        remove = ratio
+    remove = removal(remove, ratio, "prune")
     graph = trace(model, example_inputs, ignore=ignore)
     plan = select(
         model,
         graph,
-        ratio=remove,
+        remove=remove,
         ratios=ratios,
         importance=importance,
         round_to=round_to,

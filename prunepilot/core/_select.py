@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -61,31 +62,49 @@ def keep_count(group: ChannelGroup, ratio: float, round_to: int = 1, min_channel
     return keep
 
 
+def removal(remove: float | None, ratio: float | None, caller: str) -> float | None:
+    """``remove``, or the deprecated ``ratio`` with a `DeprecationWarning` (never both)."""
+    if ratio is None:
+        return remove
+    if remove is not None:
+        raise PlanError("give remove= only (ratio= is its deprecated name)")
+    warnings.warn(
+        f"{caller}(ratio=) is deprecated; use {caller}(remove=), the fraction of channels removed",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return ratio
+
+
 def select(
     model: nn.Module,
     graph: ChannelGraph,
     *,
-    ratio: float | None = None,
+    remove: float | None = None,
     ratios: Mapping[str, float] | None = None,
     importance: str | Mapping[str, Sequence[float] | np.ndarray] = "l2",
     round_to: int = 1,
     min_channels: int = 1,
     seed: int = 0,
+    ratio: float | None = None,
 ) -> dict[str, list[int]]:
     """Build a plan ``{group_id: [channels to remove]}``.
 
     Args:
         model: the traced model (for weight-based importance).
         graph: its channel graph.
-        ratio: fraction of channels to remove from every prunable group.
-        ratios: fraction per group id (overrides ``ratio`` for those groups).
+        remove: fraction of channels to remove from every prunable group.
+        ratios: fraction to remove per group id (overrides ``remove`` for those groups).
         importance: ``"l1"``, ``"l2"``, ``"random"``, or precomputed scores per group.
         round_to: keep layer widths multiples of this.
         min_channels: never keep fewer channels than this in a group.
         seed: seed for ``"random"``.
+        ratio: deprecated name of ``remove`` (a ``DeprecationWarning``; removed in the next
+            release: "ratio" reads as the fraction kept elsewhere).
     """
+    ratio = removal(remove, ratio, "select")
     if ratio is None and not ratios:
-        raise PlanError("give ratio= (for every group) or ratios= ({group_id: fraction})")
+        raise PlanError("give remove= (for every group) or ratios= ({group_id: fraction})")
     for r in ([ratio] if ratio is not None else []) + list((ratios or {}).values()):
         if not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
             raise PlanError(f"pruning ratios are fractions in [0, 1); got {r!r}")

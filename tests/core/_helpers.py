@@ -84,7 +84,7 @@ def zero_check(
     if graph is None:
         graph = pp.trace(model, x)
     if plan is None:
-        plan = pp.select(model, graph, ratio=ratio)
+        plan = pp.select(model, graph, remove=ratio)
     assert plan, f"nothing selected to prune:\n{graph.summary()}"
     full = run(model, x)
 

@@ -170,7 +170,7 @@ def test_ratio_out_of_range(traced: tuple[nn.Module, ChannelGraph], ratio: float
     model, graph = traced
     before = snapshot(model)
     with pytest.raises(PlanError):
-        pp.select(model, graph, ratio=ratio)
+        pp.select(model, graph, remove=ratio)
     with pytest.raises(PlanError):
         pp.select(model, graph, ratios={"conv1.weight:0": ratio})
     with pytest.raises(PlanError):
@@ -197,11 +197,11 @@ def test_unknown_importance(traced: tuple[nn.Module, ChannelGraph]) -> None:
     model, graph = traced
     before = snapshot(model)
     with pytest.raises(PlanError, match="importance"):
-        pp.select(model, graph, ratio=0.5, importance="l3")
+        pp.select(model, graph, remove=0.5, importance="l3")
     with pytest.raises(PlanError, match="importance"):
         pp.prune(model, X, remove=0.5, importance="taylor")
     with pytest.raises(PlanError):
-        pp.select(model, graph, ratio=0.5, importance={"conv1.weight:0": [0.0] * 8})
+        pp.select(model, graph, remove=0.5, importance={"conv1.weight:0": [0.0] * 8})
     assert state_equal(before, snapshot(model))
 
 
@@ -210,7 +210,7 @@ def test_bad_rounding(traced: tuple[nn.Module, ChannelGraph], kwargs: dict[str, 
     """round_to and min_channels must be at least 1."""
     model, graph = traced
     with pytest.raises(PlanError):
-        pp.select(model, graph, ratio=0.5, **kwargs)
+        pp.select(model, graph, remove=0.5, **kwargs)
 
 
 def test_model_changed_since_tracing(traced: tuple[nn.Module, ChannelGraph]) -> None:

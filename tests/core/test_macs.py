@@ -78,7 +78,7 @@ def test_toy_counts(ratio: float) -> None:
     graph = pp.trace(model, x)
     assert abs(graph.macs_total - torch_macs(model, x)) <= 0.01 * graph.macs_total
     assert graph.params() == n_params(model)
-    plan = pp.select(model, graph, ratio=ratio)
+    plan = pp.select(model, graph, remove=ratio)
     assert bool(plan) == (ratio > 0)
     pruned = copy.deepcopy(model)
     pp.prune_channels(pruned, graph, plan)
@@ -94,8 +94,8 @@ def test_macs_monotone_in_ratio() -> None:
     """Removing more channels never increases the predicted MACs or params."""
     model = Toy().eval()
     graph = pp.trace(model, torch.randn(1, 3, 16, 16))
-    macs = [graph.macs(pp.select(model, graph, ratio=r)) for r in (0.0, 0.2, 0.4, 0.6, 0.8)]
-    params = [graph.params(pp.select(model, graph, ratio=r)) for r in (0.0, 0.2, 0.4, 0.6, 0.8)]
+    macs = [graph.macs(pp.select(model, graph, remove=r)) for r in (0.0, 0.2, 0.4, 0.6, 0.8)]
+    params = [graph.params(pp.select(model, graph, remove=r)) for r in (0.0, 0.2, 0.4, 0.6, 0.8)]
     assert macs == sorted(macs, reverse=True) and macs[0] > macs[-1]
     assert params == sorted(params, reverse=True) and params[0] > params[-1]
 

@@ -488,7 +488,7 @@ def test_train_and_eval_mode_trace_alike(cls: type[nn.Module]) -> None:
     assert _summary(train_graph) == _summary(eval_graph)
     # a plan from the train-mode graph prunes the model for real
     trained = copy.deepcopy(model).train()
-    plan = pp.select(trained, train_graph, ratio=0.5)
+    plan = pp.select(trained, train_graph, remove=0.5)
     pp.prune_channels(trained, train_graph, plan)
     out = trained(x)
     out.sum().backward()
@@ -571,7 +571,7 @@ def test_tied_embedding_prunes_correctly() -> None:
     g = next(x for x in graph.groups if ("fc2.weight", 0) in member_names(x))
     assert ("emb.weight", 1) in member_names(g)
     assert not any(("emb.weight", 0) in member_names(x) for x in graph.prunable)
-    plan = pp.select(model, graph, ratio=0.5)
+    plan = pp.select(model, graph, remove=0.5)
     ref = copy.deepcopy(model)
     zero_members(ref, graph, plan)  # every slice of the removed channels
     pruned = copy.deepcopy(model)

@@ -73,7 +73,7 @@ def test_optimizer_state_is_sliced(name: str) -> None:
     old_shapes = {n: p.shape for n, p in params.items()}
 
     graph = pp.trace(model, x)
-    plan = pp.select(model, graph, ratio=0.5)
+    plan = pp.select(model, graph, remove=0.5)
     assert set(plan) == {"conv1.weight:0", "conv2.weight:0"}
     pp.prune_channels(model, graph, plan, optimizer=opt)
     kept = _kept(graph, plan, old_shapes)
@@ -108,7 +108,7 @@ def test_optimizer_without_state_is_fine() -> None:
     x = torch.randn(2, 3, 8, 8)
     opt = torch.optim.Adam(model.parameters())
     graph = pp.trace(model, x)
-    pp.prune_channels(model, graph, pp.select(model, graph, ratio=0.5), optimizer=opt)
+    pp.prune_channels(model, graph, pp.select(model, graph, remove=0.5), optimizer=opt)
     assert all(len(opt.state[p]) == 0 for p in model.parameters())
     _step(model, opt, x)
     assert opt.state[model.conv1.weight]["exp_avg"].shape == (4, 3, 3, 3)

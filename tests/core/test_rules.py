@@ -259,7 +259,7 @@ def test_group_norm_blocks() -> None:
     for bad in ([0], [0, 1, 4]):
         with pytest.raises(PlanError):
             pp.prune_channels(model, graph, {g.id: bad})
-    plan = pp.select(model, graph, ratio=0.5)
+    plan = pp.select(model, graph, remove=0.5)
     assert sorted(sum(1 for c in plan[g.id] if c in cell) for cell in g.cells) == [2, 2]
     _, _, pruned = zero_check(model, img(), graph=graph, plan=plan, values=False)
     assert pruned.n.num_groups == 2 and pruned.n.num_channels == 4
@@ -473,7 +473,7 @@ def test_fixed_channel_access_is_unprunable(mode: str, words: str) -> None:
     g = graph.group("a.weight:0")
     assert not g.prunable
     assert g.reason and words in g.reason
-    assert pp.select(model, graph, ratio=0.5) == {}
+    assert pp.select(model, graph, remove=0.5) == {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -842,7 +842,7 @@ def test_ops_fixing_the_channel_count(mode: str, words: str) -> None:
     graph = pp.trace(model.eval(), img())
     g = graph.group("a.weight:0")
     assert not g.prunable and g.reason and words in g.reason
-    assert pp.select(model, graph, ratio=0.5) == {}
+    assert pp.select(model, graph, remove=0.5) == {}
 
 
 def test_rule_outputs_must_fit_their_tensor() -> None:

@@ -52,7 +52,7 @@ def _kept(graph: ChannelGraph, plan: dict[str, list[int]]) -> dict[str, int]:
 def test_ratio_counts(wide: tuple[nn.Module, ChannelGraph], ratio: float) -> None:
     """Each group loses floor(channels * ratio) channels (block groups: whole quanta)."""
     model, graph = wide
-    plan = pp.select(model, graph, ratio=ratio)
+    plan = pp.select(model, graph, remove=ratio)
     graph.check(plan)
     for g in graph.prunable:
         removed = len(plan.get(g.id, []))
@@ -70,7 +70,7 @@ def test_ratio_counts(wide: tuple[nn.Module, ChannelGraph], ratio: float) -> Non
 def test_round_to(wide: tuple[nn.Module, ChannelGraph], round_to: int, ratio: float) -> None:
     """Kept widths are multiples of round_to (or the whole group) and at most what ratio keeps."""
     model, graph = wide
-    plan = pp.select(model, graph, ratio=ratio, round_to=round_to)
+    plan = pp.select(model, graph, remove=ratio, round_to=round_to)
     graph.check(plan)
     for gid, kept in _kept(graph, plan).items():
         g = graph.group(gid)
@@ -82,7 +82,7 @@ def test_round_to(wide: tuple[nn.Module, ChannelGraph], round_to: int, ratio: fl
 def test_min_channels(wide: tuple[nn.Module, ChannelGraph], min_channels: int) -> None:
     """No group keeps fewer than min_channels (a smaller group keeps all of its channels)."""
     model, graph = wide
-    plan = pp.select(model, graph, ratio=0.9, min_channels=min_channels)
+    plan = pp.select(model, graph, remove=0.9, min_channels=min_channels)
     graph.check(plan)
     for gid, kept in _kept(graph, plan).items():
         assert kept >= min(min_channels, graph.group(gid).channels)
@@ -95,7 +95,7 @@ def test_ratios_per_group(wide: tuple[nn.Module, ChannelGraph]) -> None:
     model, graph = wide
     plan = pp.select(model, graph, ratios={"c2.weight:0": 0.5})
     assert set(plan) == {"c2.weight:0"} and len(plan["c2.weight:0"]) == 20
-    plan = pp.select(model, graph, ratio=0.25, ratios={"c4.weight:0": 0.5})
+    plan = pp.select(model, graph, remove=0.25, ratios={"c4.weight:0": 0.5})
     assert len(plan["c4.weight:0"]) == 50 and len(plan["c1.weight:0"]) == 6
 
 
@@ -104,7 +104,7 @@ def test_select_leaves_model_alone(wide: tuple[nn.Module, ChannelGraph]) -> None
     model, graph = wide
     before = snapshot(model)
     for importance in ("l1", "l2", "random"):
-        pp.select(model, graph, ratio=0.5, importance=importance)
+        pp.select(model, graph, remove=0.5, importance=importance)
     assert state_equal(before, snapshot(model))
 
 
@@ -129,7 +129,7 @@ def test_magnitude_importance_removes_smallest(importance: str) -> None:
     scale = [5.0, 0.1, 3.0, -0.2, 4.0, 0.3, -6.0, 0.05]
     model = Ranked(scale).eval()
     graph = pp.trace(model, X)
-    plan = pp.select(model, graph, ratio=0.5, importance=importance)
+    plan = pp.select(model, graph, remove=0.5, importance=importance)
     assert plan == {"a.weight:0": [1, 3, 5, 7]}
     scores = pp.channel_scores(model, graph.group("a.weight:0"), importance)
     assert scores.shape == (8,) and (scores >= 0).all()
@@ -141,15 +141,15 @@ def test_precomputed_importance() -> None:
     model = Ranked([1.0] * 8).eval()
     graph = pp.trace(model, X)
     scores = {"a.weight:0": [8, 7, 6, 5, 4, 3, 2, 1]}
-    assert pp.select(model, graph, ratio=0.25, importance=scores) == {"a.weight:0": [6, 7]}
+    assert pp.select(model, graph, remove=0.25, importance=scores) == {"a.weight:0": [6, 7]}
 
 
 def test_random_importance_is_seeded(wide: tuple[nn.Module, ChannelGraph]) -> None:
     """importance='random' is reproducible for a seed and varies across seeds."""
     model, graph = wide
-    a = pp.select(model, graph, ratio=0.5, importance="random", seed=1)
-    b = pp.select(model, graph, ratio=0.5, importance="random", seed=1)
-    c = pp.select(model, graph, ratio=0.5, importance="random", seed=2)
+    a = pp.select(model, graph, remove=0.5, importance="random", seed=1)
+    b = pp.select(model, graph, remove=0.5, importance="random", seed=1)
+    c = pp.select(model, graph, remove=0.5, importance="random", seed=2)
     assert a == b and a != c
     assert {k: len(v) for k, v in a.items()} == {k: len(v) for k, v in c.items()}
 
@@ -158,7 +158,7 @@ def test_prune_report(wide: tuple[nn.Module, ChannelGraph]) -> None:
     """prune() applies select's plan in place and reports consistent counts."""
     model, graph = wide
     model = copy.deepcopy(model)
-    expected_plan = pp.select(model, graph, ratio=0.5, round_to=4)
+    expected_plan = pp.select(model, graph, remove=0.5, round_to=4)
     out_shape = run(model, X).shape
     report = pp.prune(model, X, remove=0.5, round_to=4)
     assert report.plan == expected_plan
@@ -191,3 +191,16 @@ def test_prune_ratio_is_the_deprecated_name_of_remove(wide: tuple[nn.Module, Cha
     assert old.plan == pp.prune(b, X, remove=0.5).plan != {}
     with pytest.raises(PlanError, match="remove= only"):
         pp.prune(copy.deepcopy(model), X, remove=0.5, ratio=0.5)
+
+
+def test_select_ratio_is_the_deprecated_name_of_remove(
+    wide: tuple[nn.Module, ChannelGraph],
+) -> None:
+    """select(ratio=) plans as select(remove=), warning at the caller's line; both: refused."""
+    model, graph = wide
+    with pytest.warns(DeprecationWarning, match=r"select\(remove=\)") as caught:
+        old = pp.select(model, graph, ratio=0.5)
+    assert caught[0].filename == __file__  # the warning points at this call, not our code
+    assert old == pp.select(model, graph, remove=0.5) != {}
+    with pytest.raises(PlanError, match="remove= only"):
+        pp.select(model, graph, remove=0.5, ratio=0.5)

@@ -65,7 +65,7 @@ def test_roundtrip_factory_with_kwargs(tmp_path: Path, as_callable: bool) -> Non
     assert torch.equal(run(model, x), run(loaded, x))
     # the loaded model is a plain model again: it can be traced and pruned further
     graph = pp.trace(loaded, x)
-    plan = pp.select(loaded, graph, ratio=0.5)
+    plan = pp.select(loaded, graph, remove=0.5)
     pp.prune_channels(loaded, graph, plan)
     assert run(loaded, x).shape == (2, 10)
 

@@ -206,7 +206,7 @@ def test_custom_weight_and_activation_criteria(resnet, images) -> None:
 def test_scores_feed_core_select(resnet) -> None:
     model, _, graph = resnet
     scores = ps.score_channels(model, graph, "l1")
-    plan = pp.select(model, graph, ratio=0.5, importance=scores)
+    plan = pp.select(model, graph, remove=0.5, importance=scores)
     for gid, removed in plan.items():
         low = np.argsort(scores[gid], kind="stable")[: len(removed)]
         assert sorted(removed) == sorted(low.tolist())
