@@ -10,7 +10,8 @@ from __future__ import annotations
 from ._actor import EvaluatorActor, WorkerInfo
 from ._cluster import cluster_devices, ensure_ray
 from ._devices import WorkerPlan, plan_workers, uses_gpu
-from ._pool import RayPool, WorkersLostError
+from ._pool import RayPool
+from .errors import WorkersLostError
 
 __all__ = [
     "EvaluatorActor",

@@ -29,6 +29,7 @@ from ._actor import EvaluatorActor, WorkerInfo
 from ._cluster import cluster_devices, ensure_ray
 from ._devices import plan_workers, uses_gpu
 from ._transport import pack
+from .errors import WorkersLostError
 
 __all__ = ["RayPool", "WorkersLostError"]
 
@@ -36,10 +37,6 @@ log = logging.getLogger("prunepilot.worker")
 
 _DEAD = (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError)
 _names = itertools.count()
-
-
-class WorkersLostError(PrunepilotError):
-    """Every worker of a pool was lost and none came back in time."""
 
 
 def _describe(n: int, gpu: bool, threads: int) -> str:
