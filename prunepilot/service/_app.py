@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from prunepilot import __version__
 from prunepilot.schemas import ErrorBody
 
-from . import _openapi, _routes_health, _routes_jobs, _routes_uploads
+from . import _openapi, _routes_health, _routes_jobs, _routes_ui, _routes_uploads
 from ._allow import allow_header
 from ._artifacts import ArtifactStore
 from ._deps import Service
@@ -43,7 +43,8 @@ Submit a job spec (model, dataset, constraints, search and fine-tune settings) t
 `POST /jobs`, follow it with `GET /jobs/{id}` or `GET /jobs/{id}/events`, then download
 the pruned checkpoint (`prunepilot.load` rebuilds it), its ONNX export and a JSON report
 from `GET /jobs/{id}/artifacts/{name}`. Upload weights and datasets with `POST /uploads`.
-Every endpoint but the health probes needs `Authorization: Bearer <token>`.
+Every endpoint but the health probes needs `Authorization: Bearer <token>`. A web UI
+at `/ui` shows the token's jobs, live progress and trials.
 """
 
 
@@ -223,6 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(_routes_jobs.router)
     app.include_router(_routes_uploads.router)
     app.include_router(_routes_health.router)
+    app.include_router(_routes_ui.router)
     _openapi.install(app)
     _install_error_handlers(app)
     app.add_middleware(_BodyLimit)

@@ -21,6 +21,7 @@ _MEDIA = {
     ".safetensors": "application/octet-stream",
     ".onnx": "application/octet-stream",
     ".json": "application/json",
+    ".html": "text/html",
     ".txt": "text/plain",
 }
 _CHUNK = 1 << 20

@@ -45,6 +45,7 @@ from prunepilot.search import SearchCancelled, SearchData, SearchProgress, Searc
 from . import _datasets, _limits, _model_source
 from ._artifacts import ArtifactStore
 from ._redact import clean, error_text
+from ._report_html import render_report
 from ._rows import UploadRow
 from ._settings import Settings
 from ._store import Database, stored_spec
@@ -344,6 +345,9 @@ class _Runner:
         path = staging / "report.json"
         path.write_text(json.dumps(report, indent=2, default=_json_default))
         items.append(store.put(self.job_id, "report.json", path))
+        page = staging / "report.html"  # the same charts as /ui, for a ticket or a PR
+        page.write_text(render_report(report, items), encoding="utf-8")
+        items.append(store.put(self.job_id, "report.html", page))
         shutil.rmtree(staging, ignore_errors=True)
         self.db.set_artifacts(self.job_id, items)
         summary["artifacts"] = [a.name for a in items]

@@ -32,7 +32,7 @@ from prunepilot.schemas import JobStatus
 
 from .conftest import MAX_UPLOAD, OTHER, TOKEN, LiveServer, tiny_spec
 
-ARTIFACTS = {"model.safetensors", "model.onnx", "report.json"}
+ARTIFACTS = {"model.safetensors", "model.onnx", "report.json", "report.html"}
 KEY = "client-e2e-1"
 
 

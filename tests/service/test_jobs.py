@@ -14,6 +14,8 @@ import prunepilot as pp
 
 from ._server import Server, settings, tiny_spec, wait_for
 
+_ARTIFACTS = {"model.safetensors", "model.onnx", "report.json", "report.html"}
+
 
 def test_job_succeeds_and_its_checkpoint_meets_the_flops_budget(
     server: Server, finished_job: dict[str, Any], tmp_path: Path
@@ -25,7 +27,7 @@ def test_job_succeeds_and_its_checkpoint_meets_the_flops_budget(
     result = job["result"]
     assert result["macs"] <= result["limits"]["macs"]
     assert result["chosen"] in {"search", "uniform", "global", "lamp"}
-    assert set(result["artifacts"]) == {"model.safetensors", "model.onnx", "report.json"}
+    assert set(result["artifacts"]) == _ARTIFACTS
 
     with server.client() as c:
         trials = c.get(f"/jobs/{job['id']}/trials").json()
@@ -38,7 +40,7 @@ def test_job_succeeds_and_its_checkpoint_meets_the_flops_budget(
         assert trials["pareto"] and set(trials["pareto"]) <= {t["number"] for t in complete}
 
         listed = {a["name"]: a for a in c.get(f"/jobs/{job['id']}/artifacts").json()}
-        assert set(listed) == {"model.safetensors", "model.onnx", "report.json"}
+        assert set(listed) == _ARTIFACTS
         for name, info in listed.items():
             r = c.get(f"/jobs/{job['id']}/artifacts/{name}")
             assert r.status_code == 200
