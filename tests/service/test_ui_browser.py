@@ -28,7 +28,7 @@ _CHROMIUM = next(
 _DRIVER = shutil.which("chromedriver")
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.chrome.service import Service as ChromeService
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -103,7 +103,45 @@ def _wait(driver: WebDriver, check: Callable[[WebDriver], Any], timeout: float =
 
 
 def _text(driver: WebDriver, element_id: str) -> str:
-    return str(driver.find_element(By.ID, element_id).text)
+    """The element's rendered text, read in one script call (no stale element handles)."""
+    return str(
+        driver.execute_script(
+            "const e = document.getElementById(arguments[0]); return e ? e.innerText : null",
+            element_id,
+        )
+    )
+
+
+# The job page as a reader sees it, in one call (arguments[0]: a sha256 to look for).
+_VIEW = """
+const q = (sel) => Array.from(document.querySelectorAll(sel));
+const text = (id) => document.getElementById(id).textContent.trim();
+const chart = (id) => document.getElementById(id);
+return {
+  done: text("trials-done"),
+  planned: text("trials-planned"),
+  best: text("best"),
+  points: Object.fromEntries(["scatter-macs", "scatter-latency"].map(
+    (c) => [c, chart(c).getAttribute("data-points")])),
+  canvases: Object.fromEntries(["scatter-macs", "scatter-latency"].map(
+    (c) => [c, chart(c).querySelector("canvas") !== null])),
+  ratios: q("#ratios tbody tr code").map((e) => e.textContent),
+  finalists: q("#finalists tbody tr").map((r) => r.querySelector("td").textContent.trim()),
+  artifacts: q("#artifacts tr[data-artifact]").map((r) => r.dataset.artifact),
+  sha_shown: document.getElementById("artifacts").textContent.includes(arguments[0]),
+};
+"""
+
+
+def _fresh(driver: WebDriver, by: str, what: str, act: Callable[[Any], Any]) -> Any:
+    """Find an element and act on it, finding it again if the page re-rendered it between
+    the two (the job list refreshes every 2 s; tables redraw on events)."""
+    for _ in range(20):
+        try:
+            return act(driver.find_element(by, what))
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    return act(driver.find_element(by, what))
 
 
 def _sign_in(driver: WebDriver, token: str) -> None:
@@ -151,8 +189,8 @@ def test_the_ui_follows_a_real_job_to_its_charts_and_files(
     # the job appears in the list by itself (the list refreshes), with its status
     row = f'tr[data-job="{job_id}"]'
     _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, row))
-    assert "ui <b>tiny</b> </script>" in d.find_element(By.CSS_SELECTOR, row).text  # as text
-    d.find_element(By.CSS_SELECTOR, f"{row} a").click()
+    assert "ui <b>tiny</b> </script>" in _fresh(d, By.CSS_SELECTOR, row, lambda e: e.text)
+    _fresh(d, By.CSS_SELECTOR, f"{row} a", lambda e: e.click())
     _wait(d, lambda d: d.find_element(By.ID, "job").is_displayed())
     assert d.current_url.endswith(f"/ui#/jobs/{job_id}")
 
@@ -177,42 +215,51 @@ def test_the_ui_follows_a_real_job_to_its_charts_and_files(
         trials = c.get(f"/jobs/{job_id}/trials").json()["trials"]
         artifacts = {a["name"]: a for a in c.get(f"/jobs/{job_id}/artifacts").json()}
         checkpoint = c.get(f"/jobs/{job_id}/artifacts/model.safetensors").content
-    assert _text(d, "trials-done") == _text(d, "trials-planned") == str(job["trials_planned"])
-    assert abs(float(_text(d, "best")) - job["best_score"]) <= 5e-5  # 4 decimals
-    # one point per trial on each scatter (the job has a latency budget: all have latency)
-    for chart in ("scatter-macs", "scatter-latency"):
-        el = d.find_element(By.ID, chart)
-        assert el.get_attribute("data-points") == str(len(trials)), chart
-        assert el.find_elements(By.TAG_NAME, "canvas"), chart
+    # what the page shows, read in one script call (atomic: the page's own code cannot
+    # re-render between two reads, as it may between Selenium element look-ups), polled
+    # until it matches: a last refresh after SUCCEEDED may still be redrawing the tables
     result = job["result"]
-    ratio_rows = d.find_elements(By.CSS_SELECTOR, "#ratios tbody tr")
-    assert [r.find_element(By.TAG_NAME, "code").text for r in ratio_rows] == list(result["config"])
-    final_rows = d.find_elements(By.CSS_SELECTOR, "#finalists tbody tr")
-    assert len(final_rows) == len(result["finalists"])
-    shown = {r.find_elements(By.TAG_NAME, "td")[0].text for r in final_rows}
-    assert shown == {str(f["number"]) for f in result["finalists"]}
-    listed = {
-        r.get_attribute("data-artifact")
-        for r in d.find_elements(By.CSS_SELECTOR, "#artifacts tr[data-artifact]")
+    expected = {
+        "done": str(job["trials_planned"]),
+        "planned": str(job["trials_planned"]),
+        "points": {c: str(len(trials)) for c in ("scatter-macs", "scatter-latency")},
+        "canvases": {c: True for c in ("scatter-macs", "scatter-latency")},
+        "ratios": list(result["config"]),
+        "finalists": sorted(str(f["number"]) for f in result["finalists"]),
+        "artifacts": sorted(artifacts),
+        "sha_shown": True,
     }
-    assert listed == set(artifacts)
-    assert artifacts["model.safetensors"]["sha256"] in d.find_element(By.ID, "artifacts").text
+    sha = artifacts["model.safetensors"]["sha256"]
+
+    def shown(d: WebDriver) -> dict[str, Any]:
+        view: dict[str, Any] = d.execute_script(_VIEW, sha)
+        view["finalists"] = sorted(view["finalists"])
+        view["artifacts"] = sorted(view["artifacts"])
+        return view
+
+    deadline = time.monotonic() + 30
+    while True:
+        view = shown(d)
+        if {k: view[k] for k in expected} == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert {k: view[k] for k in expected} == expected
+    assert abs(float(view["best"]) - job["best_score"]) <= 5e-5  # 4 decimals
     assert not _errors(d)
     _screenshot(d, shots / "job.png")
 
     # the download link returns the checkpoint (through fetch + Blob; sha256 checked)
-    link = d.find_element(
-        By.XPATH, "//button[@class='link download' and text()='model.safetensors']"
-    )
-    link.click()
+    checkpoint_button = "//button[@class='link download' and text()='model.safetensors']"
+    _fresh(d, By.XPATH, checkpoint_button, lambda e: e.click())
     got = _downloaded(d.downloads, "model.safetensors")  # type: ignore[attr-defined]
     assert got == checkpoint
     assert hashlib.sha256(got).hexdigest() == artifacts["model.safetensors"]["sha256"]
     note = 'tr[data-artifact="model.safetensors"] .note'
-    _wait(d, lambda d: "sha256 verified" in d.find_element(By.CSS_SELECTOR, note).text)
+    _wait(d, lambda d: "sha256 verified" in _fresh(d, By.CSS_SELECTOR, note, lambda e: e.text))
 
     # report.html: downloaded, opened from disk, the same charts with no server
-    d.find_element(By.XPATH, "//button[@class='link download' and text()='report.html']").click()
+    report_button = "//button[@class='link download' and text()='report.html']"
+    _fresh(d, By.XPATH, report_button, lambda e: e.click())
     page = _downloaded(d.downloads, "report.html")  # type: ignore[attr-defined]
     assert hashlib.sha256(page).hexdigest() == artifacts["report.html"]["sha256"]
     report = d.downloads / "report.html"  # type: ignore[attr-defined]
