@@ -127,6 +127,8 @@ return {
     (c) => [c, chart(c).querySelector("canvas") !== null])),
   ratios: q("#ratios tbody tr code").map((e) => e.textContent),
   finalists: q("#finalists tbody tr").map((r) => r.querySelector("td").textContent.trim()),
+  notes: q("#finalists tbody tr").map(
+    (r) => [r.querySelector("td").textContent.trim(), r.lastElementChild.textContent.trim()]),
   artifacts: q("#artifacts tr[data-artifact]").map((r) => r.dataset.artifact),
   sha_shown: document.getElementById("artifacts").textContent.includes(arguments[0]),
 };
@@ -219,6 +221,8 @@ def test_the_ui_follows_a_real_job_to_its_charts_and_files(
     # re-render between two reads, as it may between Selenium element look-ups), polled
     # until it matches: a last refresh after SUCCEEDED may still be redrawing the tables
     result = job["result"]
+    # the page marks the first finalist whose config is the result's (as `chosenNumber`)
+    chosen = next(f["number"] for f in result["finalists"] if f["config"] == result["config"])
     expected = {
         "done": str(job["trials_planned"]),
         "planned": str(job["trials_planned"]),
@@ -226,6 +230,16 @@ def test_the_ui_follows_a_real_job_to_its_charts_and_files(
         "canvases": {c: True for c in ("scatter-macs", "scatter-latency")},
         "ratios": list(result["config"]),
         "finalists": sorted(str(f["number"]) for f in result["finalists"]),
+        # the chosen one marked; those that failed the final latency re-measurement say so
+        "notes": sorted(
+            [
+                str(f["number"]),
+                "chosen"
+                if f["number"] == chosen
+                else ("over the latency budget when re-measured" if not f["feasible"] else ""),
+            ]
+            for f in result["finalists"]
+        ),
         "artifacts": sorted(artifacts),
         "sha_shown": True,
     }
@@ -235,6 +249,7 @@ def test_the_ui_follows_a_real_job_to_its_charts_and_files(
         view: dict[str, Any] = d.execute_script(_VIEW, sha)
         view["finalists"] = sorted(view["finalists"])
         view["artifacts"] = sorted(view["artifacts"])
+        view["notes"] = sorted(view["notes"])
         return view
 
     deadline = time.monotonic() + 30

@@ -337,7 +337,9 @@
     );
   }
 
-  /** The fine-tuned finalists: search score, fine-tuned score, cost; the chosen one marked. */
+  /** The fine-tuned finalists: search score, fine-tuned (validation) score, cost; the chosen
+   * one marked, and those that failed the final latency re-measurement said so (the search
+   * takes the best validation score among the finalists that pass it). */
   function finalists(el, list, chosen) {
     el.replaceChildren();
     if (!list || !list.length) {
@@ -355,10 +357,13 @@
         h("td", { class: "num", text: fmt.ms(latencyOf(f)) }),
         h("td", { class: "num", text: fmt.score(f.score) }),
         h("td", { class: "num strong", text: fmt.score(f.val_score) }),
-        h("td", { text: f.number === chosen ? "chosen" : "" }),
+        h("td", {
+          text:
+            f.number === chosen ? "chosen" : f.feasible === false ? "over the latency budget when re-measured" : "",
+        }),
       ),
     );
-    const head = ["trial", "allocation", "MACs", "params", "latency", "search score", "fine-tuned score", ""];
+    const head = ["trial", "allocation", "MACs", "params", "latency", "search score", "fine-tuned (validation)", ""];
     el.append(
       h(
         "table",
